@@ -1,0 +1,89 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * torcx engine: parallel, streaming, verified extraction of tar archives and
+ * the mount helpers of the boot-time apply.
+ *
+ * The part between the cffi markers is fed verbatim to ffibuilder.cdef(), so
+ * it must stay plain declarations: no includes, no conditionals, no macros
+ * other than integer constants.
+ */
+#ifndef TORCX_ENGINE_H
+#define TORCX_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* cffi:begin */
+#define TORCX_ENGINE_ABI 1
+
+/* job flags */
+#define TORCX_JOB_OWNERSHIP 1     /* apply uid/gid (root only) and special mode bits */
+#define TORCX_JOB_ALLOW_DEVICES 2 /* create FIFOs and device nodes instead of refusing */
+#define TORCX_JOB_SHA256 4        /* also compute SHA-256 of the archive bytes */
+#define TORCX_JOB_NO_WRITE 8      /* read and verify only; dest is ignored */
+#define TORCX_JOB_REQUIRE_DIGESTS 16 /* fail when the archive has no .torcx/digests */
+
+/* result codes (torcx_result.code) */
+#define TORCX_OK 0
+#define TORCX_E_OS 1            /* a system call failed; see err_no */
+#define TORCX_E_FORMAT 2        /* corrupt, truncated or unsupported archive */
+#define TORCX_E_UNSAFE 3        /* entry would land outside the destination */
+#define TORCX_E_LINK 4          /* hard link to something not extracted by this job */
+#define TORCX_E_LIMIT 5         /* a hard limit was exceeded */
+#define TORCX_E_DEVICE 6        /* device node or FIFO refused */
+#define TORCX_E_DIGEST 7        /* a file's content does not match .torcx/digests */
+#define TORCX_E_UNLISTED 8      /* a regular file missing from .torcx/digests */
+#define TORCX_E_MISSING 9       /* a file listed in .torcx/digests is not in the archive */
+#define TORCX_E_ARCHIVE_DIGEST 10 /* archive bytes do not match the pinned digest */
+#define TORCX_E_DIGEST_LIST 11  /* .torcx/digests is malformed or missing when required */
+#define TORCX_E_EXISTS 12       /* destination already exists */
+
+struct torcx_job {
+    const char *archive;       /* path of the archive file */
+    const char *dest;          /* folder to create; must not exist */
+    const char *pin_xxh3;      /* 32 hex digits or NULL */
+    const char *pin_sha256;    /* 64 hex digits or NULL */
+    uint64_t max_entries;      /* 0: default */
+    uint64_t max_bytes;        /* total logical bytes of regular files; 0: default */
+    uint32_t max_path;         /* bytes of one entry path; 0: default */
+    uint32_t flags;            /* TORCX_JOB_* */
+};
+
+struct torcx_result {
+    int code;                  /* TORCX_OK or TORCX_E_* */
+    int err_no;                /* errno behind the failure, 0 if none */
+    int64_t entry_index;       /* index of the faulty entry, -1 if none */
+    char entry_path[4096];     /* path inside the archive of the faulty entry */
+    char message[512];
+    uint64_t entries;
+    uint64_t files;
+    uint64_t dirs;
+    uint64_t symlinks;
+    uint64_t hardlinks;
+    uint64_t others;           /* FIFOs and device nodes */
+    uint64_t bytes;            /* logical bytes of regular files */
+    uint64_t archive_bytes;    /* bytes read from the archive file */
+    char archive_xxh3[33];     /* hex XXH3-128 of the archive bytes */
+    char archive_sha256[65];   /* hex SHA-256 when TORCX_JOB_SHA256, else "" */
+    char compression[16];      /* "gzip", "zstd", "xz", "none", ... */
+    int verified;              /* 1 when every file matched .torcx/digests */
+    double seconds;
+};
+
+/* Version of the compiled engine, checked against the Python package's. */
+const char *torcx_version(void);
+
+/* Run n jobs on up to `threads` threads (0: one per online core). Fills
+ * results[i] for jobs[i]; a failed job never stops the others. Returns the
+ * number of failed jobs, or -errno if the batch itself could not run. */
+int torcx_extract_batch(const struct torcx_job *jobs, struct torcx_result *results,
+                        size_t n, unsigned threads);
+
+/* Mount helpers of the apply. Each returns 0 or -errno. */
+int torcx_mount_tmpfs(const char *target, uint64_t size_bytes, unsigned mode);
+int torcx_remount_ro(const char *target);
+int torcx_loop_mount(const char *image, const char *target, const char *fstype);
+int torcx_umount(const char *target);
+/* cffi:end */
+
+#endif

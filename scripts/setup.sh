@@ -1,0 +1,28 @@
+#!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
+# Installs what torcx needs on a Debian machine (as root) and builds it in place.
+set -eu
+cd "$(dirname "$0")/.."
+
+# Build: compiler and headers; run time: libarchive, libxxhash, libisal.
+# Tests: tools used as baselines and to build fixtures (squashfs, erofs, gpg, nspawn).
+PACKAGES="build-essential libarchive-dev libxxhash-dev libisal-dev
+  libarchive-tools pigz zstd xz-utils lz4 bzip2 xxhash squashfs-tools erofs-utils
+  gnupg gpgv openssl util-linux debootstrap systemd-container"
+
+missing=""
+for p in $PACKAGES; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "setup: missing Debian packages:$missing (run as root to install them)" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+
+PYTHON=${PYTHON:-python3}
+"$PYTHON" -m pip install -q --disable-pip-version-check -e ".[test]"

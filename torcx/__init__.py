@@ -1,0 +1,51 @@
+# SPDX-License-Identifier: Apache-2.0
+"""torcx: boot-time addon manager for immutable Linux systems.
+
+Importing the package is cheap on purpose (the generator runs at boot): the
+native engine is loaded only when one of its names is first used.
+"""
+
+from ._version import __version__
+from .errors import (
+    ConfigError,
+    CorruptArchive,
+    DigestMismatch,
+    ExtractError,
+    LimitExceeded,
+    MountError,
+    NotFound,
+    RemoteError,
+    SchemaError,
+    TorcxError,
+    UnsafeArchive,
+)
+
+__all__ = sorted([
+    "ConfigError",
+    "CorruptArchive",
+    "DigestMismatch",
+    "ExtractError",
+    "Job",
+    "LimitExceeded",
+    "MountError",
+    "NotFound",
+    "RemoteError",
+    "Result",
+    "SchemaError",
+    "TorcxError",
+    "UnsafeArchive",
+    "__version__",
+    "extract",
+    "extract_many",
+    "verify",
+])
+
+_ENGINE_NAMES = {"Job", "Result", "extract", "extract_many", "verify"}
+
+
+def __getattr__(name):
+    if name in _ENGINE_NAMES:
+        from . import engine
+
+        return getattr(engine, name)
+    raise AttributeError(f"module 'torcx' has no attribute {name!r}")

@@ -1,0 +1,229 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Python face of the native engine: the only module that touches ``lib``.
+
+Jobs in, one Result per job out. Failures come back as ExtractError
+subclasses, either attached to a Result (extract_many) or raised (extract,
+verify). The GIL is released for the whole batch by cffi.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+from . import errors
+from ._version import __version__
+
+try:
+    from ._native import ffi, lib
+except ImportError as e:  # pragma: no cover - depends on the build
+    raise ImportError(
+        f"torcx: the native engine is not built ({e}); run 'pip install .' "
+        "with libarchive-dev, libxxhash-dev and libisal-dev installed"
+    ) from e
+
+_built = ffi.string(lib.torcx_version()).decode()
+if _built != __version__:  # pragma: no cover - stale build
+    raise ImportError(
+        f"torcx: native engine version {_built} does not match package version "
+        f"{__version__}; rebuild with 'pip install .'"
+    )
+
+DEFAULT_MAX_ENTRIES = 1_000_000
+DEFAULT_MAX_BYTES = 1 << 40
+DEFAULT_MAX_PATH = 4096
+
+
+@dataclass(frozen=True)
+class Job:
+    """One archive to extract into ``dest`` (a folder that must not exist yet).
+
+    ``dest=None`` reads and verifies without writing anything.
+    ``pin_xxh3``/``pin_sha256`` pin the digest of the archive bytes (hex).
+    ``ownership=None`` applies ownership and special mode bits when running as root.
+    """
+
+    archive: str
+    dest: Optional[str]
+    pin_xxh3: Optional[str] = None
+    pin_sha256: Optional[str] = None
+    sha256: bool = False
+    ownership: Optional[bool] = None
+    allow_devices: bool = False
+    require_digests: bool = False
+    max_entries: int = DEFAULT_MAX_ENTRIES
+    max_bytes: int = DEFAULT_MAX_BYTES
+    max_path: int = DEFAULT_MAX_PATH
+
+
+@dataclass
+class Result:
+    """Outcome of one job; ``error`` is None on success."""
+
+    archive: str
+    dest: Optional[str]
+    entries: int = 0
+    files: int = 0
+    dirs: int = 0
+    symlinks: int = 0
+    hardlinks: int = 0
+    others: int = 0
+    bytes: int = 0
+    archive_bytes: int = 0
+    archive_xxh3: str = ""
+    archive_sha256: str = ""
+    compression: str = ""
+    verified: bool = False
+    seconds: float = 0.0
+    error: Optional[errors.ExtractError] = field(default=None, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+_ERROR_CLASSES = {
+    lib.TORCX_E_OS: errors.ExtractError,
+    lib.TORCX_E_FORMAT: errors.CorruptArchive,
+    lib.TORCX_E_UNSAFE: errors.UnsafeArchive,
+    lib.TORCX_E_LINK: errors.UnsafeArchive,
+    lib.TORCX_E_LIMIT: errors.LimitExceeded,
+    lib.TORCX_E_DEVICE: errors.UnsafeArchive,
+    lib.TORCX_E_DIGEST: errors.DigestMismatch,
+    lib.TORCX_E_UNLISTED: errors.DigestMismatch,
+    lib.TORCX_E_MISSING: errors.DigestMismatch,
+    lib.TORCX_E_ARCHIVE_DIGEST: errors.DigestMismatch,
+    lib.TORCX_E_DIGEST_LIST: errors.DigestMismatch,
+    lib.TORCX_E_EXISTS: errors.ExtractError,
+}
+
+
+def _error_from(res, archive: str) -> errors.ExtractError:
+    cls = _ERROR_CLASSES.get(res.code)
+    message = ffi.string(res.message).decode(errors="replace")
+    if cls is None:
+        cls = errors.ExtractError
+        message = f"{message} (unhandled error code {res.code}; this is a bug)"
+    return cls(
+        message,
+        filename=archive,
+        entry=ffi.string(res.entry_path).decode(errors="surrogateescape"),
+        entry_index=res.entry_index,
+        err_no=res.err_no,
+        code=res.code,
+    )
+
+
+def _flags(job: Job, is_root: bool) -> int:
+    flags = 0
+    if job.ownership or (job.ownership is None and is_root):
+        flags |= lib.TORCX_JOB_OWNERSHIP
+    if job.allow_devices:
+        flags |= lib.TORCX_JOB_ALLOW_DEVICES
+    if job.sha256 or job.pin_sha256:
+        flags |= lib.TORCX_JOB_SHA256
+    if job.dest is None:
+        flags |= lib.TORCX_JOB_NO_WRITE
+    if job.require_digests:
+        flags |= lib.TORCX_JOB_REQUIRE_DIGESTS
+    return flags
+
+
+def extract_many(jobs: Sequence[Job], threads: int = 0) -> list[Result]:
+    """Run every job in one parallel batch; a failed job never stops the others.
+
+    ``threads=0`` uses one thread per online core. Results are in job order;
+    a failed job's Result has ``error`` set and nothing left at its ``dest``.
+    """
+    n = len(jobs)
+    if n == 0:
+        return []
+    c_jobs = ffi.new("struct torcx_job[]", n)
+    c_results = ffi.new("struct torcx_result[]", n)
+    keep = []  # owns the C strings until the batch returns
+    is_root = os.geteuid() == 0
+
+    def cstr(value):
+        if value is None:
+            return ffi.NULL
+        s = ffi.new("char[]", os.fsencode(value))
+        keep.append(s)
+        return s
+
+    for c, job in zip(c_jobs, jobs):
+        c.archive = cstr(job.archive)
+        c.dest = cstr(job.dest)
+        c.pin_xxh3 = cstr(job.pin_xxh3.lower() if job.pin_xxh3 else None)
+        c.pin_sha256 = cstr(job.pin_sha256.lower() if job.pin_sha256 else None)
+        c.max_entries = job.max_entries
+        c.max_bytes = job.max_bytes
+        c.max_path = job.max_path
+        c.flags = _flags(job, is_root)
+    r = lib.torcx_extract_batch(c_jobs, c_results, n, threads)
+    if r < 0:
+        raise errors.ExtractError(f"cannot run extraction batch: {os.strerror(-r)}", err_no=-r)
+    results = []
+    for job, res in zip(jobs, c_results):
+        results.append(Result(
+            archive=job.archive,
+            dest=job.dest,
+            entries=res.entries,
+            files=res.files,
+            dirs=res.dirs,
+            symlinks=res.symlinks,
+            hardlinks=res.hardlinks,
+            others=res.others,
+            bytes=res.bytes,
+            archive_bytes=res.archive_bytes,
+            archive_xxh3=ffi.string(res.archive_xxh3).decode(),
+            archive_sha256=ffi.string(res.archive_sha256).decode(),
+            compression=ffi.string(res.compression).decode(),
+            verified=bool(res.verified),
+            seconds=res.seconds,
+            error=None if res.code == lib.TORCX_OK else _error_from(res, job.archive),
+        ))
+    return results
+
+
+def extract(archive: str, dest: str, **options) -> Result:
+    """Extract one archive into ``dest``; raise its ExtractError on failure."""
+    (result,) = extract_many([Job(archive, dest, **options)], threads=1)
+    if result.error is not None:
+        raise result.error
+    return result
+
+
+def verify(archive: str, **options) -> Result:
+    """Read one archive and check it against its digests without writing anything."""
+    (result,) = extract_many([Job(archive, None, **options)], threads=1)
+    if result.error is not None:
+        raise result.error
+    return result
+
+
+def _check_mount(r: int, what: str, path: str) -> None:
+    if r < 0:
+        raise errors.MountError(-r, f"{what} {path}: {os.strerror(-r)}", path)
+
+
+def mount_tmpfs(target: str, size_bytes: int, mode: int = 0o755) -> None:
+    """Mount a tmpfs of ``size_bytes`` on ``target`` (exec allowed, nodev, nosuid)."""
+    _check_mount(lib.torcx_mount_tmpfs(os.fsencode(target), size_bytes, mode),
+                 "mounting tmpfs on", target)
+
+
+def remount_ro(target: str) -> None:
+    """Remount the mount at ``target`` read-only."""
+    _check_mount(lib.torcx_remount_ro(os.fsencode(target)), "remounting read-only", target)
+
+
+def loop_mount(image: str, target: str, fstype: str) -> None:
+    """Attach ``image`` to a free autoclear read-only loop device and mount it on ``target``."""
+    _check_mount(lib.torcx_loop_mount(os.fsencode(image), os.fsencode(target),
+                                      fstype.encode()), f"loop-mounting {image} on", target)
+
+
+def umount(target: str) -> None:
+    """Unmount ``target`` (lazily, so a busy mount does not block the apply)."""
+    _check_mount(lib.torcx_umount(os.fsencode(target)), "unmounting", target)
