@@ -1,0 +1,178 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Propagation rules: bins, unit files, .wants folders, conflicts, never-overwrite."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from torcx import propagate
+from torcx.propagate import COPY, LINK, MKDIR, SYMLINK, AssetError
+
+UNPACK = "/run/torcx/unpack"
+BINDIR = "/run/torcx/bin"
+
+
+def write(path, text="", mode=0o644):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, mode)
+
+
+@pytest.fixture
+def root(tmp_path):
+    return str(tmp_path / "root")
+
+
+def make_image(root, name):
+    """An unpacked image folder under root, returned as (host dir, target dir)."""
+    target = f"{UNPACK}/{name}"
+    host = propagate.host_path(root, target)
+    os.makedirs(host)
+    return host, target
+
+
+def plan(root, name, assets):
+    host, target = f"{root}{UNPACK}/{name}", f"{UNPACK}/{name}"
+    return propagate.plan_image(name, host, target, assets, BINDIR)
+
+
+def apply_all(root, *plans):
+    res = propagate.resolve(root, plans)
+    return res, propagate.execute(root, res.entries)
+
+
+def test_bin_symlink_points_to_target_path(root):
+    """A bin becomes RUNDIR/bin/<name> linking to the target path, without the root prefix."""
+    host, _ = make_image(root, "docker")
+    write(f"{host}/bin/docker", "#!/bin/sh\n", 0o755)
+    _, out = apply_all(root, plan(root, "docker", {"bin": ["/bin/docker"]}))
+    link = f"{root}{BINDIR}/docker"
+    assert os.readlink(link) == f"{UNPACK}/docker/bin/docker"
+    assert [e.action for e in out.created] == [SYMLINK]
+
+
+def test_bin_directory_is_walked_and_flattened(root):
+    """A bin folder is walked recursively and every file linked by its base name."""
+    host, _ = make_image(root, "tools")
+    write(f"{host}/opt/bin/a", mode=0o755)
+    write(f"{host}/opt/bin/sub/b", mode=0o755)
+    os.symlink("a", f"{host}/opt/bin/c")
+    entries = plan(root, "tools", {"bin": ["/opt/bin"]})
+    assert sorted(e.dest for e in entries) == [f"{BINDIR}/a", f"{BINDIR}/b", f"{BINDIR}/c"]
+    assert {e.link for e in entries} == {f"{UNPACK}/tools/opt/bin/a",
+                                         f"{UNPACK}/tools/opt/bin/sub/b",
+                                         f"{UNPACK}/tools/opt/bin/c"}
+
+
+def test_unit_file_is_copied(root):
+    """A unit file is copied (not linked) into /run/systemd/system with mode 0644."""
+    host, _ = make_image(root, "docker")
+    write(f"{host}/lib/systemd/system/docker.service", "[Service]\n", 0o600)
+    apply_all(root, plan(root, "docker", {"units": ["/lib/systemd/system/docker.service"]}))
+    dest = f"{root}/run/systemd/system/docker.service"
+    assert not os.path.islink(dest)
+    assert open(dest).read() == "[Service]\n"
+    assert os.stat(dest).st_mode & 0o777 == 0o644
+
+
+def test_wants_folder_recreated_with_relative_links(root):
+    """A .wants folder is recreated one level deep, its symlinks copied as they are."""
+    host, _ = make_image(root, "docker")
+    wants = f"{host}/lib/systemd/system/multi-user.target.wants"
+    os.makedirs(f"{wants}/deeper")
+    write(f"{wants}/deeper/ignored.service")
+    os.symlink("../docker.service", f"{wants}/docker.service")
+    write(f"{wants}/plain.conf", "x")
+    entries = plan(root, "docker", {"units": ["/lib/systemd/system/multi-user.target.wants/"]})
+    assert [e.action for e in entries] == [MKDIR, LINK, COPY]
+    apply_all(root, entries)
+    dest = f"{root}/run/systemd/system/multi-user.target.wants"
+    assert os.readlink(f"{dest}/docker.service") == "../docker.service"
+    assert open(f"{dest}/plain.conf").read() == "x"
+    assert not os.path.exists(f"{dest}/deeper")
+
+
+def test_each_kind_lands_in_its_folder(root):
+    """network, sysusers, tmpfiles and udev_rules go to their /run folders."""
+    host, _ = make_image(root, "misc")
+    for name in ("a.network", "a.conf", "b.conf", "99-a.rules"):
+        write(f"{host}/etc/{name}", name)
+    apply_all(root, plan(root, "misc", {
+        "network": ["/etc/a.network"], "sysusers": ["/etc/a.conf"],
+        "tmpfiles": ["/etc/b.conf"], "udev_rules": ["/etc/99-a.rules"]}))
+    for dest in ("run/systemd/network/a.network", "run/sysusers.d/a.conf",
+                 "run/tmpfiles.d/b.conf", "run/udev/rules.d/99-a.rules"):
+        assert os.path.isfile(f"{root}/{dest}"), dest
+
+
+def test_conflict_keeps_first_image(root):
+    """Two images providing the same bin and unit: the first wins, both conflicts reported."""
+    for name in ("one", "two"):
+        host, _ = make_image(root, name)
+        write(f"{host}/bin/tool", name, 0o755)
+        write(f"{host}/units/tool.service", name)
+    assets = {"bin": ["/bin/tool"], "units": ["/units/tool.service"]}
+    res, _ = apply_all(root, plan(root, "one", assets), plan(root, "two", assets))
+    assert [(c.kind, c.kept, c.dropped) for c in res.conflicts] == [
+        ("bin", "one", "two"), ("units", "one", "two")]
+    assert os.readlink(f"{root}{BINDIR}/tool") == f"{UNPACK}/one/bin/tool"
+    assert open(f"{root}/run/systemd/system/tool.service").read() == "one"
+
+
+def test_shared_wants_folder_is_no_conflict(root):
+    """Two images adding links to the same .wants folder both get them, without conflict."""
+    plans = []
+    for name in ("one", "two"):
+        host, _ = make_image(root, name)
+        os.makedirs(f"{host}/u/multi-user.target.wants")
+        os.symlink(f"../{name}.service", f"{host}/u/multi-user.target.wants/{name}.service")
+        plans.append(plan(root, name, {"units": ["/u/multi-user.target.wants"]}))
+    res, _ = apply_all(root, *plans)
+    assert res.conflicts == []
+    assert sorted(os.listdir(f"{root}/run/systemd/system/multi-user.target.wants")) == [
+        "one.service", "two.service"]
+
+
+def test_existing_file_is_never_overwritten(root):
+    """A file already at the destination is kept untouched and reported."""
+    host, _ = make_image(root, "docker")
+    write(f"{host}/u/docker.service", "new")
+    write(f"{root}/run/systemd/system/docker.service", "admin's")
+    os.makedirs(f"{root}{BINDIR}")
+    os.symlink("/usr/bin/docker", f"{root}{BINDIR}/docker")
+    write(f"{host}/bin/docker", mode=0o755)
+    res, out = apply_all(root, plan(root, "docker", {
+        "bin": ["/bin/docker"], "units": ["/u/docker.service"]}))
+    assert {e.dest for e in res.existing} == {f"{BINDIR}/docker",
+                                              "/run/systemd/system/docker.service"}
+    assert out.created == []
+    assert open(f"{root}/run/systemd/system/docker.service").read() == "admin's"
+    assert os.readlink(f"{root}{BINDIR}/docker") == "/usr/bin/docker"
+
+
+def test_missing_asset_fails_the_image(root):
+    """A manifest entry naming a file the image lacks is an AssetError naming it."""
+    make_image(root, "docker")
+    with pytest.raises(AssetError, match="units: /u/none.service: no such file"):
+        plan(root, "docker", {"units": ["/u/none.service"]})
+
+
+def test_asset_through_symlink_outside_image_is_refused(root):
+    """A manifest path reaching outside the image through a symlinked folder is refused."""
+    host, _ = make_image(root, "evil")
+    os.makedirs(f"{root}/etc")
+    write(f"{root}/etc/shadow", "secret")
+    os.symlink(f"{root}/etc", f"{host}/etc")
+    with pytest.raises(AssetError, match="outside the image"):
+        plan(root, "evil", {"units": ["/etc/shadow"]})
+
+
+def test_dotdot_cannot_climb_out(root):
+    """'..' in a manifest path stays inside the image: /../../x means /x of the image."""
+    host, _ = make_image(root, "img")
+    write(f"{root}/x", "outside")
+    with pytest.raises(AssetError, match="no such file in the image"):
+        plan(root, "img", {"tmpfiles": ["/../../x"]})

@@ -1,0 +1,307 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Propagation: expose an unpacked image's assets to the system (SPEC.md section 6, step 4).
+
+Two phases so that ``--dry-run`` can show exactly what a real run does:
+``plan_image`` reads one unpacked image and lists what it would create,
+``resolve`` orders the lists of all images (first image wins, conflicts and
+pre-existing files reported, nothing overwritten), ``execute`` creates them.
+
+Paths come in two flavours. *Target* paths are what the booted system sees
+(``/run/torcx/unpack/docker/bin/docker``) and are what gets written into
+symlinks and reports. *Host* paths are where this process touches the
+filesystem: the target path under the ``--root`` prefix.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import stat
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+# Destination folder (target path) of each manifest key other than "bin".
+UNIT_DIRS = {
+    "units": "/run/systemd/system",
+    "network": "/run/systemd/network",
+    "sysusers": "/run/sysusers.d",
+    "tmpfiles": "/run/tmpfiles.d",
+    "udev_rules": "/run/udev/rules.d",
+}
+KINDS = ("bin",) + tuple(UNIT_DIRS)
+
+# Actions, by what they create at ``dest``.
+SYMLINK = "symlink"  # bin: a link into the unpacked image
+COPY = "copy"        # a unit-like file, copied
+MKDIR = "mkdir"      # a unit-like directory (e.g. multi-user.target.wants), recreated
+LINK = "link"        # a symlink inside such a directory, copied as a link
+
+COPY_MODE = 0o644  # as upstream: propagated configuration is plain readable data
+
+
+class AssetError(ValueError):
+    """A manifest entry cannot be propagated (missing, or escaping its image)."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One thing propagation creates: ``dest`` (target path) made from ``source``."""
+
+    image: str
+    kind: str
+    action: str
+    source: str  # target path inside the unpacked image
+    dest: str    # target path created
+    link: str = ""  # symlink text for SYMLINK and LINK
+
+    def to_json(self) -> dict:
+        d = {"image": self.image, "kind": self.kind, "action": self.action,
+             "source": self.source, "dest": self.dest}
+        if self.link:
+            d["link"] = self.link
+        return d
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """Two images provide the same destination; the earlier image's entry is kept."""
+
+    kind: str
+    dest: str
+    kept: str      # image whose entry was propagated
+    dropped: str   # image whose entry was not
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "dest": self.dest, "kept": self.kept,
+                "dropped": self.dropped}
+
+    def __str__(self) -> str:
+        return (f"{self.kind} {self.dest} provided by both {self.kept!r} and "
+                f"{self.dropped!r}; keeping {self.kept!r}")
+
+
+@dataclass
+class Resolution:
+    """The ordered entries to create plus what was left out and why."""
+
+    entries: list[Entry] = field(default_factory=list)
+    conflicts: list[Conflict] = field(default_factory=list)
+    existing: list[Entry] = field(default_factory=list)  # dest already on disk: not overwritten
+
+
+@dataclass
+class Outcome:
+    """What ``execute`` did: created entries and per-entry failures."""
+
+    created: list[Entry] = field(default_factory=list)
+    existing: list[Entry] = field(default_factory=list)
+    failed: list[tuple[Entry, str]] = field(default_factory=list)
+
+
+def host_path(root: str, target: str) -> str:
+    """Where the target path ``target`` lives for this process, under ``root``."""
+    if not root or root == "/":
+        return target
+    return os.path.join(root, target.lstrip("/"))
+
+
+def _lexists(path: str) -> bool:
+    try:
+        os.lstat(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+class _Image:
+    """An unpacked image: its host folder (resolved) and its target path."""
+
+    def __init__(self, name: str, host_dir: str, target_dir: str):
+        self.name = name
+        self.real = os.path.realpath(host_dir)
+        self.target = target_dir.rstrip("/")
+
+    def _confined(self, real: str, what: str) -> str:
+        if real != self.real and not real.startswith(self.real + "/"):
+            raise AssetError(f"{what}: resolves outside the image")
+        return real
+
+    def locate(self, asset: str, follow: bool) -> str:
+        """Host path of manifest path ``asset``, refusing anything outside the image.
+
+        The parent folders are always resolved; the last component only with
+        ``follow`` (a bin may be a symlink to anything: it is linked, not read).
+        """
+        if not asset.startswith("/"):
+            raise AssetError(f"{asset}: not an absolute path inside the image")
+        norm = posixpath.normpath(asset)  # "/../x" -> "/x": cannot climb out lexically
+        if norm == "/":
+            raise AssetError(f"{asset}: is the image root")
+        parent, base = posixpath.split(norm)
+        host_parent = self._confined(os.path.realpath(self.real + parent), asset)
+        host = os.path.join(host_parent, base)
+        if not _lexists(host):
+            raise AssetError(f"{asset}: no such file in the image")
+        if follow:
+            host = self._confined(os.path.realpath(host), asset)
+        return host
+
+    def target_of(self, host: str) -> str:
+        """Target path of a host path inside this image."""
+        return self.target + host[len(self.real):]
+
+
+def _plan_bin(img: _Image, asset: str, bindir: str) -> list[Entry]:
+    host = img.locate(asset, follow=False)
+    if os.path.isdir(host):  # follows a symlinked folder, confined by locate
+        host = img.locate(asset, follow=True)
+        found = []
+        for top, dirs, files in os.walk(host):
+            dirs.sort()
+            # os.walk lists symlinks to folders under dirs: a bin may be one.
+            links = [d for d in dirs if os.path.islink(os.path.join(top, d))]
+            found.extend(os.path.join(top, f) for f in sorted(files + links))
+        paths = found
+    else:
+        paths = [host]
+    out = []
+    for path in paths:
+        mode = os.lstat(path).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+            continue  # sockets, fifos, devices are no binaries
+        target = img.target_of(path)
+        out.append(Entry(img.name, "bin", SYMLINK, target,
+                         posixpath.join(bindir, os.path.basename(path)), link=target))
+    return out
+
+
+def _plan_unit(img: _Image, kind: str, asset: str) -> list[Entry]:
+    destdir = UNIT_DIRS[kind]
+    host = img.locate(asset, follow=True)
+    if not os.path.isdir(host):
+        if not os.path.isfile(host):
+            raise AssetError(f"{asset}: not a regular file or a folder")
+        return [Entry(img.name, kind, COPY, img.target_of(host),
+                      posixpath.join(destdir, posixpath.basename(asset)))]
+    # A folder (e.g. multi-user.target.wants/) is recreated one level deep.
+    sub = posixpath.join(destdir, posixpath.basename(posixpath.normpath(asset)))
+    out = [Entry(img.name, kind, MKDIR, img.target_of(host), sub)]
+    for name in sorted(os.listdir(host)):
+        path = os.path.join(host, name)
+        mode = os.lstat(path).st_mode
+        dest = posixpath.join(sub, name)
+        if stat.S_ISLNK(mode):
+            # Kept as written, like `systemctl enable` makes them (../foo.service).
+            out.append(Entry(img.name, kind, LINK, img.target_of(path), dest,
+                             link=os.readlink(path)))
+        elif stat.S_ISREG(mode):
+            out.append(Entry(img.name, kind, COPY, img.target_of(path), dest))
+        # deeper folders are not propagated (one level deep, as upstream)
+    return out
+
+
+def plan_image(name: str, host_dir: str, target_dir: str, assets: dict,
+               bindir: str) -> list[Entry]:
+    """List what propagating one unpacked image creates, in manifest order.
+
+    ``assets`` is the image manifest's value (keys of KINDS, lists of paths);
+    ``host_dir``/``target_dir`` are the image's unpacked folder as seen here
+    and on the target; ``bindir`` is the target bin dir. Raises AssetError
+    naming the first manifest entry that cannot be propagated: an image with
+    a bad manifest propagates nothing rather than half of itself.
+    """
+    img = _Image(name, host_dir, target_dir)
+    entries: list[Entry] = []
+    for kind in KINDS:
+        for asset in assets.get(kind) or ():
+            if not asset:
+                continue  # upstream skips empty entries
+            try:
+                if kind == "bin":
+                    entries.extend(_plan_bin(img, asset, bindir))
+                else:
+                    entries.extend(_plan_unit(img, kind, asset))
+            except OSError as e:
+                raise AssetError(f"{asset}: {e.strerror or e}") from e
+            except AssetError as e:
+                raise AssetError(f"{kind}: {e}") from None
+    return entries
+
+
+def resolve(root: str, planned: Iterable[Sequence[Entry]]) -> Resolution:
+    """Merge the per-image plans in image order: nothing is ever overwritten.
+
+    The first image to claim a destination keeps it; a later claim is a
+    Conflict (folders are shared, not claimed). A destination that already
+    exists on disk (left by something else) is kept and reported.
+    """
+    res = Resolution()
+    claimed: dict[str, Entry] = {}
+    for entries in planned:
+        for entry in entries:
+            first = claimed.get(entry.dest)
+            if first is not None:
+                if entry.action == MKDIR and first.action == MKDIR:
+                    continue  # two images adding to multi-user.target.wants/
+                if first.image != entry.image:
+                    res.conflicts.append(Conflict(entry.kind, entry.dest, first.image,
+                                                  entry.image))
+                continue
+            claimed[entry.dest] = entry
+            host = host_path(root, entry.dest)
+            if entry.action == MKDIR:
+                if os.path.isdir(host):
+                    continue  # an existing folder is merged into, as systemd does
+            elif _lexists(host):
+                res.existing.append(entry)
+                continue
+            res.entries.append(entry)
+    return res
+
+
+def _copy_new(src: str, dest: str) -> None:
+    """Copy ``src`` to ``dest`` atomically, failing with EEXIST if ``dest`` exists."""
+    tmp = f"{dest}.torcx-tmp-{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, COPY_MODE)
+    try:
+        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
+            while True:
+                block = inp.read(1 << 16)
+                if not block:
+                    break
+                out.write(block)
+        os.chmod(tmp, COPY_MODE)  # not subject to the umask
+        os.link(tmp, dest)  # link(2) never replaces: the no-overwrite rename
+    finally:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+
+
+def _create(root: str, entry: Entry) -> None:
+    dest = host_path(root, entry.dest)
+    os.makedirs(os.path.dirname(dest), mode=0o755, exist_ok=True)
+    if entry.action in (SYMLINK, LINK):
+        os.symlink(entry.link, dest)
+    elif entry.action == COPY:
+        _copy_new(host_path(root, entry.source), dest)
+    elif entry.action == MKDIR:
+        os.makedirs(dest, mode=0o755, exist_ok=True)
+    else:  # pragma: no cover - every action is handled above
+        raise AssertionError(f"unknown propagation action {entry.action}")
+
+
+def execute(root: str, entries: Iterable[Entry]) -> Outcome:
+    """Create ``entries`` in order under ``root``; a failing entry never stops the others."""
+    out = Outcome()
+    for entry in entries:
+        try:
+            _create(root, entry)
+        except FileExistsError:
+            out.existing.append(entry)  # appeared meanwhile: still never overwritten
+        except OSError as e:
+            out.failed.append((entry, f"{entry.dest}: {e.strerror or e}"))
+        else:
+            out.created.append(entry)
+    return out
