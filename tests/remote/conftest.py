@@ -1,0 +1,68 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Fixtures for remote tests: gpg keys, HTTP and HTTPS servers, a fake root."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import ssl
+import subprocess
+
+import pytest
+from remotekit import FakeRoot, GpgKeys, serve
+
+
+@pytest.fixture(scope="session")
+def gpg_keys(tmp_path_factory) -> GpgKeys:
+    if shutil.which("gpg") is None or shutil.which("gpgv") is None:
+        pytest.skip("needs gpg and gpgv (Debian gnupg, gpgv)")
+    home = tmp_path_factory.mktemp("gnupg")
+    os.chmod(home, 0o700)
+    keys = GpgKeys(str(home))
+    yield keys
+    # gpg-agent was started for key generation; stop it so no process outlives the tests.
+    subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], check=False)
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    root = tmp_path / "srv-http"
+    root.mkdir()
+    yield from serve(str(root))
+
+
+@pytest.fixture(scope="session")
+def tls_cert(tmp_path_factory):
+    """A self-signed certificate for 127.0.0.1, made with openssl."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs openssl")
+    d = tmp_path_factory.mktemp("tls")
+    cert, key = d / "cert.pem", d / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    return str(cert), str(key)
+
+
+@pytest.fixture
+def https_server(tmp_path, tls_cert):
+    root = tmp_path / "srv-https"
+    root.mkdir()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*tls_cert)
+    yield from serve(str(root), context)
+
+
+@pytest.fixture
+def fake_root(tmp_path, gpg_keys) -> FakeRoot:
+    return FakeRoot(str(tmp_path / "root"), gpg_keys)
+
+
+@pytest.fixture
+def fast_fetch(monkeypatch):
+    """Short timeouts and pauses so fault scenarios finish in about a second."""
+    monkeypatch.setenv("TORCX_FETCH_CONNECT_TIMEOUT", "2")
+    monkeypatch.setenv("TORCX_FETCH_READ_TIMEOUT", "0.4")
+    monkeypatch.setenv("TORCX_FETCH_ATTEMPTS", "2")
+    monkeypatch.setenv("TORCX_FETCH_BACKOFF", "0.05")
