@@ -46,7 +46,7 @@ ffibuilder.cdef(_cdef())
 ffibuilder.set_source(
     "torcx._native",
     '#include "torcx_engine.h"',
-    sources=[os.path.join("csrc", name) for name in ("engine.c", "sha256.c", "mounts.c")],
+    sources=[os.path.join("csrc", name) for name in ("engine.c", "source.c", "sha256.c", "mounts.c")],
     include_dirs=[HERE],
     libraries=["archive", "xxhash", "isal", "pthread"],
     define_macros=[("TORCX_VERSION", '"%s"' % _version()), ("_GNU_SOURCE", "1")],

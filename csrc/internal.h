@@ -1,0 +1,76 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Declarations shared between the engine's translation units; not exported. */
+#ifndef TORCX_INTERNAL_H
+#define TORCX_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <xxhash.h>
+#include <isa-l/igzip_lib.h>
+
+#define HIDDEN __attribute__((visibility("hidden")))
+
+/* ---- SHA-256 (sha256.c) ---- */
+struct sha256 {
+    uint32_t h[8];
+    uint64_t len;
+    uint8_t buf[64];
+    size_t used;
+};
+HIDDEN void torcx_sha256_init(struct sha256 *s);
+HIDDEN void torcx_sha256_update(struct sha256 *s, const void *data, size_t n);
+HIDDEN void torcx_sha256_final(struct sha256 *s, uint8_t out[32]);
+
+/* ---- Archive input (source.c): reads the file, hashes its bytes, inflates
+ * gzip with ISA-L, and hands tar bytes to libarchive; optionally on its own
+ * thread so decoding overlaps writing. ---- */
+#define SOURCE_BLOCK (1u << 20)
+#define SOURCE_SLOTS 4
+
+struct source_slot {
+    uint8_t *data;
+    size_t len;
+};
+
+struct source {
+    int fd;
+    bool gzip;           /* content is gzip: inflated here, not by libarchive */
+    bool want_sha256;
+    bool threaded;
+    uint64_t bytes;      /* archive bytes read and hashed */
+    XXH3_state_t *xxh;
+    struct sha256 sha;
+    struct inflate_state *inflate;
+    bool inflate_done;   /* gzip stream ended; later bytes are only hashed */
+    uint8_t *in;         /* raw input buffer */
+    size_t in_len, in_pos;
+    bool in_eof;
+    /* output slots: one used synchronously, SOURCE_SLOTS when threaded */
+    struct source_slot slots[SOURCE_SLOTS];
+    unsigned nslots;
+    /* producer/consumer ring (threaded) */
+    pthread_t thread;
+    bool thread_started;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    unsigned head, tail, filled; /* produce at head, consume at tail */
+    bool consumer_holds;         /* consumer holds slot at tail */
+    bool produced_eof;
+    bool cancel;
+    int error;                   /* -errno or a SOURCE_E_* when production failed */
+    char errmsg[160];
+};
+
+#define SOURCE_E_CORRUPT (-100000) /* corrupt or truncated compressed stream */
+
+HIDDEN int torcx_source_open(struct source *s, const char *path, bool want_sha256, bool threaded);
+/* Next block of tar bytes; *len 0 at the end. Returns 0 or a negative error. */
+HIDDEN int torcx_source_next(struct source *s, const void **buf, size_t *len);
+/* Reads and hashes whatever is left of the file (the archive digest covers
+ * every byte, including padding after the end of the tar stream). */
+HIDDEN int torcx_source_drain(struct source *s);
+HIDDEN void torcx_source_close(struct source *s);
+
+#endif

@@ -1,0 +1,97 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Mount helpers of the apply: tmpfs, read-only remount, loop mounts. Kernel
+ * interfaces only, no mount(8), so the generator needs nothing at boot. */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/loop.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <unistd.h>
+
+#include "torcx_engine.h"
+
+int torcx_mount_tmpfs(const char *target, uint64_t size_bytes, unsigned mode) {
+    char data[96];
+    snprintf(data, sizeof(data), "mode=%04o,size=%llu", mode & 07777,
+             (unsigned long long)size_bytes);
+    if (mount("tmpfs", target, "tmpfs", MS_NODEV | MS_NOSUID, data) < 0)
+        return -errno;
+    return 0;
+}
+
+int torcx_remount_ro(const char *target) {
+    if (mount(NULL, target, NULL, MS_REMOUNT | MS_RDONLY | MS_NODEV | MS_NOSUID, NULL) < 0)
+        return -errno;
+    return 0;
+}
+
+int torcx_umount(const char *target) {
+    if (umount2(target, MNT_DETACH) < 0)
+        return -errno;
+    return 0;
+}
+
+/* Attaches backing_fd read-only with autoclear: the device detaches itself
+ * when the mount goes away. Returns the loop device fd or -errno. */
+static int attach_loop(int backing_fd, char *dev, size_t devlen) {
+    int ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
+    if (ctl < 0)
+        return -errno;
+    int r = -EBUSY;
+    for (int attempt = 0; attempt < 16 && r == -EBUSY; attempt++) {
+        int nr = ioctl(ctl, LOOP_CTL_GET_FREE);
+        if (nr < 0) {
+            r = -errno;
+            break;
+        }
+        snprintf(dev, devlen, "/dev/loop%d", nr);
+        int lfd = open(dev, O_RDONLY | O_CLOEXEC);
+        if (lfd < 0) {
+            r = -errno;
+            break;
+        }
+        struct loop_config cfg;
+        memset(&cfg, 0, sizeof(cfg));
+        cfg.fd = (uint32_t)backing_fd;
+        cfg.info.lo_flags = LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR;
+        if (ioctl(lfd, LOOP_CONFIGURE, &cfg) == 0)
+            r = lfd;
+        else if (errno == EINVAL || errno == ENOTTY) { /* kernel < 5.8 */
+            struct loop_info64 info;
+            memset(&info, 0, sizeof(info));
+            info.lo_flags = LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR;
+            if (ioctl(lfd, LOOP_SET_FD, backing_fd) < 0)
+                r = -errno;
+            else if (ioctl(lfd, LOOP_SET_STATUS64, &info) < 0) {
+                r = -errno;
+                (void)ioctl(lfd, LOOP_CLR_FD, 0);
+            } else
+                r = lfd;
+        } else
+            r = -errno; /* EBUSY: taken meanwhile, try the next free one */
+        if (r < 0)
+            close(lfd);
+    }
+    close(ctl);
+    return r;
+}
+
+int torcx_loop_mount(const char *image, const char *target, const char *fstype) {
+    int fd = open(image, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0)
+        return -errno;
+    char dev[64];
+    int lfd = attach_loop(fd, dev, sizeof(dev));
+    close(fd);
+    if (lfd < 0)
+        return lfd;
+    int r = 0;
+    if (mount(dev, target, fstype, MS_RDONLY | MS_NODEV | MS_NOSUID, NULL) < 0) {
+        r = -errno;
+        (void)ioctl(lfd, LOOP_CLR_FD, 0);
+    }
+    close(lfd); /* autoclear: detached when unmounted */
+    return r;
+}
