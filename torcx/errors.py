@@ -75,3 +75,17 @@ class MountError(TorcxError, OSError):
 
 class RemoteError(TorcxError):
     """A remote could not be used: unreachable, bad signature, bad content."""
+
+
+class InvalidImage(TorcxError, ValueError):
+    """An image root folder cannot be packed; ``problems`` lists every fault with its path."""
+
+    def __init__(self, rootfs: str, problems):
+        self.rootfs = rootfs
+        self.problems = list(problems)
+        lines = "\n".join(f"  {p}" for p in self.problems)
+        super().__init__(f"{rootfs}: {len(self.problems)} problem(s), nothing written:\n{lines}")
+
+
+class PackError(TorcxError, OSError):
+    """An image archive could not be written (output exists, a tool failed, input changed)."""
