@@ -9,7 +9,8 @@ pre-existing files reported, nothing overwritten), ``execute`` creates them.
 Paths come in two flavours. *Target* paths are what the booted system sees
 (``/run/torcx/unpack/docker/bin/docker``) and are what gets written into
 symlinks and reports. *Host* paths are where this process touches the
-filesystem: the target path under the ``--root`` prefix.
+filesystem: the target path under the ``--root`` prefix, given by a ``host``
+function (``Paths.host``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import os
 import posixpath
 import stat
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 # Destination folder (target path) of each manifest key other than "bin".
 UNIT_DIRS = {
@@ -36,7 +37,10 @@ COPY = "copy"        # a unit-like file, copied
 MKDIR = "mkdir"      # a unit-like directory (e.g. multi-user.target.wants), recreated
 LINK = "link"        # a symlink inside such a directory, copied as a link
 
-COPY_MODE = 0o644  # as upstream: propagated configuration is plain readable data
+COPY_MODE = 0o644
+
+# Maps a target path to where it lives here (torcx.paths.Paths.host: the --root prefix).
+HostMap = Callable[[str], str]  # as upstream: propagated configuration is plain readable data
 
 
 class AssetError(ValueError):
@@ -96,13 +100,6 @@ class Outcome:
     created: list[Entry] = field(default_factory=list)
     existing: list[Entry] = field(default_factory=list)
     failed: list[tuple[Entry, str]] = field(default_factory=list)
-
-
-def host_path(root: str, target: str) -> str:
-    """Where the target path ``target`` lives for this process, under ``root``."""
-    if not root or root == "/":
-        return target
-    return os.path.join(root, target.lstrip("/"))
 
 
 def _lexists(path: str) -> bool:
@@ -228,7 +225,7 @@ def plan_image(name: str, host_dir: str, target_dir: str, assets: dict,
     return entries
 
 
-def resolve(root: str, planned: Iterable[Sequence[Entry]]) -> Resolution:
+def resolve(host: HostMap, planned: Iterable[Sequence[Entry]]) -> Resolution:
     """Merge the per-image plans in image order: nothing is ever overwritten.
 
     The first image to claim a destination keeps it; a later claim is a
@@ -248,11 +245,11 @@ def resolve(root: str, planned: Iterable[Sequence[Entry]]) -> Resolution:
                                                   entry.image))
                 continue
             claimed[entry.dest] = entry
-            host = host_path(root, entry.dest)
+            dest = host(entry.dest)
             if entry.action == MKDIR:
-                if os.path.isdir(host):
+                if os.path.isdir(dest):
                     continue  # an existing folder is merged into, as systemd does
-            elif _lexists(host):
+            elif _lexists(dest):
                 res.existing.append(entry)
                 continue
             res.entries.append(entry)
@@ -279,25 +276,25 @@ def _copy_new(src: str, dest: str) -> None:
             pass
 
 
-def _create(root: str, entry: Entry) -> None:
-    dest = host_path(root, entry.dest)
+def _create(host: HostMap, entry: Entry) -> None:
+    dest = host(entry.dest)
     os.makedirs(os.path.dirname(dest), mode=0o755, exist_ok=True)
     if entry.action in (SYMLINK, LINK):
         os.symlink(entry.link, dest)
     elif entry.action == COPY:
-        _copy_new(host_path(root, entry.source), dest)
+        _copy_new(host(entry.source), dest)
     elif entry.action == MKDIR:
         os.makedirs(dest, mode=0o755, exist_ok=True)
     else:  # pragma: no cover - every action is handled above
         raise AssertionError(f"unknown propagation action {entry.action}")
 
 
-def execute(root: str, entries: Iterable[Entry]) -> Outcome:
-    """Create ``entries`` in order under ``root``; a failing entry never stops the others."""
+def execute(host: HostMap, entries: Iterable[Entry]) -> Outcome:
+    """Create ``entries`` in order; a failing entry never stops the others."""
     out = Outcome()
     for entry in entries:
         try:
-            _create(root, entry)
+            _create(host, entry)
         except FileExistsError:
             out.existing.append(entry)  # appeared meanwhile: still never overwritten
         except OSError as e:

@@ -8,6 +8,7 @@ import os
 import pytest
 
 from torcx import propagate
+from torcx.paths import Paths
 from torcx.propagate import COPY, LINK, MKDIR, SYMLINK, AssetError
 
 UNPACK = "/run/torcx/unpack"
@@ -29,7 +30,7 @@ def root(tmp_path):
 def make_image(root, name):
     """An unpacked image folder under root, returned as (host dir, target dir)."""
     target = f"{UNPACK}/{name}"
-    host = propagate.host_path(root, target)
+    host = Paths(root=root).host(target)
     os.makedirs(host)
     return host, target
 
@@ -40,8 +41,9 @@ def plan(root, name, assets):
 
 
 def apply_all(root, *plans):
-    res = propagate.resolve(root, plans)
-    return res, propagate.execute(root, res.entries)
+    host = Paths(root=root).host
+    res = propagate.resolve(host, plans)
+    return res, propagate.execute(host, res.entries)
 
 
 def test_bin_symlink_points_to_target_path(root):

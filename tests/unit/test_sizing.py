@@ -1,0 +1,86 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Unpacked-size estimates read from compression framing, on archives made by real tools."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from torcx import sizing
+
+
+@pytest.fixture(scope="module")
+def tarball(tmp_path_factory):
+    """A 1.5 MB tar of random and repetitive data; returns (folder, tar path)."""
+    d = tmp_path_factory.mktemp("sizing")
+    (d / "random").write_bytes(os.urandom(500_000))
+    (d / "text").write_text("".join(f"line {i}\n" for i in range(100_000)))
+    subprocess.run(["tar", "-C", str(d), "-cf", str(d / "a.tar"), "random", "text"], check=True)
+    return d, d / "a.tar"
+
+
+def tar_size(tar):
+    return os.path.getsize(tar)
+
+
+def compress(d, tar, cmd, name):
+    out = d / name
+    with open(tar, "rb") as inp, open(out, "wb") as f:
+        subprocess.run(cmd, stdin=inp, stdout=f, check=True)  # through a pipe, as tar -I does
+    return out
+
+
+def test_plain_tar_is_its_size(tarball):
+    """An uncompressed tar needs exactly its own size."""
+    _, tar = tarball
+    assert sizing.estimate(str(tar)) == sizing.Estimate(tar_size(tar), True, "tar size")
+
+
+def test_gzip_isize(tarball):
+    """A gzip stream's ISIZE trailer gives the exact tar size."""
+    d, tar = tarball
+    est = sizing.estimate(str(compress(d, tar, ["gzip", "-c"], "a.tgz")))
+    assert (est.need, est.exact) == (tar_size(tar), True)
+
+
+def test_xz_index(tarball):
+    """An xz stream's index gives the exact tar size."""
+    d, tar = tarball
+    est = sizing.estimate(str(compress(d, tar, ["xz", "-c", "-T2"], "a.tar.xz")))
+    assert (est.need, est.exact) == (tar_size(tar), True)
+
+
+@pytest.mark.skipif(shutil.which("zstd") is None, reason="zstd not installed")
+def test_zstd_streamed_gives_upper_bound(tarball):
+    """A zstd frame without content size (piped) gives a bound at or above the tar size."""
+    d, tar = tarball
+    est = sizing.estimate(str(compress(d, tar, ["zstd", "-q", "-c"], "a.tar.zst")))
+    assert not est.exact
+    assert tar_size(tar) <= est.need <= tar_size(tar) + 12 * sizing.ZSTD_BLOCK_MAX
+
+
+@pytest.mark.skipif(shutil.which("zstd") is None, reason="zstd not installed")
+def test_zstd_with_content_size_is_exact(tarball):
+    """A zstd file compressed from a file records its content size, which is used."""
+    d, tar = tarball
+    out = d / "b.tar.zst"
+    subprocess.run(["zstd", "-q", str(tar), "-o", str(out)], check=True)
+    est = sizing.estimate(str(out))
+    assert (est.need, est.exact) == (tar_size(tar), True)
+
+
+def test_unknown_framing_falls_back_to_ratio(tmp_path):
+    """Bytes that are neither tar nor a known compression get the tenfold guess."""
+    p = tmp_path / "junk"
+    p.write_bytes(b"\x00junk" * 100)
+    assert sizing.estimate(str(p)) == sizing.Estimate(5000, False, "compressed size x10")
+
+
+def test_tmpfs_size_has_margin_and_is_page_aligned():
+    """The tmpfs limit covers page rounding: 1.5x the need plus 16 MiB, page aligned."""
+    size = sizing.tmpfs_size(1_000_001)
+    assert size % 4096 == 0
+    assert size >= 1_500_001 + (16 << 20)

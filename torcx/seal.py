@@ -1,0 +1,127 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Sealing: record what this boot applied, then freeze it (SPEC.md section 6, step 6).
+
+Order matters and follows upstream: the run profile (``RUNDIR/profile.json``,
+mode 0444), then the seal file ``/run/metadata/torcx`` that other programs
+source, then the read-only remount of the unpack dir. On top of upstream we
+keep ``RUNDIR/apply.json``: the outcome of every image, which `torcx status`
+reads to say what failed and why.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional, Sequence
+
+from . import schemas
+from .paths import Paths
+
+# The five upstream keys, in upstream order; programs source the file.
+LOWER_PROFILES = "TORCX_LOWER_PROFILES"
+UPPER_PROFILE = "TORCX_UPPER_PROFILE"
+PROFILE_PATH = "TORCX_PROFILE_PATH"
+BINDIR = "TORCX_BINDIR"
+UNPACKDIR = "TORCX_UNPACKDIR"
+# Ours: the images of the merged profile that were not applied (colon-joined names).
+FAILED_IMAGES = "TORCX_FAILED_IMAGES"
+
+RECORD_KIND = "torcx-apply-record-v0"
+RUN_PROFILE_MODE = 0o444
+
+__all__ = [
+    "FAILED_IMAGES",
+    "RECORD_KIND",
+    "read_record",
+    "read_seal",
+    "record_path",
+    "remount_read_only",
+    "seal_values",
+    "write_record",
+    "write_run_profile",
+    "write_seal",
+]
+
+
+def _write(paths: Paths, target: str, data, mode: int) -> str:
+    host = paths.host(target)
+    os.makedirs(os.path.dirname(host), mode=0o755, exist_ok=True)
+    schemas.write_atomic(host, data, mode)
+    return target
+
+
+def write_run_profile(paths: Paths, images: Sequence) -> str:
+    """Write the merged profile (ImageRefs) to RUNDIR/profile.json, mode 0444.
+
+    The kind is profile-manifest-v0 as upstream writes it, v1 when an image
+    names a remote (v0 cannot carry it).
+    """
+    return _write(paths, paths.run_profile, schemas.dumps(schemas.profile_doc(images)),
+                  RUN_PROFILE_MODE)
+
+
+def seal_values(paths: Paths, lower: Sequence[str], upper: str,
+                failed: Sequence[str]) -> dict[str, str]:
+    """The seal file's keys: the five upstream keys in upstream order, then ours."""
+    return {
+        LOWER_PROFILES: ":".join(lower),
+        UPPER_PROFILE: upper,
+        PROFILE_PATH: paths.run_profile,
+        BINDIR: paths.bin_dir,
+        UNPACKDIR: paths.unpack_dir,
+        FAILED_IMAGES: ":".join(failed),
+    }
+
+
+def write_seal(paths: Paths, lower: Sequence[str], upper: str,
+               failed: Sequence[str]) -> str:
+    """Write the seal file (/run/metadata/torcx); returns its target path."""
+    text = schemas.format_seal(seal_values(paths, lower, upper, failed))
+    return _write(paths, paths.seal_file, text, 0o644)
+
+
+def read_seal(paths: Paths) -> Optional[dict[str, str]]:
+    """The seal file's keys and values, or None when this boot has no seal."""
+    try:
+        with open(paths.host(paths.seal_file), encoding="utf-8",
+                  errors="surrogateescape") as f:
+            return schemas.parse_seal(f.read())
+    except FileNotFoundError:
+        return None
+
+
+def record_path(paths: Paths) -> str:
+    """Target path of the per-image outcome record, RUNDIR/apply.json."""
+    return paths.run_dir + "/apply.json"
+
+
+def write_record(paths: Paths, report: dict) -> str:
+    """Write the apply report (per-image outcome) that `torcx status` reads."""
+    return _write(paths, record_path(paths),
+                  schemas.dumps({"kind": RECORD_KIND, "value": report}), 0o644)
+
+
+def read_record(paths: Paths) -> Optional[dict]:
+    """The apply report written by this boot's apply, None if absent.
+
+    Raises ValueError (json.JSONDecodeError) for a damaged record, which the
+    caller reports with the file name.
+    """
+    try:
+        with open(paths.host(record_path(paths)), encoding="utf-8") as f:
+            document = json.load(f)
+    except FileNotFoundError:
+        return None
+    if not isinstance(document, dict) or document.get("kind") != RECORD_KIND:
+        raise ValueError(f"not a {RECORD_KIND} document")
+    value = document.get("value")
+    if not isinstance(value, dict):
+        raise ValueError("$.value: expected object")
+    return value
+
+
+def remount_read_only(paths: Paths) -> None:
+    """Remount the unpack dir's tmpfs read-only (raises MountError)."""
+    from . import engine  # loaded only when mounting: keeps --no-mount cheap
+
+    engine.remount_ro(paths.host(paths.unpack_dir))

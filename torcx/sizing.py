@@ -1,0 +1,192 @@
+# SPDX-License-Identifier: Apache-2.0
+"""How much tmpfs an image needs, read cheaply from its archive's compression framing.
+
+The unpack tmpfs is sized from the plan instead of a fixed size. Reading the
+tar stream to add up file sizes would cost a second full decompression at
+boot, so we read only what the compression format already records, in a few
+small reads at known offsets:
+
+- tar (uncompressed): the file size.
+- gzip: ISIZE, the last 4 bytes (uncompressed length mod 2**32), lifted by
+  multiples of 2**32 until it is at least the compressed size.
+- xz: the stream index at the end lists every block's uncompressed size.
+- zstd: each frame's Frame_Content_Size when recorded; when a frame lacks it
+  (``tar --zstd`` streams through a pipe), walking its block headers gives an
+  upper bound (a compressed block never decodes to more than 128 KiB).
+
+The result is the size of the tar *stream* (``need``); the files it holds
+take no more than that plus page rounding (a 100-byte file takes 1 KiB of tar
+but 4 KiB of tmpfs), which ``tmpfs_size`` covers with a margin. A tmpfs limit
+reserves no memory, so a generous limit is free; ``need`` is what the machine
+must certainly be able to hold, and is what the apply compares with
+MemAvailable. An archive whose framing cannot be read (unknown compression)
+falls back to a ratio guess, flagged ``exact=False``.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+
+GZIP_MAGIC = b"\x1f\x8b"
+XZ_MAGIC = b"\xfd7zXZ\x00"
+ZSTD_MAGIC = 0xFD2FB528
+ZSTD_BLOCK_MAX = 128 * 1024
+FALLBACK_RATIO = 10  # unknown framing: assume it may expand tenfold
+
+# tmpfs size = need * MARGIN_NUM / MARGIN_DEN + MARGIN_BYTES: page rounding of
+# small files (up to 4x for 1-byte files, ~1.3x for a tree of 8 KiB sources)
+# and folders/symlinks, which tar stores in a header but tmpfs in a page.
+MARGIN_NUM, MARGIN_DEN = 3, 2
+MARGIN_BYTES = 16 << 20
+PAGE = 4096
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Bytes a tarball expands to (``need``), and whether the archive recorded it."""
+
+    need: int
+    exact: bool
+    method: str
+
+
+def _gzip(f, size: int) -> Estimate:
+    f.seek(size - 4)
+    isize = struct.unpack("<I", f.read(4))[0]
+    while isize < size:  # ISIZE wraps at 4 GiB; a tar never shrinks below its gzip
+        isize += 1 << 32
+    return Estimate(isize, True, "gzip ISIZE")
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(buf) or shift > 63:
+            raise ValueError("bad xz index varint")
+        byte = buf[pos]
+        value |= (byte & 0x7F) << shift
+        pos += 1
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+
+
+def _xz(f, size: int) -> Estimate:
+    f.seek(size - 12)
+    footer = f.read(12)
+    if footer[10:12] != b"YZ":
+        raise ValueError("no xz stream footer (stream padding or concatenation)")
+    index_size = (struct.unpack("<I", footer[4:8])[0] + 1) * 4
+    if index_size > size - 12:
+        raise ValueError("xz index larger than the file")
+    f.seek(size - 12 - index_size)
+    index = f.read(index_size)
+    if index[:1] != b"\x00":
+        raise ValueError("bad xz index indicator")
+    count, pos = _varint(index, 1)
+    total = 0
+    for _ in range(count):
+        _, pos = _varint(index, pos)  # unpadded (compressed) size
+        uncompressed, pos = _varint(index, pos)
+        total += uncompressed
+    return Estimate(total, True, "xz index")
+
+
+def _zstd(f, size: int) -> Estimate:
+    total, pos, exact = 0, 0, True
+    while pos < size:
+        f.seek(pos)
+        head = f.read(18)
+        if len(head) < 8:
+            raise ValueError("truncated zstd frame header")
+        magic = struct.unpack("<I", head[:4])[0]
+        if magic & 0xFFFFFFF0 == 0x184D2A50:  # skippable frame
+            pos += 8 + struct.unpack("<I", head[4:8])[0]
+            continue
+        if magic != ZSTD_MAGIC:
+            raise ValueError("bad zstd frame magic")
+        fhd = head[4]
+        single = bool(fhd & 0x20)
+        checksum = bool(fhd & 0x04)
+        dict_len = (0, 1, 2, 4)[fhd & 0x03]
+        fcs_len = (1 if single else 0, 2, 4, 8)[fhd >> 6]
+        at = 5 + (0 if single else 1) + dict_len
+        fcs = None
+        if fcs_len:
+            fcs = int.from_bytes(head[at:at + fcs_len], "little")
+            if fcs_len == 2:
+                fcs += 256
+        pos += at + fcs_len
+        # Walk the blocks to find the frame's end (and bound it when FCS is absent).
+        bound = 0
+        while True:
+            f.seek(pos)
+            bh = f.read(3)
+            if len(bh) < 3:
+                raise ValueError("truncated zstd block header")
+            header = int.from_bytes(bh, "little")
+            last, btype, bsize = header & 1, (header >> 1) & 3, header >> 3
+            if btype == 1:  # RLE: one byte repeated bsize times
+                bound += bsize
+                pos += 3 + 1
+            elif btype == 0:  # raw
+                bound += bsize
+                pos += 3 + bsize
+            elif btype == 2:  # compressed
+                bound += ZSTD_BLOCK_MAX
+                pos += 3 + bsize
+            else:
+                raise ValueError("reserved zstd block type")
+            if last:
+                break
+        pos += 4 if checksum else 0
+        if fcs is None:
+            exact = False
+            total += bound
+        else:
+            total += fcs
+    return Estimate(total, exact, "zstd frame sizes" if exact else "zstd block bound")
+
+
+def estimate(path: str) -> Estimate:
+    """Estimate the unpacked size of tarball ``path`` from its compression framing.
+
+    Raises OSError if the file cannot be read; an unreadable framing falls back
+    to a ratio guess rather than failing (the extraction will say what is wrong).
+    """
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        magic = f.read(6)
+        try:
+            if magic[:2] == GZIP_MAGIC and size >= 18:
+                return _gzip(f, size)
+            if magic == XZ_MAGIC and size >= 24:
+                return _xz(f, size)
+            if len(magic) >= 4 and struct.unpack("<I", magic[:4])[0] == ZSTD_MAGIC:
+                return _zstd(f, size)
+        except (ValueError, struct.error):
+            return Estimate(size * FALLBACK_RATIO, False, "compressed size x10 (unreadable framing)")
+        f.seek(257)
+        if f.read(5) == b"ustar":  # uncompressed tar (ustar, pax or GNU header)
+            return Estimate(size, True, "tar size")
+        return Estimate(size * FALLBACK_RATIO, False, "compressed size x10")
+
+
+def tmpfs_size(need: int) -> int:
+    """tmpfs limit for ``need`` bytes of tar streams: margin added, page aligned."""
+    size = need * MARGIN_NUM // MARGIN_DEN + MARGIN_BYTES
+    return (size + PAGE - 1) // PAGE * PAGE
+
+
+def mem_available(meminfo: str = "/proc/meminfo") -> int | None:
+    """MemAvailable in bytes, or None when the kernel does not say."""
+    try:
+        with open(meminfo) as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
