@@ -1,0 +1,409 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The command line: ``torcx`` and ``torcx-generator`` (multicall on argv[0]).
+
+``torcx-generator`` is what systemd runs at boot: it takes no flags, ignores the
+three output folders systemd passes, and applies (``torcx.apply.main``). Every
+other name is ``torcx COMMAND``; global options ``--root DIR`` and
+``--verbose=LEVEL`` may appear before or after the command words.
+
+Exit status: 0 success, 1 failure, 2 usage error; one readable line on stderr.
+
+Handler contract (for the modules this file dispatches to)
+-----------------------------------------------------------
+Every handler is ``fn(ctx, args) -> int | None`` (None means 0; return 2 for a
+usage error found late, or raise :class:`UsageError`). ``args`` is the argparse
+namespace of the command. Any :class:`torcx.errors.TorcxError` escaping a handler
+becomes one ``torcx: error: ...`` line and exit 1. ``ctx`` is a :class:`Context`:
+
+- ``ctx.prog``: "torcx" or "torcx-generator"; ``ctx.generator``: True for the latter.
+- ``ctx.root``: the host folder given by ``--root`` ("/" by default).
+- ``ctx.paths``: the :class:`torcx.paths.Paths` (config, env, --root), loaded on
+  first access, so a handler can catch a ConfigError/SchemaError of a broken
+  config file itself. ``ctx.load_paths(os_version=...)`` reloads with ``-n``.
+- ``ctx.log``: a :class:`torcx.log.Logger` (stderr; ``<N>`` systemd priority
+  prefixes when ``ctx.generator``); ``ctx.verbosity``: its syslog level (3-7).
+- ``ctx.stdout``: where command output (JSON, summaries) goes.
+- ``ctx.environ``: the environment used to resolve paths.
+
+Hooks: ``apply`` and the generator call ``torcx.apply.main(ctx, args)`` with
+``args.no_mount``, ``args.dry_run``, ``args.json``, ``args.generator`` (and, for
+the generator, ``args.output_dirs``); ``status`` calls ``torcx.status.main``;
+``image pack|inspect|verify`` call ``torcx.pack.cmd_*``; ``profile populate``
+and ``remote list|contents`` call ``torcx.remote.cmd_*``; ``profile check
+--remote-only`` calls ``torcx.remote.check_remote(ctx, images, os_version)``.
+Command modules are imported inside the handlers: the generator's start-up
+time counts at boot.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from . import log as _log
+from .errors import ConfigError, TorcxError
+
+__all__ = ["Context", "UsageError", "build_parser", "main"]
+
+GENERATOR_NAME = "torcx-generator"
+
+
+class UsageError(ConfigError):
+    """The command line is wrong: exit 2."""
+
+
+class CommandUnavailable(TorcxError):
+    """The module implementing a command is not part of this build."""
+
+
+class Context:
+    """What every handler gets; see the module docstring."""
+
+    def __init__(self, *, prog: str = "torcx", root: str = "/", verbosity: int = _log.INFO,
+                 environ=None, stdout=None, stderr=None):
+        self.prog = prog
+        self.generator = prog == GENERATOR_NAME
+        self.root = os.path.abspath(root or "/")
+        self.verbosity = verbosity
+        self.environ = os.environ if environ is None else environ
+        self.stdout = stdout if stdout is not None else sys.stdout
+        self.log = _log.Logger(verbosity, stream=stderr, prefix=prog,
+                               priority_prefix=self.generator)
+        self._paths = None
+
+    @property
+    def paths(self):
+        if self._paths is None:
+            self._paths = self.load_paths()
+        return self._paths
+
+    def load_paths(self, os_version: str | None = None):
+        """Resolve paths for this root; ``os_version`` overrides VERSION_ID."""
+        from . import paths
+
+        loaded = paths.load(self.root, environ=self.environ, os_version=os_version,
+                            log=self.log)
+        if os_version is None:
+            self._paths = loaded
+        return loaded
+
+    def out(self, text: str) -> None:
+        """Write command output (a trailing newline is added when missing)."""
+        self.stdout.write(text if text.endswith("\n") else text + "\n")
+        self.stdout.flush()
+
+
+# -- dispatch to modules owned elsewhere -------------------------------------------
+
+def _delegate(module: str, function: str, command: str):
+    def handler(ctx, args):
+        fn = _lookup(module, function, command)
+        return fn(ctx, args)
+
+    handler.__name__ = f"{module}.{function}"
+    return handler
+
+
+def _lookup(module: str, function: str, command: str):
+    import importlib
+
+    qualified = f"torcx.{module}"
+    try:
+        mod = importlib.import_module(qualified)
+    except ModuleNotFoundError as e:
+        if e.name != qualified:
+            raise
+        raise CommandUnavailable(
+            f"'{command}' is not available: module {qualified} is not part of this build"
+        ) from None
+    fn = getattr(mod, function, None)
+    if fn is None:
+        raise CommandUnavailable(
+            f"'{command}' is not available: {qualified}.{function} is missing")
+    return fn
+
+
+def _mine(function: str):
+    def handler(ctx, args):
+        from . import commands
+
+        return getattr(commands, function)(ctx, args)
+
+    handler.__name__ = function
+    return handler
+
+
+# -- argument parsing -------------------------------------------------------------
+
+def _parser_class():
+    import argparse
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message):  # one line, exit 2 (raised, handled in main)
+            raise UsageError(f"{message} (see '{self.prog} --help')")
+
+    return argparse, Parser
+
+
+def build_parser(prog: str = "torcx"):
+    argparse, Parser = _parser_class()
+    from ._version import __version__
+
+    common = Parser(add_help=False)
+    common.add_argument("--root", metavar="DIR", default=argparse.SUPPRESS,
+                        help="operate on the system below DIR (like systemctl --root)")
+    common.add_argument("--verbose", metavar="LEVEL", default=argparse.SUPPRESS,
+                        help="log level: debug, info, notice, warning or error")
+
+    top = Parser(prog=prog, parents=[common],
+                 description="Boot-time addon manager for immutable Linux systems.")
+    top.add_argument("--version", action="version", version=f"torcx {__version__}")
+    cmds = top.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    cmds.required = True
+
+    def sub(group, name, handler, help_text, **kw):
+        p = group.add_parser(name, parents=[common], help=help_text, description=help_text,
+                             **kw)
+        p.set_defaults(handler=handler)
+        return p
+
+    def json_flag(p):
+        p.add_argument("--json", action="store_true", help="machine-readable JSON output")
+
+    def osver(p):
+        p.add_argument("-n", "--os-release", dest="os_version", metavar="OSVER",
+                       help="OS version to use instead of VERSION_ID (versioned stores)")
+
+    def name_or_file(p, what):
+        g = p.add_mutually_exclusive_group()
+        g.add_argument("--name", metavar="P", help=f"{what} profile P")
+        g.add_argument("--file", metavar="F", help=f"{what} the profile file F")
+
+    # apply / status
+    p = sub(cmds, "apply", _delegate("apply", "main", "torcx apply"),
+            "apply the profiles now (what torcx-generator does at boot)")
+    p.add_argument("--no-mount", action="store_true",
+                   help="do everything except mounts (image builders, unprivileged tests)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    json_flag(p)
+    p.set_defaults(generator=False, output_dirs=[])
+
+    p = sub(cmds, "status", _delegate("status", "main", "torcx status"),
+            "what this boot applied, from which archives, and what failed")
+    json_flag(p)
+
+    # profile ...
+    prof = cmds.add_parser("profile", parents=[common], help="operate on profiles",
+                           description="Operate on profiles.")
+    pcmds = prof.add_subparsers(dest="profile_command", metavar="COMMAND",
+                                parser_class=Parser)
+    pcmds.required = True
+    sub(pcmds, "list", _mine("profile_list"), "list profiles (torcx-profile-list-v0 JSON)")
+
+    p = sub(pcmds, "new", _mine("profile_new"), "create a user profile")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--from", dest="from_name", metavar="P", help="copy profile P")
+    g.add_argument("--from-next", action="store_true", help="copy the next-boot profile")
+    name_or_file(p, "create")
+
+    p = sub(pcmds, "set-next", _mine("profile_set_next"), "select the profile for next boot")
+    p.add_argument("profile", metavar="NAME")
+
+    p = sub(pcmds, "use-image", _mine("profile_use_image"),
+            "add or replace an image in a user profile")
+    p.add_argument("--allow", metavar="missing", choices=["missing"],
+                   help="--allow=missing: add an image no store holds")
+    name_or_file(p, "edit")
+    p.add_argument("image", metavar="NAME:REF")
+
+    p = sub(pcmds, "check", _mine("profile_check"),
+            "check that every image of a profile is available")
+    name_or_file(p, "check")
+    p.add_argument("--remote-only", action="store_true",
+                   help="check only the images' remotes (not the local stores)")
+    osver(p)
+
+    p = sub(pcmds, "populate", _delegate("remote", "cmd_populate", "torcx profile populate"),
+            "fetch the profile's missing images from their remotes")
+    name_or_file(p, "populate")
+    osver(p)
+
+    # image ...
+    img = cmds.add_parser("image", parents=[common], help="operate on images",
+                          description="Operate on images.")
+    icmds = img.add_subparsers(dest="image_command", metavar="COMMAND", parser_class=Parser)
+    icmds.required = True
+
+    p = sub(icmds, "list", _mine("image_list"), "list images in the stores (torcx-image-list-v0)")
+    p.add_argument("name", nargs="?", metavar="NAME")
+    osver(p)
+
+    p = sub(icmds, "clear-versioned", _mine("image_clear_versioned"),
+            "remove versioned user stores except the kept versions")
+    p.add_argument("name", nargs="?", metavar="NAME")
+    p.add_argument("-k", "--keep-version", dest="keep", action="append", required=True,
+                   metavar="VERSION", help="store version to keep (repeatable)")
+
+    p = sub(icmds, "pack", _delegate("pack", "cmd_pack", "torcx image pack"),
+            "build an image archive from a folder")
+    p.add_argument("rootfs", metavar="ROOTFS")
+    p.add_argument("--name", required=True, metavar="NAME")
+    p.add_argument("--reference", required=True, metavar="REF")
+    p.add_argument("-o", "--output", dest="output", metavar="STORE_DIR",
+                   help="store folder to write into (default: the current folder)")
+    p.add_argument("--format", choices=["tgz", "tar.zst", "tar.xz", "tar", "squashfs",
+                                        "erofs"], default="tgz")
+    p.add_argument("--level", type=int, metavar="N", help="compression level")
+    p.add_argument("--threads", type=int, metavar="N", help="compression threads")
+    p.add_argument("--source-date-epoch", type=int, metavar="N",
+                   help="clamp mtimes to N (reproducible builds)")
+    p.add_argument("--keep-owner", action="store_true", help="keep file owners and groups")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing archive")
+    json_flag(p)
+
+    p = sub(icmds, "inspect", _delegate("pack", "cmd_inspect", "torcx image inspect"),
+            "show an archive's manifest, digests and contents")
+    p.add_argument("archive", metavar="ARCHIVE|NAME:REF")
+    json_flag(p)
+
+    p = sub(icmds, "verify", _delegate("pack", "cmd_verify", "torcx image verify"),
+            "check an archive against its digest list (writes nothing)")
+    p.add_argument("archive", metavar="ARCHIVE|NAME:REF")
+    p.add_argument("--digest", metavar="D", help="expected digest of the archive bytes")
+
+    # remote ...
+    rem = cmds.add_parser("remote", parents=[common], help="operate on remotes",
+                          description="Operate on remotes.")
+    rcmds = rem.add_subparsers(dest="remote_command", metavar="COMMAND", parser_class=Parser)
+    rcmds.required = True
+    p = sub(rcmds, "list", _delegate("remote", "cmd_remote_list", "torcx remote list"),
+            "list configured remotes")
+    json_flag(p)
+    p = sub(rcmds, "contents", _delegate("remote", "cmd_remote_contents",
+                                         "torcx remote contents"),
+            "write a signed-contents manifest for a folder of archives")
+    p.add_argument("dir", metavar="DIR")
+    return top
+
+
+# -- generator front (no argparse: boot-time start-up cost) --------------------------
+
+class _Args:
+    """A minimal argparse.Namespace stand-in for the generator."""
+
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+    def __repr__(self):
+        return f"Args({self.__dict__!r})"
+
+
+def _generator_args(argv):
+    """Positional arguments (systemd's output folders) are accepted and ignored.
+
+    ``--root DIR`` and ``--verbose=LEVEL`` are also understood (tests, debugging).
+    """
+    root = "/"
+    level = None
+    outputs = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in ("--root", "--verbose"):
+            if i + 1 >= len(argv):
+                raise UsageError(f"{arg} needs a value")
+            value = argv[i + 1]
+            i += 2
+        elif arg.startswith(("--root=", "--verbose=")):
+            arg, _, value = arg.partition("=")
+            i += 1
+        elif arg.startswith("-") and arg != "-":
+            raise UsageError(f"unknown option {arg} (torcx-generator takes no flags)")
+        else:
+            outputs.append(arg)
+            i += 1
+            continue
+        if arg == "--root":
+            root = value
+        else:
+            level = value
+    args = _Args(command="apply", generator=True, no_mount=False, dry_run=False,
+                 json=False, output_dirs=outputs,
+                 handler=_delegate("apply", "main", GENERATOR_NAME))
+    return args, root, level
+
+
+# -- main ----------------------------------------------------------------------------
+
+def _program_name(prog: str | None) -> str:
+    name = os.path.basename(prog if prog is not None else (sys.argv[0] if sys.argv else ""))
+    return GENERATOR_NAME if name == GENERATOR_NAME else "torcx"
+
+
+def main(argv=None, prog: str | None = None, *, environ=None, stdout=None,
+         stderr=None) -> int:
+    """Run one command; returns the exit status (console scripts exit with it)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    name = _program_name(prog)
+    err = stderr if stderr is not None else sys.stderr
+    ctx = None
+    try:
+        if name == GENERATOR_NAME:
+            args, root, level = _generator_args(argv)
+        else:
+            args = build_parser(name).parse_args(argv)
+            root = getattr(args, "root", "/")
+            level = getattr(args, "verbose", None)
+        verbosity = _log.INFO
+        if level is not None:
+            try:
+                verbosity = _log.parse_level(level)
+            except ValueError as e:
+                raise UsageError(f"--verbose: {e}") from None
+        if not root:
+            raise UsageError("--root needs a folder")
+        ctx = Context(prog=name, root=root, verbosity=verbosity, environ=environ,
+                      stdout=stdout, stderr=stderr)
+        status = args.handler(ctx, args)
+        return 0 if status is None else int(status)
+    except UsageError as e:
+        _say(err, name, ctx, f"error: {e}", priority=_log.ERROR)
+        return 2
+    except TorcxError as e:
+        _say(err, name, ctx, f"error: {e}", priority=_log.ERROR)
+        return 1
+    except KeyboardInterrupt:
+        _say(err, name, ctx, "interrupted", priority=_log.ERROR)
+        return 130
+    except BrokenPipeError:
+        # The reader went away (e.g. `torcx image list | head`): not our failure.
+        # Point stdout at /dev/null so the interpreter's final flush stays quiet.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 0
+    except OSError as e:
+        # Reading or writing a file failed: name it, no traceback.
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        _say(err, name, ctx, f"error: {where}{e.strerror or e}", priority=_log.ERROR)
+        return 1
+    except Exception as e:  # noqa: BLE001 - a bug: say so in one line, details on demand
+        if ctx is not None and ctx.verbosity >= _log.DEBUG:
+            import traceback
+
+            traceback.print_exc(file=err)
+        _say(err, name, ctx, f"internal error: {type(e).__name__}: {e} "
+             "(this is a bug; --verbose=debug shows the traceback)", priority=_log.ERROR)
+        return 1
+
+
+def _say(stream, name, ctx, message, priority):
+    prefix = f"<{priority}>" if name == GENERATOR_NAME else ""
+    try:
+        stream.write(f"{prefix}{name}: {message}\n")
+        stream.flush()
+    except (OSError, ValueError):
+        pass
+
