@@ -1,0 +1,273 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Builders for the engine tests: tar members with raw control, digest lists, compressors.
+
+Python's tarfile writes whatever we ask for (absolute names, '..', links anywhere,
+duplicates), which is what a hostile corpus needs. Compression goes through the
+real command-line tools so the engine sees the streams users actually produce.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import os
+import stat
+import subprocess
+import tarfile
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import xxhash
+
+DIGESTS_PATH = ".torcx/digests"
+MTIME = 1_600_000_000  # a fixed, recognisable mtime for every member
+
+# vfs_cap_data revision 2 for cap_net_bind_service=ep, as setcap writes it:
+# magic_etc (REVISION_2 | FLAG_EFFECTIVE), then permitted/inheritable low and high words.
+CAP_NET_BIND_SERVICE_EP = (
+    (0x02000001).to_bytes(4, "little")
+    + (1 << 10).to_bytes(4, "little") + bytes(4)
+    + bytes(4) + bytes(4)
+)
+
+
+@dataclass
+class Member:
+    """One tar member: its header and, for regular files, its data."""
+
+    info: tarfile.TarInfo
+    data: bytes = b""
+
+
+def _info(name: str, kind: bytes, mode: int, mtime: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.mode = mode
+    info.mtime = mtime
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+def reg(name: str, data: bytes = b"", mode: int = 0o644, mtime: int = MTIME,
+        uid: int = 0, gid: int = 0, xattrs: dict | None = None) -> Member:
+    """A regular file; ``xattrs`` maps names to bytes values (pax SCHILY.xattr.*)."""
+    info = _info(name, tarfile.REGTYPE, mode, mtime)
+    info.size = len(data)
+    info.uid, info.gid = uid, gid
+    if xattrs:
+        # surrogateescape lets tarfile write arbitrary bytes (it then marks the
+        # header hdrcharset=BINARY); plain ASCII values are written as they are.
+        info.pax_headers = {f"SCHILY.xattr.{k}": v.decode("utf-8", "surrogateescape")
+                            for k, v in xattrs.items()}
+    return Member(info, data)
+
+
+def directory(name: str, mode: int = 0o755, mtime: int = MTIME,
+              uid: int = 0, gid: int = 0) -> Member:
+    info = _info(name, tarfile.DIRTYPE, mode, mtime)
+    info.uid, info.gid = uid, gid
+    return Member(info)
+
+
+def symlink(name: str, target: str, mtime: int = MTIME, uid: int = 0, gid: int = 0) -> Member:
+    info = _info(name, tarfile.SYMTYPE, 0o777, mtime)
+    info.linkname = target
+    info.uid, info.gid = uid, gid
+    return Member(info)
+
+
+def hardlink(name: str, target: str, mtime: int = MTIME, body: bytes = b"") -> Member:
+    """A hard link; a non-empty ``body`` makes the hostile kind that carries data."""
+    info = _info(name, tarfile.LNKTYPE, 0o644, mtime)
+    info.linkname = target
+    info.size = len(body)
+    return Member(info, body)
+
+
+def fifo(name: str, mode: int = 0o644) -> Member:
+    return Member(_info(name, tarfile.FIFOTYPE, mode, MTIME))
+
+
+def chardev(name: str, major: int, minor: int, mode: int = 0o666) -> Member:
+    info = _info(name, tarfile.CHRTYPE, mode, MTIME)
+    info.devmajor, info.devminor = major, minor
+    return Member(info)
+
+
+def blockdev(name: str, major: int, minor: int, mode: int = 0o660) -> Member:
+    info = _info(name, tarfile.BLKTYPE, mode, MTIME)
+    info.devmajor, info.devminor = major, minor
+    return Member(info)
+
+
+def xxh3(data: bytes) -> str:
+    return xxhash.xxh3_128_hexdigest(data)
+
+
+def file_xxh3(path: str | Path) -> str:
+    h = xxhash.xxh3_128()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def image_path(name: str) -> str:
+    """A member name as the digest list spells it: relative to the image root, no './'."""
+    while name.startswith("./"):
+        name = name[2:]
+    return name
+
+
+def digest_list(members: Iterable[Member]) -> bytes:
+    """The xxh128sum lines of the regular files of ``members`` (a later duplicate wins)."""
+    digests: dict = {}
+    for m in members:
+        if m.info.type in (tarfile.REGTYPE, tarfile.AREGTYPE):
+            digests[image_path(m.info.name)] = xxh3(m.data)
+    return "".join(f"{d}  {p}\n" for p, d in digests.items()).encode()
+
+
+def digests_member(content: bytes | str) -> Member:
+    if isinstance(content, str):
+        content = content.encode()
+    return reg(DIGESTS_PATH, content)
+
+
+def write_tar(path: str | Path, members: Sequence[Member], *,
+              digests: bool | bytes | str = False,
+              fmt: int = tarfile.PAX_FORMAT) -> Path:
+    """Write ``members`` as an uncompressed tar at ``path``.
+
+    ``digests=True`` puts a correct ``.torcx/digests`` first; bytes/str put that
+    exact list first; False writes no list.
+    """
+    path = Path(path)
+    members = list(members)
+    if digests is True:
+        members.insert(0, digests_member(digest_list(members)))
+    elif digests is not False:
+        members.insert(0, digests_member(digests))
+    with tarfile.open(path, "w", format=fmt) as tar:
+        for m in members:
+            # Data goes with any member that has some: a hard link carrying a body
+            # is one of the hostile cases.
+            tar.addfile(m.info, io.BytesIO(m.data) if m.data or m.info.isreg() else None)
+    return path
+
+
+COMPRESSORS = {
+    "gzip": ["gzip", "-c", "-n"],
+    "pigz": ["pigz", "-c", "-n"],
+    "zstd": ["zstd", "-q", "-c"],
+    "xz": ["xz", "-c"],
+    "lz4": ["lz4", "-q", "-c"],
+    "bzip2": ["bzip2", "-c"],
+}
+
+
+def compress(path: str | Path, tool: str, out: str | Path | None = None) -> Path:
+    """Compress ``path`` with the real ``tool`` into ``out`` (default: path + '.' + tool)."""
+    path = Path(path)
+    out = Path(out) if out is not None else path.with_name(path.name + "." + tool)
+    with open(path, "rb") as src, open(out, "wb") as dst:
+        subprocess.run(COMPRESSORS[tool], stdin=src, stdout=dst, check=True)
+    return out
+
+
+def gzip_multi_member(path: str | Path, out: str | Path, parts: int = 3) -> Path:
+    """Compress ``path`` as ``parts`` concatenated gzip members (like `cat a.gz b.gz`)."""
+    data = Path(path).read_bytes()
+    step = -(-len(data) // parts)
+    with open(out, "wb") as dst:
+        for i in range(0, len(data), step):
+            r = subprocess.run(["gzip", "-c", "-n"], input=data[i:i + step],
+                               stdout=subprocess.PIPE, check=True)
+            dst.write(r.stdout)
+    return Path(out)
+
+
+def corrupt_deflate(gz: bytes) -> bytes:
+    """Flip bytes in the middle of a gzip stream so inflate itself fails (not only the CRC).
+
+    Tries positions from the middle on and returns the first corruption zlib
+    rejects as bad deflate data, so the test does not depend on CRC checking.
+    """
+    for offset in range(len(gz) // 2, len(gz) - 16):
+        bad = bytearray(gz)
+        for i in range(offset, offset + 8):
+            bad[i] ^= 0xFF
+        try:
+            zlib.decompressobj(wbits=31).decompress(bytes(bad))
+        except zlib.error as e:
+            if "check" not in str(e):  # "incorrect data/length check" is the trailer
+                return bytes(bad)
+    raise AssertionError("could not corrupt the deflate stream")
+
+
+def flip_middle(data: bytes, count: int = 8) -> bytes:
+    """``data`` with ``count`` bytes inverted in its middle."""
+    bad = bytearray(data)
+    mid = len(bad) // 2
+    for i in range(mid, mid + count):
+        bad[i] ^= 0xFF
+    return bytes(bad)
+
+
+def gnu_tar(out: str | Path, srcdir: str | Path, names: Sequence[str],
+            *options: str) -> Path:
+    """Run GNU tar to archive ``names`` (in that order) from ``srcdir`` into ``out``."""
+    subprocess.run(["tar", "-cf", os.fspath(out), *options, "-C", os.fspath(srcdir),
+                    "--owner=0", "--group=0", "--numeric-owner", *names], check=True)
+    return Path(out)
+
+
+def make_sparse_file(path: str | Path, size: int, chunks: dict) -> bytes:
+    """A real sparse file of ``size`` bytes with ``chunks`` ({offset: bytes}) written.
+
+    Returns its logical content.
+    """
+    with open(path, "wb") as f:
+        f.truncate(size)
+        for offset, data in chunks.items():
+            f.seek(offset)
+            f.write(data)
+    content = bytearray(size)
+    for offset, data in chunks.items():
+        content[offset:offset + len(data)] = data
+    return bytes(content)
+
+
+def tree_snapshot(root: str | Path) -> dict:
+    """Everything under ``root`` (never following links): type, mode, size, content, target."""
+    root = os.fspath(root)
+    snap = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            rel = os.path.relpath(p, root)
+            if stat.S_ISLNK(st.st_mode):
+                snap[rel] = ("link", os.readlink(p))
+            elif stat.S_ISREG(st.st_mode):
+                snap[rel] = ("file", st.st_mode, st.st_nlink, file_xxh3(p))
+            else:
+                snap[rel] = (stat.S_IFMT(st.st_mode), st.st_mode)
+    return snap
+
+
+def _shared_test_helpers():
+    """tests/conftest.py loaded under its own name: every conftest is called 'conftest'."""
+    path = Path(__file__).resolve().parent.parent / "conftest.py"
+    spec = importlib.util.spec_from_file_location("torcx_tests_shared_conftest", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_shared = _shared_test_helpers()
+needs_root = _shared.needs_root
+in_mount_namespace = _shared.in_mount_namespace

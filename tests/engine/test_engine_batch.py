@@ -1,0 +1,86 @@
+# SPDX-License-Identifier: Apache-2.0
+"""A batch of jobs: results in job order, a failed job never stops or spoils the others."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+from tarkit import reg
+
+from torcx import engine, errors
+
+
+def _good(sandbox, i):
+    members = [reg(f"img{i}/file{j}", f"image {i} file {j}\n".encode() * 500) for j in range(20)]
+    return sandbox.archive(members, digests=True, compress=("gzip", "zstd", "xz")[i % 3]), members
+
+
+@pytest.mark.parametrize("threads", [0, 1, 2, 4])
+def test_one_failure_the_others_land(sandbox, threads):
+    """Of four jobs the hostile one fails alone; the others land complete, in job order."""
+    jobs, expected = [], []
+    for i in range(4):
+        dest = sandbox.parent / f"dest{i}"
+        if i == 2:
+            archive = sandbox.archive([reg("fine", b"x"), reg("../sentinel/pwned", b"x")])
+            expected.append(None)
+        else:
+            archive, members = _good(sandbox, i)
+            expected.append(members)
+        jobs.append(engine.Job(str(archive), str(dest)))
+    results = engine.extract_many(jobs, threads=threads)
+    assert [r.archive for r in results] == [j.archive for j in jobs]
+    assert [r.dest for r in results] == [j.dest for j in jobs]
+    for job, result, members in zip(jobs, results, expected):
+        if members is None:
+            assert isinstance(result.error, errors.UnsafeArchive)
+            assert not result.ok
+            assert not os.path.lexists(job.dest)
+            continue
+        assert result.ok, result.error
+        assert result.verified
+        for m in members:
+            with open(os.path.join(job.dest, m.info.name), "rb") as f:
+                assert f.read() == m.data
+    assert sorted(os.listdir(sandbox.parent)) == ["dest0", "dest1", "dest3", "sentinel"]
+    assert os.listdir(sandbox.sentinel) == ["secret"]
+
+
+def test_missing_archive_in_a_batch(sandbox):
+    """A job whose archive does not exist fails with ENOENT; the next job still lands."""
+    archive, _ = _good(sandbox, 0)
+    jobs = [engine.Job(str(sandbox.archives / "missing.tar"), str(sandbox.parent / "d0")),
+            engine.Job(str(archive), str(sandbox.parent / "d1"))]
+    first, second = engine.extract_many(jobs, threads=2)
+    assert isinstance(first.error, errors.ExtractError)
+    assert first.error.errno == errno.ENOENT
+    assert second.ok
+    assert sorted(os.listdir(sandbox.parent)) == ["d1", "sentinel"]
+
+
+def test_batch_mixes_verify_and_extract(sandbox):
+    """A verify-only job (dest None) in a batch writes nothing while its neighbour extracts."""
+    a, _ = _good(sandbox, 1)
+    b, _ = _good(sandbox, 2)
+    results = engine.extract_many([engine.Job(str(a), None),
+                                   engine.Job(str(b), str(sandbox.parent / "d"))])
+    assert all(r.ok and r.verified for r in results)
+    assert sorted(os.listdir(sandbox.parent)) == ["d", "sentinel"]
+
+
+def test_empty_batch():
+    """An empty batch returns no results."""
+    assert engine.extract_many([]) == []
+
+
+def test_many_jobs_more_than_threads(sandbox):
+    """Sixteen jobs on two threads all land, each with its own content."""
+    archive, members = _good(sandbox, 0)
+    jobs = [engine.Job(str(archive), str(sandbox.parent / f"d{i:02}")) for i in range(16)]
+    results = engine.extract_many(jobs, threads=2)
+    assert all(r.ok for r in results)
+    for job in jobs:
+        with open(os.path.join(job.dest, members[-1].info.name), "rb") as f:
+            assert f.read() == members[-1].data
