@@ -13,6 +13,7 @@ import ssl
 import subprocess
 import tarfile
 import threading
+import urllib.parse
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -91,7 +92,7 @@ def _handler(state: ServerState):
             pass
 
         def do_GET(self):
-            path = self.path.split("?", 1)[0]
+            path = urllib.parse.unquote(self.path.split("?", 1)[0])
             fault = state.next_fault(path)
             if fault and fault.status:
                 self.send_response(fault.status)

@@ -1,0 +1,272 @@
+# SPDX-License-Identifier: Apache-2.0
+"""populate against real HTTP(S) servers on 127.0.0.1 with keys made in the test.
+
+Every failure scenario checks the same promise: a non-zero result naming the
+image and the reason, and nothing at all in the store (no temp file either).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+
+import pytest
+from remotekit import OS_VERSION, Fault, contents_doc, make_archive, publish, write_contents
+
+from torcx import paths as torcx_paths
+from torcx import remote
+from torcx.schemas import ImageRef
+
+
+def run_populate(fake_root, images, **env):
+    """populate() for ``images`` under the fake root; returns (rc, stdout, stderr)."""
+    paths = torcx_paths.load(fake_root.path, environ=env)
+    out, err = io.StringIO(), io.StringIO()
+    rc = remote.populate(paths, images, out=out, err=err)
+    return rc, out.getvalue(), err.getvalue()
+
+
+def one_image_remote(fake_root, server, name="docker", version="20.10"):
+    """Publish one image on ``server`` as remote 'main'; returns its archive bytes."""
+    archives = publish(server.state.root, [(name, version)], fake_root.keys)
+    fake_root.add_remote("main", server.url + "/")
+    return archives[f"{name}:{version}"]
+
+
+DOCKER = [ImageRef("docker", "20.10", "main")]
+
+
+def test_two_remotes_land_verified_archives_and_second_run_fetches_nothing(
+        fake_root, http_server, https_server, tls_cert, monkeypatch):
+    """A profile spanning an http and an https remote lands both archives, once."""
+    monkeypatch.setenv("TORCX_CA_FILE", tls_cert[0])
+    alpha = publish(http_server.state.root, [("docker", "20.10"), ("docker", "19.03")],
+                    fake_root.keys)
+    beta = publish(https_server.state.root, [("containerd", "1.7")], fake_root.keys)
+    fake_root.add_remote("alpha", http_server.url + "/")
+    fake_root.add_remote("beta", https_server.url)
+    images = [ImageRef("docker", "20.10", "alpha"), ImageRef("containerd", "1.7", "beta"),
+              ImageRef("local-only", "1", None)]
+
+    rc, out, err = run_populate(fake_root, images)
+    assert rc == 0, err
+    assert fake_root.store_files() == ["containerd:1.7.torcx.tgz", "docker:20.10.torcx.tgz"]
+    with open(os.path.join(fake_root.store, "docker:20.10.torcx.tgz"), "rb") as f:
+        assert f.read() == alpha["docker:20.10"]
+    with open(os.path.join(fake_root.store, "containerd:1.7.torcx.tgz"), "rb") as f:
+        assert f.read() == beta["containerd:1.7"]
+    assert "local-only:1: in no store and has no remote, skipping" in out
+    assert http_server.state.requests["/docker:20.10.torcx.tgz"] == 1
+    assert http_server.state.requests["/docker:19.03.torcx.tgz"] == 0
+
+    before = (http_server.state.total, https_server.state.total)
+    rc, out, err = run_populate(fake_root, images)
+    assert rc == 0, err
+    assert (http_server.state.total, https_server.state.total) == before
+    assert "nothing to fetch" in out
+
+
+def test_tampered_contents_fail_cleanly(fake_root, http_server):
+    """A contents file changed after signing is refused and nothing is downloaded."""
+    one_image_remote(fake_root, http_server)
+    asc = os.path.join(http_server.state.root, "torcx_remote_contents.json.asc")
+    with open(asc, "rb") as f:
+        signed = f.read()
+    with open(asc, "wb") as f:
+        f.write(signed.replace(b'"tgz"', b'"tar"'))
+    rc, _, err = run_populate(fake_root, DOCKER)
+    assert rc == 1
+    assert "docker:20.10: remote main:" in err and "bad signature" in err
+    assert fake_root.keys.fingerprints["trusted"] in err
+    assert http_server.state.requests["/docker:20.10.torcx.tgz"] == 0
+    assert fake_root.store_files() == []
+
+
+def test_signature_by_unknown_key_fails_cleanly(fake_root, http_server):
+    """Contents signed by a key the remote does not list are refused."""
+    publish(http_server.state.root, [("docker", "20.10")], fake_root.keys, signer="stranger")
+    fake_root.add_remote("main", http_server.url)
+    rc, _, err = run_populate(fake_root, DOCKER)
+    assert rc == 1
+    assert "unknown key" in err and fake_root.keys.fingerprints["trusted"] in err
+    assert fake_root.store_files() == []
+
+
+def test_unsigned_contents_fail_cleanly(fake_root, http_server):
+    """Plain JSON served as the .asc file is refused."""
+    data = make_archive("docker", "20.10")
+    with open(os.path.join(http_server.state.root, "docker:20.10.torcx.tgz"), "wb") as f:
+        f.write(data)
+    doc = contents_doc([{"name": "docker", "version": "20.10",
+                         "location": "docker:20.10.torcx.tgz",
+                         "sha512": hashlib.sha512(data).hexdigest()}])
+    write_contents(http_server.state.root, doc, None)
+    fake_root.add_remote("main", http_server.url)
+    rc, _, err = run_populate(fake_root, DOCKER)
+    assert rc == 1
+    assert "not signed" in err
+    assert fake_root.store_files() == []
+
+
+def test_sha512_mismatch_fails_cleanly(fake_root, http_server):
+    """An archive whose bytes differ from the signed sha512 never enters the store."""
+    one_image_remote(fake_root, http_server)
+    with open(os.path.join(http_server.state.root, "docker:20.10.torcx.tgz"), "wb") as f:
+        f.write(make_archive("docker", "evil"))
+    rc, _, err = run_populate(fake_root, DOCKER)
+    assert rc == 1
+    assert "docker:20.10" in err and "sha512 mismatch" in err
+    assert http_server.state.requests["/docker:20.10.torcx.tgz"] == 1  # final, not retried
+    assert fake_root.store_files() == []
+
+
+def test_truncated_download_fails_cleanly(fake_root, http_server, fast_fetch):
+    """A body cut short of its Content-Length fails after the bounded retries."""
+    one_image_remote(fake_root, http_server)
+    http_server.state.fault("/docker:20.10.torcx.tgz", Fault(truncate=True),
+                            Fault(truncate=True))
+    rc, _, err = run_populate(fake_root, DOCKER)
+    assert rc == 1
+    assert "docker:20.10" in err and "truncated" in err and "after 2 attempts" in err
+    assert fake_root.store_files() == []
+
+
+def test_missing_archive_404_fails_cleanly(fake_root, http_server, fast_fetch):
+    """A 404 for the archive is final: one request, an error, an empty store."""
+    one_image_remote(fake_root, http_server)
+    os.unlink(os.path.join(http_server.state.root, "docker:20.10.torcx.tgz"))
+    rc, _, err = run_populate(fake_root, DOCKER)
+    assert rc == 1
+    assert "docker:20.10" in err and "HTTP 404" in err
+    assert http_server.state.requests["/docker:20.10.torcx.tgz"] == 1
+    assert fake_root.store_files() == []
+
+
+def test_server_error_then_success_is_retried(fake_root, http_server, fast_fetch):
+    """A 500 followed by a good answer lands the verified archive on the second try."""
+    data = one_image_remote(fake_root, http_server)
+    http_server.state.fault("/docker:20.10.torcx.tgz", Fault(status=500))
+    rc, _, err = run_populate(fake_root, DOCKER)
+    assert rc == 0, err
+    assert "HTTP 500" in err and "retrying" in err
+    assert http_server.state.requests["/docker:20.10.torcx.tgz"] == 2
+    assert fake_root.store_files() == ["docker:20.10.torcx.tgz"]
+    with open(os.path.join(fake_root.store, "docker:20.10.torcx.tgz"), "rb") as f:
+        assert f.read() == data
+
+
+def test_stalled_server_times_out_cleanly(fake_root, http_server, fast_fetch):
+    """A server that goes silent mid-body hits the read timeout on every attempt."""
+    one_image_remote(fake_root, http_server)
+    http_server.state.fault("/docker:20.10.torcx.tgz", Fault(stall=True), Fault(stall=True))
+    rc, _, err = run_populate(fake_root, DOCKER)
+    assert rc == 1
+    assert "docker:20.10" in err and "timed out" in err
+    assert fake_root.store_files() == []
+
+
+def test_location_escaping_the_remote_is_refused(fake_root, http_server):
+    """A signed location with '../' is refused before any archive request."""
+    data = make_archive("docker", "20.10")
+    doc = contents_doc([{"name": "docker", "version": "20.10",
+                         "location": "../docker:20.10.torcx.tgz",
+                         "sha512": hashlib.sha512(data).hexdigest()}])
+    write_contents(http_server.state.root, doc, fake_root.keys)
+    fake_root.add_remote("main", http_server.url)
+    rc, _, err = run_populate(fake_root, DOCKER)
+    assert rc == 1
+    assert "docker:20.10" in err and "'..'" in err
+    assert http_server.state.total == 1  # the contents file only
+    assert fake_root.store_files() == []
+
+
+def test_version_missing_from_contents_is_an_error(fake_root, http_server):
+    """A reference the remote does not offer is named in the error."""
+    one_image_remote(fake_root, http_server)
+    rc, _, err = run_populate(fake_root, [ImageRef("docker", "99.0", "main")])
+    assert rc == 1
+    assert "remote main does not offer docker:99.0" in err
+    assert fake_root.store_files() == []
+
+
+def test_unknown_remote_is_an_error(fake_root):
+    """An image naming a remote that is not configured fails, naming both."""
+    rc, _, err = run_populate(fake_root, [ImageRef("docker", "20.10", "nowhere")])
+    assert rc == 1
+    assert "docker:20.10" in err and "remote 'nowhere' not found" in err
+
+
+def test_file_remote_under_root(fake_root, gpg_keys):
+    """A file:// remote names a path on the target system, read below --root."""
+    mirror = os.path.join(fake_root.path, "srv/mirror")
+    archives = publish(mirror, [("docker", "20.10")], gpg_keys)
+    fake_root.add_remote("main", "file:///srv/mirror")
+    rc, _, err = run_populate(fake_root, DOCKER)
+    assert rc == 0, err
+    with open(os.path.join(fake_root.store, "docker:20.10.torcx.tgz"), "rb") as f:
+        assert f.read() == archives["docker:20.10"]
+
+
+def test_https_without_trusted_ca_fails_cleanly(fake_root, https_server):
+    """A self-signed server is refused unless TORCX_CA_FILE trusts it."""
+    one_image_remote(fake_root, https_server)
+    rc, _, err = run_populate(fake_root, DOCKER)
+    assert rc == 1
+    assert "certificate verify failed" in err.lower() or "certificate" in err.lower()
+    assert fake_root.store_files() == []
+
+
+def test_base_url_template_uses_os_release(fake_root, http_server):
+    """${ID}, ${VERSION_ID} and ${COREOS_BOARD} come from USR/lib/os-release."""
+    folder = os.path.join(http_server.state.root, "flatcar", OS_VERSION, "amd64-usr")
+    publish(folder, [("docker", "20.10")], fake_root.keys)
+    fake_root.add_remote("main", http_server.url + "/${ID}/${VERSION_ID}/${COREOS_BOARD}/")
+    rc, _, err = run_populate(fake_root, DOCKER)
+    assert rc == 0, err
+    assert fake_root.store_files() == ["docker:20.10.torcx.tgz"]
+
+
+def test_os_version_option_selects_the_store(fake_root, http_server):
+    """populate -n OSVER fills BASEDIR/store/OSVER instead of the running version."""
+    one_image_remote(fake_root, http_server)
+    paths = torcx_paths.load(fake_root.path, environ={}, os_version="4000.0.0")
+    rc = remote.populate(paths, DOCKER, out=io.StringIO(), err=io.StringIO())
+    assert rc == 0
+    assert os.listdir(os.path.join(fake_root.path, "var/lib/torcx/store/4000.0.0")) == [
+        "docker:20.10.torcx.tgz"]
+    assert fake_root.store_files() == []
+
+
+def test_published_folder_round_trip(fake_root, http_server, gpg_keys):
+    """write_contents output, clear-signed with gpg, is what populate accepts."""
+    data = make_archive("docker", "20.10")
+    with open(os.path.join(http_server.state.root, "docker:20.10.torcx.tgz"), "wb") as f:
+        f.write(data)
+    path = remote.write_contents(http_server.state.root)
+    with open(path, "rb") as f:
+        write_contents(http_server.state.root, f.read(), gpg_keys)
+    fake_root.add_remote("main", http_server.url)
+    rc, _, err = run_populate(fake_root, DOCKER)
+    assert rc == 0, err
+    assert fake_root.store_files() == ["docker:20.10.torcx.tgz"]
+
+
+@pytest.mark.parametrize("location", [
+    "../x.torcx.tgz", "a/../../x.torcx.tgz", "%2e%2e/x.torcx.tgz", "/etc/shadow",
+    "//evil.example/x.torcx.tgz", "file:///etc/shadow", "ftp://host/x", "a\\..\\x",
+])
+def test_location_url_refuses_escapes(location):
+    """Locations that leave base_url or use another scheme are refused."""
+    r = remote.Remote("main", "/etc/torcx/remotes/main", "http://h/r/", "http://h/r/",
+                      "http://h/r/", ())
+    with pytest.raises(remote.RemoteError):
+        remote.location_url(r, location)
+
+
+def test_location_url_accepts_relative_and_http():
+    """A relative location joins base_url; an absolute https URL is used as is."""
+    r = remote.Remote("main", "/etc/torcx/remotes/main", "http://h/r", "http://h/r",
+                      "http://h/r", ())
+    assert remote.location_url(r, "sub/a:1.torcx.tgz") == "http://h/r/sub/a:1.torcx.tgz"
+    assert remote.location_url(r, "https://cdn/a.tgz") == "https://cdn/a.tgz"

@@ -1,0 +1,407 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Remotes (SPEC.md sections 3 and 7): configuration, signed contents, populate.
+
+A remote is a folder ``NAME/`` holding ``remote.json`` (remote-manifest-v0) and
+the armored keyrings it names. It is looked up in ``CONFDIR/remotes``, then
+``OEM/remotes``, then ``USR/share/torcx/remotes``: the first folder found wins
+whole (its keys come with it, never mixed with another folder's).
+
+``base_url`` may use ``${COREOS_BOARD}``, ``${ID}``, ``${VERSION_ID}`` (from
+``USR/lib/os-release``) and ``${COREOS_USR}`` (the USR mount point). ``file://``
+URLs name paths on the target system, so under ``--root`` they are read below
+the root like every other path.
+
+Trust: nothing from a remote is used before ``torcx_remote_contents.json.asc``
+has been verified by gpgv against the remote's own keys (torcx.openpgp); each
+archive is then pinned by the sha512 in those contents and checked while it
+streams (torcx.fetch). The file name in the store comes from the profile's
+name and reference and the contents' format, never from ``location``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sys
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence, TextIO
+
+from . import openpgp, schemas
+from .errors import ConfigError, NotFound, RemoteError, SchemaError, TorcxError
+from .fetch import Download, FetchOptions, Progress, download_all, fetch_document
+from .store import Store, archive_filename, parse_archive_filename
+
+CONTENTS_FILE = "torcx_remote_contents.json"
+SIGNED_CONTENTS_FILE = CONTENTS_FILE + ".asc"
+MANIFEST_FILE = "remote.json"
+TEMPLATE_VARS = ("COREOS_BOARD", "COREOS_USR", "ID", "VERSION_ID")
+REMOTE_LIST_V0 = "torcx-remote-list-v0"
+
+_NAME_RE = re.compile(r"^[a-zA-Z0-9._-]{1,512}$")
+_VAR_RE = re.compile(r"\$\{([^}]*)\}")
+_URL_SCHEME_RE = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
+
+__all__ = [
+    "Remote",
+    "check_remote",
+    "cmd_populate",
+    "cmd_remote_contents",
+    "cmd_remote_list",
+    "fetch_contents",
+    "find_remote",
+    "list_remotes",
+    "location_url",
+    "populate",
+    "write_contents",
+]
+
+
+@dataclass(frozen=True)
+class Remote:
+    """A configured remote; paths are logical (as the target system sees them)."""
+
+    name: str
+    folder: str
+    base_url_template: str
+    base_url: str  # the template expanded
+    fetch_base: str  # base_url, with a file URL mapped below --root
+    keyring_paths: tuple[str, ...]
+
+    @property
+    def contents_url(self) -> str:
+        return self.fetch_base.rstrip("/") + "/" + SIGNED_CONTENTS_FILE
+
+
+# ---------------------------------------------------------------- configuration
+
+def _check_remote_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME_RE.match(name) or name in (".", ".."):
+        raise ConfigError(f"invalid remote name {name!r} "
+                          "(1 to 512 of letters, digits, '.', '_' and '-')")
+    return name
+
+
+def _template_values(paths) -> dict:
+    """Values for base_url templates: os-release fields plus the USR mount point."""
+    release = paths.os_release
+    try:
+        with open(paths.host(release), encoding="utf-8", errors="surrogateescape") as f:
+            fields = _parse_os_release(f.read())
+    except FileNotFoundError:
+        fields = {}
+    except OSError as e:
+        raise ConfigError(f"{release}: cannot read: {e.strerror}") from None
+    values = {k: fields[k] for k in ("COREOS_BOARD", "ID", "VERSION_ID") if fields.get(k)}
+    values["COREOS_USR"] = paths.usr
+    return values
+
+
+def _parse_os_release(text: str) -> dict:
+    from .paths import parse_os_release
+    return parse_os_release(text)
+
+
+def expand_base_url(template: str, values: dict, where: str, release: str) -> str:
+    """Replace ``${VAR}`` in ``template``; an unknown or unset variable is a ConfigError."""
+    def replace(m: re.Match) -> str:
+        var = m.group(1)
+        if var not in TEMPLATE_VARS:
+            raise ConfigError(f"{where}: $.value.base_url: unknown variable ${{{var}}} "
+                              f"(known: {', '.join(TEMPLATE_VARS)})")
+        if var not in values:
+            raise ConfigError(f"{where}: $.value.base_url uses ${{{var}}} but {release} "
+                              "does not set it")
+        return values[var]
+    return _VAR_RE.sub(replace, template)
+
+
+def _remote_folders(paths) -> list[str]:
+    """Remote folders, highest precedence first: user, OEM, vendor."""
+    return list(reversed(paths.remote_dirs))
+
+
+def _load(paths, name: str, folder: str, values: dict) -> Remote:
+    manifest_path = f"{folder}/{MANIFEST_FILE}"
+    manifest = schemas.read_remote_manifest(paths.host(manifest_path))
+    base_url = expand_base_url(manifest.base_url, values, manifest_path, paths.os_release)
+    fetch_base = base_url
+    if urllib.parse.urlsplit(base_url).scheme == "file":
+        fetch_base = _host_file_url(paths, base_url, manifest_path)
+    keyrings = tuple(f"{folder}/{ring}" for ring in manifest.keyrings)
+    return Remote(name, folder, manifest.base_url, base_url, fetch_base, keyrings)
+
+
+def _host_file_url(paths, url: str, where: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    if parts.netloc not in ("", "localhost"):
+        raise ConfigError(f"{where}: $.value.base_url: file URL must name a local path: {url}")
+    path = urllib.request.url2pathname(parts.path)
+    if not path.startswith("/"):
+        raise ConfigError(f"{where}: $.value.base_url: file URL must be absolute: {url}")
+    return "file://" + urllib.request.pathname2url(paths.host(path))
+
+
+def find_remote(paths, name: str) -> Remote:
+    """The configured remote ``name``; NotFound lists the folders searched."""
+    _check_remote_name(name)
+    for parent in _remote_folders(paths):
+        folder = f"{parent}/{name}"
+        if os.path.isfile(paths.host(f"{folder}/{MANIFEST_FILE}")):
+            return _load(paths, name, folder, _template_values(paths))
+    raise NotFound(f"remote {name!r} not found in "
+                   f"{', '.join(_remote_folders(paths))} (no {name}/{MANIFEST_FILE})")
+
+
+def list_remotes(paths) -> tuple[list[Remote], list[str]]:
+    """Every configured remote (first folder wins per name) and one problem per broken one."""
+    found: dict[str, str] = {}
+    for parent in _remote_folders(paths):
+        try:
+            names = sorted(os.listdir(paths.host(parent)))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for name in names:
+            if name in found or not _NAME_RE.match(name):
+                continue
+            if os.path.isfile(paths.host(f"{parent}/{name}/{MANIFEST_FILE}")):
+                found[name] = f"{parent}/{name}"
+    remotes, problems = [], []
+    values = None
+    for name in sorted(found):
+        try:
+            if values is None:
+                values = _template_values(paths)
+            remotes.append(_load(paths, name, found[name], values))
+        except (ConfigError, SchemaError, OSError) as e:
+            problems.append(f"remote {name}: {_describe(e)}")
+    return remotes, problems
+
+
+def _keyrings(paths, remote: Remote) -> list[openpgp.Keyring]:
+    return [openpgp.load_keyring(paths.host(p)) for p in remote.keyring_paths]
+
+
+# ---------------------------------------------------------------- contents
+
+def fetch_contents(paths, remote: Remote, opts: FetchOptions,
+                   note: Callable[[str], None] = lambda _m: None) -> schemas.RemoteContents:
+    """Fetch, verify (gpgv) and parse the remote's contents; RemoteError names the remote."""
+    url = remote.contents_url
+    try:
+        rings = _keyrings(paths, remote)
+        signed = fetch_document(url, opts, note)
+        text = openpgp.verify_clearsigned(signed, rings, what=url)
+        return schemas.parse_remote_contents(schemas.load_json(text, url), url)
+    except (RemoteError, SchemaError) as e:
+        raise RemoteError(f"remote {remote.name}: {e}") from None
+
+
+def location_url(remote: Remote, location: str) -> str:
+    """The URL of an archive: ``location`` relative to base_url, or an http(s) URL.
+
+    Refused: ``..`` segments (also percent-encoded), absolute paths, host-relative
+    ``//host`` forms, other schemes, backslashes and control characters.
+    """
+    where = f"remote {remote.name}: location {location!r}"
+    if any(ord(c) < 0x20 or c == "\\" for c in location):
+        raise RemoteError(f"{where}: control character or backslash, refusing")
+    # Not urlsplit: a relative "docker:20.10.torcx.tgz" would read as scheme "docker".
+    scheme = _URL_SCHEME_RE.match(location)
+    rest = location[scheme.end():] if scheme else location
+    path = rest.split("?", 1)[0].split("#", 1)[0]
+    if ".." in urllib.parse.unquote(path).split("/"):
+        raise RemoteError(f"{where}: '..' would leave the remote, refusing")
+    if scheme:
+        if scheme.group(1).lower() not in ("http", "https"):
+            raise RemoteError(f"{where}: only http and https absolute URLs are allowed")
+        return location
+    if location.startswith("/"):
+        raise RemoteError(f"{where}: must be relative to the remote's base_url")
+    return remote.fetch_base.rstrip("/") + "/" + location
+
+
+# ---------------------------------------------------------------- populate and check
+
+@dataclass(frozen=True)
+class _Planned:
+    image: schemas.ImageRef
+    download: Download
+
+
+def _wanted(images) -> list:
+    return [im for im in images if im.reference]
+
+
+def _contents_by_remote(paths, names: Sequence[str], opts: FetchOptions,
+                        note: Callable[[str], None]) -> dict:
+    """``{remote name: (Remote, RemoteContents) or error message}``."""
+    result: dict = {}
+    for name in names:
+        try:
+            remote = find_remote(paths, name)
+            result[name] = (remote, fetch_contents(paths, remote, opts, note))
+        except (TorcxError, OSError) as e:
+            result[name] = _describe(e)
+    return result
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, OSError) and not isinstance(e, TorcxError):
+        where = f"{e.filename}: " if e.filename else ""
+        return f"{where}{e.strerror or e}"
+    return str(e)
+
+
+def _resolve(image, entry) -> tuple[Remote, schemas.RemoteVersion, str]:
+    """(remote, version, url) of an image, or RemoteError naming what is wrong."""
+    if isinstance(entry, str):
+        raise RemoteError(entry)
+    remote, contents = entry
+    version = contents.find(image.name, image.reference)
+    if version is None:
+        raise RemoteError(f"remote {remote.name} does not offer {image.name}:"
+                          f"{image.reference}")
+    return remote, version, location_url(remote, version.location)
+
+
+def populate(paths, images, *, opts: Optional[FetchOptions] = None,
+             progress: Optional[Progress] = None, out: Optional[TextIO] = None,
+             err: Optional[TextIO] = None) -> int:
+    """Fetch every image of ``images`` that has a remote and that no store holds.
+
+    Archives land in ``BASEDIR/store/OSVER`` (``paths.os_version``). Returns 0
+    when everything wanted is present afterwards, 1 otherwise (each failure is
+    reported on ``err`` naming the image and the reason).
+    """
+    out = out or sys.stdout
+    err = err or sys.stderr
+    opts = opts or FetchOptions.from_env()
+    if not paths.os_version:
+        raise ConfigError(f"no OS version: {paths.os_release} has no VERSION_ID; "
+                          "pass -n OSVER")
+    store = Store(paths)
+    dest = paths.user_store(paths.os_version)
+    missing = []
+    for image in _wanted(images):
+        found = store.find(image.name, image.reference)
+        if found is not None:
+            out.write(f"{image}: present in {found.path}\n")
+        elif not image.remote:
+            out.write(f"{image}: in no store and has no remote, skipping\n")
+        else:
+            missing.append(image)
+    if not missing:
+        out.write("populate: nothing to fetch\n")
+        return 0
+
+    progress = progress or Progress(err)
+    remotes = sorted({im.remote for im in missing})
+    contents = _contents_by_remote(paths, remotes, opts, progress.note)
+    failures: list[str] = []
+    planned: list[_Planned] = []
+    host_dest = paths.host(dest)
+    for image in missing:
+        try:
+            _, version, url = _resolve(image, contents[image.remote])
+            filename = archive_filename(image.name, image.reference, version.format)
+        except (RemoteError, ValueError) as e:
+            failures.append(f"{image}: {e}")
+            continue
+        planned.append(_Planned(image, Download(str(image), url, host_dest, filename,
+                                                version.sha512)))
+    fetched = 0
+    if planned:
+        try:
+            os.makedirs(host_dest, mode=0o755, exist_ok=True)
+        except OSError as e:
+            raise RemoteError(f"{dest}: cannot create the store: {e.strerror}") from None
+        for outcome in download_all([p.download for p in planned], opts, progress):
+            if outcome.error:
+                failures.append(f"{outcome.download.label}: {outcome.error}")
+            else:
+                fetched += 1
+    for line in failures:
+        err.write(f"torcx: error: populate: {line}\n")
+    out.write(f"populate: {fetched} fetched into {dest}, {len(failures)} failed\n")
+    return 1 if failures else 0
+
+
+def check_remote(paths, images, *, opts: Optional[FetchOptions] = None) -> list[str]:
+    """Problems that would stop ``populate`` for ``images`` (empty: all good).
+
+    For each image with a remote: the remote is configured, its contents verify
+    and parse, they offer the image's version, and its location is acceptable.
+    Nothing is downloaded except the contents files.
+    """
+    opts = opts or FetchOptions.from_env()
+    wanted = [im for im in _wanted(images) if im.remote]
+    contents = _contents_by_remote(paths, sorted({im.remote for im in wanted}), opts,
+                                   lambda _m: None)
+    problems = []
+    for image in wanted:
+        try:
+            _, version, _url = _resolve(image, contents[image.remote])
+            archive_filename(image.name, image.reference, version.format)
+        except (RemoteError, ValueError) as e:
+            problems.append(f"{image}: {e}")
+    return problems
+
+
+# ---------------------------------------------------------------- publishing
+
+def contents_doc(folder: str) -> dict:
+    """torcx-remote-contents-v1 for the ``NAME:VERSION.torcx.FORMAT`` archives in folder."""
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError as e:
+        raise ConfigError(f"{folder}: cannot list: {e.strerror}") from None
+    images: dict = {}
+    for filename in names:
+        parsed = parse_archive_filename(filename)
+        path = os.path.join(folder, filename)
+        if parsed is None or not os.path.isfile(path) or ":" not in filename:
+            continue
+        name, version, fmt = parsed
+        digest = hashlib.sha512()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        images.setdefault(name, []).append({
+            "version": version,
+            "format": fmt,
+            "hash": "sha512-" + digest.hexdigest(),
+            "location": urllib.parse.quote(filename),
+        })
+    if not images:
+        raise NotFound(f"{folder}: no NAME:VERSION.torcx.FORMAT archives found")
+    doc = {"kind": schemas.REMOTE_CONTENTS_V1,
+           "value": {"images": [{"name": n, "versions": v} for n, v in images.items()]}}
+    schemas.parse_remote_contents(doc, f"{folder}/{CONTENTS_FILE}")  # what we write must parse
+    return doc
+
+
+def write_contents(folder: str) -> str:
+    """Write the unsigned contents file for ``folder``; returns its path."""
+    path = os.path.join(folder, CONTENTS_FILE)
+    schemas.write_json(path, contents_doc(folder))
+    return path
+
+
+# ---------------------------------------------------------------- listing
+
+def remote_list_doc(paths, remotes: Sequence[Remote]) -> dict:
+    entries = []
+    for r in remotes:
+        keys = []
+        for p in r.keyring_paths:
+            try:
+                fprs = list(openpgp.load_keyring(paths.host(p)).fingerprints)
+                keys.append({"path": p, "fingerprints": fprs})
+            except RemoteError as e:
+                keys.append({"path": p, "fingerprints": [], "error": str(e)})
+        entries.append({"name": r.name, "path": r.folder, "base_url": r.base_url_template,
+                        "url": r.base_url, "keys": keys})
+    return {"kind": REMOTE_LIST_V0, "value": entries}
