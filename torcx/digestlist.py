@@ -1,0 +1,92 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The digest list ``.torcx/digests``: XXH3-128 of every regular file, xxh128sum format.
+
+One line per regular file, ``<32 lowercase hex>  <path>``, the path relative to
+the image root without a leading ``./``, sorted by path bytes, so that
+``xxh128sum -c .torcx/digests`` works in an unpacked image. Hard links are
+listed under every name with the same digest.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Iterable, Mapping
+
+import xxhash
+
+DIGESTS_PATH = b".torcx/digests"
+CHUNK = 1 << 20  # bytes read at a time: memory stays bounded whatever the file size
+
+_LINE = re.compile(rb"^([0-9a-f]{32})  (.+)$")
+
+
+def hash_fd(fd: int) -> tuple[str, int]:
+    """XXH3-128 hex digest and byte count of everything readable from ``fd``."""
+    h = xxhash.xxh3_128()
+    total = 0
+    while True:
+        chunk = os.read(fd, CHUNK)
+        if not chunk:
+            return h.hexdigest(), total
+        h.update(chunk)
+        total += len(chunk)
+
+
+def hash_file(path) -> tuple[str, int]:
+    """XXH3-128 hex digest and size of the regular file at ``path`` (never follows a symlink)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        return hash_fd(fd)
+    finally:
+        os.close(fd)
+
+
+def render(digests: Mapping[bytes, str]) -> bytes:
+    """The digest list text for ``{relative path: hex digest}``, sorted by path."""
+    return b"".join(b"%s  %s\n" % (digests[p].encode(), p) for p in sorted(digests))
+
+
+def parse(data: bytes, source: str = DIGESTS_PATH.decode()) -> dict[bytes, str]:
+    """``{relative path: hex digest}`` from digest list text; ValueError names the bad line."""
+    out: dict[bytes, str] = {}
+    for number, line in enumerate(data.split(b"\n"), 1):
+        if not line:
+            continue
+        m = _LINE.match(line)
+        if m is None:
+            raise ValueError(f"{source}: line {number}: not '<32 hex>  <path>'")
+        path = m.group(2)
+        if path.startswith((b"/", b"./")) or b"/../" in b"/" + path + b"/":
+            raise ValueError(f"{source}: line {number}: path must be relative to the image root")
+        if path in out:
+            raise ValueError(f"{source}: line {number}: {os.fsdecode(path)} listed twice")
+        out[path] = m.group(1).decode()
+    return out
+
+
+def check_tree(root: str, digests: Mapping[bytes, str], regular_files: Iterable[bytes]) -> None:
+    """Raise DigestMismatch for the first file of ``root`` that is unlisted, missing or differs.
+
+    ``regular_files`` are the relative paths of every regular file found in the
+    tree (the digest list itself excluded).
+    """
+    from .errors import DigestMismatch
+
+    root_b = os.fsencode(root)
+    found = set()
+    for rel in sorted(regular_files):
+        found.add(rel)
+        name = os.fsdecode(rel)
+        expected = digests.get(rel)
+        if expected is None:
+            raise DigestMismatch("regular file not listed in .torcx/digests",
+                                 filename=root, entry=name)
+        actual, _ = hash_file(os.path.join(root_b, rel))
+        if actual != expected:
+            raise DigestMismatch(f"content digest {actual} does not match {expected} "
+                                 "listed in .torcx/digests", filename=root, entry=name)
+    missing = sorted(set(digests) - found)
+    if missing:
+        raise DigestMismatch("listed in .torcx/digests but not a regular file in the image",
+                             filename=root, entry=os.fsdecode(missing[0]))

@@ -1,0 +1,206 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Checks of an image root folder before it is packed: manifest and the files it names.
+
+Every problem is collected (not just the first) so an image builder fixes them
+all in one round; each names its path. The rules follow what the apply does
+with the manifest (torcx/propagate.py): paths are absolute inside the image and
+must resolve inside it, because after unpacking an absolute or climbing symlink
+leads to the host.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+import stat
+from dataclasses import dataclass
+
+from . import schemas
+from .errors import SchemaError
+
+MANIFEST_PATH = ".torcx/manifest.json"
+
+UNIT_TYPES = ("service", "socket", "device", "mount", "automount", "swap", "target",
+              "path", "timer", "slice", "scope")
+# systemd's unit_name_is_valid(): prefix[@instance].type, at most 255 bytes.
+_UNIT_NAME = re.compile(
+    r"^[A-Za-z0-9:_.\\-]+(@[A-Za-z0-9:_.\\@-]*)?\.(" + "|".join(UNIT_TYPES) + r")$")
+UNIT_NAME_MAX = 255
+
+# Suffixes the consuming tool reads, per manifest key.
+SUFFIXES = {
+    "network": (".network", ".netdev", ".link"),
+    "sysusers": (".conf",),
+    "tmpfiles": (".conf",),
+    "udev_rules": (".rules",),
+}
+UNIT_LINK_FOLDERS = (".wants", ".requires")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One fault of an image: the path it concerns (image path or file) and what is wrong."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+def is_valid_unit_name(name: str) -> bool:
+    """True if ``name`` is a systemd unit file name (``foo.service``, ``foo@.socket``...)."""
+    return len(name.encode()) <= UNIT_NAME_MAX and _UNIT_NAME.match(name) is not None
+
+
+def check_name(name: str, reference: str) -> list[Problem]:
+    """The image name and reference become a file name NAME:REF.torcx.EXT and a folder."""
+    problems = []
+    if not name or name in (".", "..") or any(c in name for c in "/:\0\n"):
+        problems.append(Problem("--name", f"invalid image name {name!r} "
+                                          "(not empty, '.', '..'; no '/' or ':')"))
+    if not reference or reference in (".", "..") or any(c in reference for c in "/\0\n"):
+        problems.append(Problem("--reference", f"invalid reference {reference!r} "
+                                               "(not empty, '.', '..'; no '/')"))
+    return problems
+
+
+def load_manifest(rootfs: str):
+    """``(ImageManifest or None, problems)`` for ``ROOTFS/.torcx/manifest.json``."""
+    path = os.path.join(rootfs, MANIFEST_PATH)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None, []  # an image without a manifest is valid and propagates nothing
+    if not stat.S_ISREG(st.st_mode):
+        return None, [Problem(MANIFEST_PATH, "not a regular file")]
+    try:
+        with open(path, "rb") as f:
+            doc = schemas.load_json(f.read(), MANIFEST_PATH)
+        return schemas.parse_image_manifest(doc, MANIFEST_PATH), []
+    except SchemaError as e:
+        return None, [Problem(MANIFEST_PATH, f"{e.jsonpath}: {e.problem}")]
+    except OSError as e:
+        return None, [Problem(MANIFEST_PATH, f"cannot read: {e.strerror}")]
+
+
+class _Image:
+    """The image root folder, resolving manifest paths confined to it."""
+
+    def __init__(self, rootfs: str):
+        self.real = os.path.realpath(rootfs)
+
+    def inside(self, real: str) -> bool:
+        return real == self.real or real.startswith(self.real + "/")
+
+    def resolve(self, asset: str) -> tuple[str, str]:
+        """``(host path, problem)``: the path with every symlink followed, or why it fails."""
+        norm = posixpath.normpath(asset)
+        if norm == "/":
+            return "", "is the image root"
+        parent, base = posixpath.split(norm)
+        host_parent = os.path.realpath(self.real + parent)
+        if not self.inside(host_parent):
+            return "", "leads outside the image (a parent folder is a symlink out of it)"
+        host = os.path.join(host_parent, base)
+        if not os.path.lexists(host):
+            return "", "no such file in the image"
+        real = os.path.realpath(host)
+        if not self.inside(real):
+            return "", ("is a symlink leading outside the image (absolute symlinks resolve "
+                        "on the host once unpacked)")
+        if not os.path.exists(real):
+            return "", "is a dangling symlink"
+        return real, ""
+
+
+def check_manifest_paths(rootfs: str, manifest) -> list[Problem]:
+    """Check every path listed in ``manifest`` against the files of ``rootfs``."""
+    image = _Image(rootfs)
+    problems: list[Problem] = []
+    for key, assets in manifest.items():
+        for i, asset in enumerate(assets):
+            where = f"$.value.{key}[{i}] {asset}"
+            host, why = image.resolve(asset)
+            if why:
+                problems.append(Problem(where, why))
+                continue
+            if key == "bin":
+                problems.extend(_check_bin(where, host))
+            elif key == "units":
+                problems.extend(_check_units(where, asset, host, image))
+            else:
+                problems.extend(_check_suffixed(where, key, asset, host))
+    return problems
+
+
+def _check_bin(where: str, host: str) -> list[Problem]:
+    st = os.stat(host)
+    if stat.S_ISDIR(st.st_mode):
+        return []
+    if not stat.S_ISREG(st.st_mode):
+        return [Problem(where, "not a regular file or a folder")]
+    if not st.st_mode & 0o111:
+        return [Problem(where, f"not executable (mode {stat.S_IMODE(st.st_mode):04o})")]
+    return []
+
+
+def _check_units(where: str, asset: str, host: str, image: _Image) -> list[Problem]:
+    base = posixpath.basename(posixpath.normpath(asset))
+    if not os.path.isdir(host):
+        if not os.path.isfile(host):
+            return [Problem(where, "not a regular file or a folder")]
+        if not is_valid_unit_name(base):
+            return [Problem(where, f"{base!r} is not a valid systemd unit file name "
+                                   f"(NAME[@INSTANCE].TYPE, TYPE one of {', '.join(UNIT_TYPES)})")]
+        return []
+    stem, dot, kind = base.rpartition(".")
+    if dot and f".{kind}" in UNIT_LINK_FOLDERS and is_valid_unit_name(stem):
+        return _check_link_folder(where, host)
+    if dot and kind == "d" and is_valid_unit_name(stem):
+        return [Problem(f"{where}/{name}", "drop-in folders hold only .conf files")
+                for name in sorted(os.listdir(host)) if not name.endswith(".conf")]
+    return [Problem(where, f"folder {base!r} is not UNIT.wants, UNIT.requires or UNIT.d")]
+
+
+def _check_link_folder(where: str, host: str) -> list[Problem]:
+    problems = []
+    for name in sorted(os.listdir(host)):
+        path = os.path.join(host, name)
+        entry = f"{where}/{name}"
+        if not os.path.islink(path):
+            problems.append(Problem(entry, "must be a symlink to a unit (as systemctl enable "
+                                           "makes them)"))
+            continue
+        target = os.readlink(path)
+        if target.startswith("/"):
+            problems.append(Problem(entry, f"symlink target {target!r} must be relative "
+                                           "(it is copied as written into /run/systemd/system)"))
+        elif not is_valid_unit_name(posixpath.basename(target)):
+            problems.append(Problem(entry, f"symlink target {target!r} is not a unit file"))
+        if not is_valid_unit_name(name):
+            problems.append(Problem(entry, f"{name!r} is not a valid systemd unit file name"))
+    return problems
+
+
+def _check_suffixed(where: str, key: str, asset: str, host: str) -> list[Problem]:
+    suffixes = SUFFIXES[key]
+    wanted = " or ".join(suffixes)
+    if not os.path.isdir(host):
+        if not os.path.isfile(host):
+            return [Problem(where, "not a regular file or a folder")]
+        if not asset.endswith(suffixes):
+            return [Problem(where, f"{key} files must end in {wanted}")]
+        return []
+    return [Problem(f"{where}/{name}", f"{key} files must end in {wanted}")
+            for name in sorted(os.listdir(host))
+            if not os.path.isdir(os.path.join(host, name)) and not name.endswith(suffixes)]
+
+
+def check_image(rootfs: str):
+    """``(ImageManifest or None, problems)`` for the image root folder ``rootfs``."""
+    manifest, problems = load_manifest(rootfs)
+    if manifest is not None:
+        problems.extend(check_manifest_paths(rootfs, manifest))
+    return manifest, problems
