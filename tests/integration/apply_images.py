@@ -1,0 +1,126 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Builds torcx images and a fake root for apply tests, with the real tools.
+
+Archives are made by GNU tar (compressed by gzip, zstd or xz) with
+``.torcx/digests`` as the first member in xxh128sum format, exactly what
+``torcx image pack`` produces; squashfs and erofs by mksquashfs and mkfs.erofs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import xxhash
+
+TAR_FLAGS = {"tgz": ["-z"], "tar.zst": ["--zstd"], "tar.xz": ["-J"], "tar": []}
+
+
+def write(path, text, mode=0o644):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, mode)
+
+
+def image_tree(src, files, manifest=None, links=None):
+    """Lay out an image folder: ``files`` {path: text or (text, mode)}, ``links`` {path: target}."""
+    for path, content in files.items():
+        text, mode = content if isinstance(content, tuple) else (content, 0o644)
+        write(os.path.join(src, path), text, mode)
+    for path, target in (links or {}).items():
+        full = os.path.join(src, path)
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        os.symlink(target, full)
+    if manifest is not None:
+        doc = manifest if isinstance(manifest, str) else json.dumps(
+            {"kind": "image-manifest-v0", "value": manifest})
+        write(os.path.join(src, ".torcx/manifest.json"), doc)
+
+
+def digest_list(src):
+    """xxh128sum lines for every regular file under ``src`` but the list itself."""
+    lines = []
+    for top, dirs, names in os.walk(src):
+        dirs.sort()
+        for name in sorted(names):
+            full = os.path.join(top, name)
+            rel = os.path.relpath(full, src)
+            if rel == ".torcx/digests" or os.path.islink(full) or not os.path.isfile(full):
+                continue
+            with open(full, "rb") as f:
+                lines.append((rel, xxhash.xxh3_128_hexdigest(f.read())))
+    return "".join(f"{d}  {p}\n" for p, d in sorted(lines))
+
+
+def pack(src, archive, fmt):
+    """Archive the image folder ``src`` as ``fmt`` at ``archive``."""
+    if fmt in TAR_FLAGS:
+        write(os.path.join(src, ".torcx/digests"), digest_list(src))
+        members = [".torcx/digests"] + sorted(
+            m for m in os.listdir(src) if m != ".torcx")
+        if os.path.exists(os.path.join(src, ".torcx/manifest.json")):
+            members.append(".torcx/manifest.json")
+        subprocess.run(["tar", "-C", src, *TAR_FLAGS[fmt], "-cf", archive, *members],
+                       check=True)
+    elif fmt == "squashfs":
+        subprocess.run(["mksquashfs", src, archive, "-quiet", "-noappend", "-all-root"],
+                       check=True, stdout=subprocess.DEVNULL)
+    elif fmt == "erofs":
+        subprocess.run(["mkfs.erofs", "--all-root", "-q", archive, src], check=True,
+                       stdout=subprocess.DEVNULL)
+    else:
+        raise ValueError(fmt)
+    return archive
+
+
+class FakeRoot:
+    """A target system under ``path``: vendor store and profiles, next-profile."""
+
+    def __init__(self, path):
+        self.path = str(path)
+        self.store = os.path.join(self.path, "usr/share/torcx/store")
+        self.vendor_profiles = os.path.join(self.path, "usr/share/torcx/profiles")
+        self.user_profiles = os.path.join(self.path, "etc/torcx/profiles")
+        self.work = os.path.join(self.path, "..", "work-" + os.path.basename(self.path))
+        os.makedirs(self.store, exist_ok=True)
+        os.makedirs(self.work, exist_ok=True)
+
+    def host(self, target):
+        return os.path.join(self.path, target.lstrip("/"))
+
+    def add_image(self, name, reference, fmt="tgz", files=None, manifest=None, links=None):
+        """Build image name:reference into the vendor store; returns the archive path."""
+        src = os.path.join(self.work, f"{name}-{reference}-{fmt}")
+        image_tree(src, files or {}, manifest, links)
+        archive = os.path.join(self.store, f"{name}:{reference}.torcx.{fmt}")
+        return pack(src, archive, fmt)
+
+    def profile(self, name, images, folder=None, kind="profile-manifest-v0"):
+        """Write profile ``name`` with ``images`` [(name, reference)] (vendor folder by default)."""
+        folder = folder or (self.vendor_profiles if name in ("vendor", "oem")
+                            else self.user_profiles)
+        doc = {"kind": kind, "value": {"images": [
+            {"name": n, "reference": r} for n, r in images]}}
+        write(os.path.join(folder, f"{name}.json"), json.dumps(doc))
+
+    def raw_profile(self, name, text):
+        write(os.path.join(self.user_profiles, f"{name}.json"), text)
+
+    def next_profile(self, name):
+        write(self.host("/etc/torcx/next-profile"), name + "\n")
+
+    def add_hello(self, reference="1", fmt="tgz", name="hello"):
+        """An image with a bin, a unit and its multi-user.target.wants link."""
+        return self.add_image(name, reference, fmt, files={
+            f"bin/{name}": (f"#!/bin/sh\necho {name}\n", 0o755),
+            f"lib/systemd/system/{name}.service": "[Service]\nExecStart=/run/torcx/bin/x\n",
+        }, links={
+            f"lib/systemd/system/multi-user.target.wants/{name}.service":
+                f"../{name}.service",
+        }, manifest={
+            "bin": [f"/bin/{name}"],
+            "units": [f"/lib/systemd/system/{name}.service",
+                      "/lib/systemd/system/multi-user.target.wants"],
+        })

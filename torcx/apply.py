@@ -1,0 +1,614 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The boot-time apply (SPEC.md section 6): plan, unpack, propagate, seal.
+
+``torcx-generator`` and ``torcx apply`` both end here. The run is split in
+phases, each timed: *plan* (profiles merged, archives chosen, tmpfs sized),
+*unpack* (every tarball in one parallel engine batch, squashfs/erofs
+loop-mounted), *propagate* (bins and unit-like files exposed) and *seal*
+(run profile, per-image record, seal file, read-only remount).
+
+A failing image never stops the others; it is recorded with the phase that
+failed and why, and the run exits 1 at the end. Only a machine that cannot
+hold the plan, or an unpack dir that cannot be prepared, stops the run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from typing import Optional
+
+from . import profiles, propagate, schemas, seal, sizing
+from ._version import __version__
+from .errors import MountError, NotFound, SchemaError
+from .log import ERROR, INFO, WARNING, Logger
+from .paths import Paths
+from .store import Store
+
+REPORT_KIND = "torcx-apply-report-v0"
+MANIFEST = ".torcx/manifest.json"
+GENERATOR_LOG = "generator.log"
+
+# Statuses of a whole run.
+APPLIED = "applied"           # every image applied
+FAILED = "failed"             # sealed, but some image or profile failed
+ALREADY = "already-applied"   # RUNDIR existed: nothing done (at most once per boot)
+REFUSED = "refused"           # stopped before any work (the machine cannot hold the plan)
+ABORTED = "aborted"           # the unpack dir could not be prepared: nothing applied
+DRY_RUN = "dry-run"
+
+# Statuses of one image.
+OK = "ok"
+IMAGE_FAILED = "failed"
+SKIPPED = "skipped"  # a mountable image under --no-mount
+PLANNED = "planned"  # dry run
+
+__all__ = ["REPORT_KIND", "Image", "Run", "main", "run"]
+
+
+class Image:
+    """One image of the merged profile and everything that happened to it."""
+
+    def __init__(self, ref):
+        self.ref = ref
+        self.name: str = ref.name
+        self.status = OK
+        self.stage = ""   # phase that failed: lookup, unpack, manifest, propagate
+        self.error = ""
+        self.archive = None  # torcx.store.Archive
+        self.estimate: Optional[sizing.Estimate] = None
+        self.unpack: dict = {}
+        self.entries: list = []  # planned propagate.Entry
+        self.created: list = []
+        self.existing: list = []
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (OK, PLANNED)
+
+    def fail(self, stage: str, error: str) -> None:
+        self.status, self.stage, self.error = IMAGE_FAILED, stage, error
+
+    def to_json(self) -> dict:
+        a = self.archive
+        d = {
+            "name": self.name,
+            "reference": self.ref.reference,
+            "remote": self.ref.remote,
+            "status": self.status,
+            "stage": self.stage,
+            "error": self.error,
+            "archive": None if a is None else {
+                "path": a.path, "store": a.store, "format": a.format, "bytes": a.size},
+            "estimate": None if self.estimate is None else {
+                "bytes": self.estimate.need, "exact": self.estimate.exact,
+                "method": self.estimate.method},
+            "unpack": self.unpack,
+            "propagated": [e.to_json() for e in (self.created or self.entries)],
+            "not_overwritten": [e.to_json() for e in self.existing],
+        }
+        return d
+
+
+class Run:
+    """The state and report of one apply."""
+
+    def __init__(self, paths: Paths, *, mount: bool, dry_run: bool):
+        self.paths = paths
+        self.mount = mount
+        self.dry_run = dry_run
+        self.status = APPLIED
+        self.error = ""
+        self.selection: Optional[profiles.Selection] = None
+        self.profile_errors: list[tuple[str, str]] = []
+        self.profile_warnings: list[tuple[str, str]] = []
+        self.images: list[Image] = []
+        self.conflicts: list[propagate.Conflict] = []
+        self.need = 0
+        self.tmpfs_size = 0
+        self.mem_available: Optional[int] = None
+        self.tmpfs_mounted = False
+        self.read_only = False
+        self.sealed = False
+        self.timings: dict[str, float] = {}
+
+    @property
+    def failed_images(self) -> list[str]:
+        return [im.name for im in self.images if im.status == IMAGE_FAILED]
+
+    @property
+    def exit_code(self) -> int:
+        if self.status in (APPLIED, ALREADY):
+            return 0
+        if self.status == DRY_RUN:
+            return 1 if (self.failed_images or self.profile_errors) else 0
+        return 1
+
+    def to_json(self) -> dict:
+        sel = self.selection
+        p = self.paths
+        problems = ([{"profile": n, "message": m, "severity": "error"}
+                     for n, m in self.profile_errors]
+                    + [{"profile": n, "message": m, "severity": "warning"}
+                       for n, m in self.profile_warnings])
+        return {
+            "version": __version__,
+            "status": self.status,
+            "error": self.error,
+            "dry_run": self.dry_run,
+            "mount": self.mount,
+            "root": p.root,
+            "profiles": {
+                "lower": list(sel.lower) if sel else [],
+                "upper": sel.upper if sel else None,
+                "wanted_upper": sel.wanted_upper if sel else None,
+                "files": dict(sel.files) if sel else {},
+                "problems": problems,
+            },
+            "paths": {"run_dir": p.run_dir, "bin_dir": p.bin_dir,
+                      "unpack_dir": p.unpack_dir, "profile_path": p.run_profile,
+                      "seal_file": p.seal_file},
+            "tmpfs": {"planned_bytes": self.need, "size_bytes": self.tmpfs_size,
+                      "mem_available_bytes": self.mem_available,
+                      "mounted": self.tmpfs_mounted, "read_only": self.read_only},
+            "images": [im.to_json() for im in self.images],
+            "failed_images": self.failed_images,
+            "conflicts": [c.to_json() for c in self.conflicts],
+            "sealed": self.sealed,
+            "timings": {k: round(v, 6) for k, v in self.timings.items()},
+        }
+
+
+class _Phase:
+    """Times one phase into ``run.timings[name]``."""
+
+    def __init__(self, run: Run, name: str):
+        self.run, self.name = run, name
+
+    def __enter__(self):
+        self.start = time.monotonic()
+        return self
+
+    def __exit__(self, *exc):
+        self.run.timings[self.name] = time.monotonic() - self.start
+        return False
+
+
+# -- plan ---------------------------------------------------------------------
+
+def _classify_problems(run: Run, available: dict) -> None:
+    """An unknown upper profile is a warning (upstream); a broken file is an error."""
+    for name, message in run.selection.problems:
+        if name != "next-profile" and name not in available:
+            run.profile_warnings.append((name, message))
+        else:
+            run.profile_errors.append((name, message))
+
+
+def plan(run: Run, log: Logger) -> None:
+    """Merge the profiles, choose each image's archive and size the tmpfs."""
+    paths = run.paths
+    run.selection = profiles.select(paths, log)
+    _classify_problems(run, profiles.list_profiles(paths))
+    store = Store(paths, log=log)
+    for ref in run.selection.images:
+        image = Image(ref)
+        run.images.append(image)
+        try:
+            image.archive = store.lookup(ref.name, ref.reference)
+        except NotFound as e:
+            image.fail("lookup", str(e))
+            continue
+        if image.archive.mountable:
+            continue  # loop-mounted: takes no room in the tmpfs
+        try:
+            image.estimate = sizing.estimate(image.archive.host_path)
+        except OSError as e:
+            image.fail("lookup", f"{image.archive.path}: {e.strerror or e}")
+            continue
+        run.need += image.estimate.need
+    run.tmpfs_size = sizing.tmpfs_size(run.need)
+
+
+def _check_memory(run: Run) -> Optional[str]:
+    """Why the machine cannot hold the plan, or None if it can (or cannot tell)."""
+    run.mem_available = sizing.mem_available()
+    if run.mem_available is not None and run.need > run.mem_available:
+        return (f"the images need {_size(run.need)} of tmpfs but only "
+                f"{_size(run.mem_available)} of memory is available (MemAvailable)")
+    return None
+
+
+# -- unpack ---------------------------------------------------------------------
+
+def _unpack(run: Run, unpack_host: str, log: Logger) -> None:
+    """Extract every tarball in one parallel batch; loop-mount the mountable images."""
+    from . import engine  # the native engine loads only when there is work
+
+    batch = [im for im in run.images if im.ok and not im.archive.mountable]
+    jobs = [engine.Job(im.archive.host_path, os.path.join(unpack_host, im.name))
+            for im in batch]
+    for image, result in zip(batch, engine.extract_many(jobs)):
+        image.unpack = {
+            "method": "extract", "compression": result.compression,
+            "entries": result.entries, "files": result.files, "dirs": result.dirs,
+            "symlinks": result.symlinks, "hardlinks": result.hardlinks,
+            "bytes": result.bytes, "archive_bytes": result.archive_bytes,
+            "archive_xxh3": result.archive_xxh3, "verified": result.verified,
+            "seconds": round(result.seconds, 6),
+        }
+        if result.error is not None:
+            image.fail("unpack", str(result.error))
+    for image in run.images:
+        if not (image.ok and image.archive.mountable):
+            continue
+        image.unpack = {"method": "loop-mount", "fstype": image.archive.format,
+                        "archive_bytes": image.archive.size, "verified": False}
+        if not run.mount:
+            image.status, image.stage = SKIPPED, "unpack"
+            image.error = f"{image.archive.format} image not mounted (--no-mount)"
+            continue
+        target = os.path.join(unpack_host, image.name)
+        start = time.monotonic()
+        try:
+            os.mkdir(target, 0o755)
+            engine.loop_mount(image.archive.host_path, target, image.archive.format)
+        except OSError as e:  # MountError is an OSError
+            image.fail("unpack", str(e) if isinstance(e, MountError)
+                       else f"{target}: {e.strerror or e}")
+            try:
+                os.rmdir(target)
+            except OSError:
+                pass
+        image.unpack["seconds"] = round(time.monotonic() - start, 6)
+
+
+# -- propagate --------------------------------------------------------------------
+
+def _read_assets(image_host: str, image_target: str) -> dict:
+    """The image manifest's assets; an image without a manifest propagates nothing."""
+    path = os.path.join(image_host, MANIFEST)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return {}
+    shown = f"{image_target}/{MANIFEST}"
+    manifest = schemas.parse_image_manifest(schemas.load_json(data, shown), shown)
+    return dict(manifest.items())
+
+
+def _plan_propagation(run: Run, unpack_host: str) -> None:
+    """Read each unpacked image's manifest and list what it propagates."""
+    paths = run.paths
+    for image in run.images:
+        if not image.ok:
+            continue
+        host = os.path.join(unpack_host, image.name)
+        target = f"{paths.unpack_dir}/{image.name}"
+        try:
+            assets = _read_assets(host, target)
+        except SchemaError as e:
+            image.fail("manifest", str(e))
+            continue
+        except OSError as e:
+            image.fail("manifest", f"{target}/{MANIFEST}: {e.strerror or e}")
+            continue
+        try:
+            image.entries = propagate.plan_image(image.name, host, target, assets,
+                                                 paths.bin_dir)
+        except propagate.AssetError as e:
+            image.fail("manifest", f"{target}/{MANIFEST}: {e}")
+
+
+def _resolve(run: Run) -> propagate.Resolution:
+    by_image = {im.name: im for im in run.images}
+    res = propagate.resolve(run.paths.host, [im.entries for im in run.images if im.ok])
+    run.conflicts = res.conflicts
+    for entry in res.existing:
+        by_image[entry.image].existing.append(entry)
+    return res
+
+
+def _propagate(run: Run) -> None:
+    res = _resolve(run)
+    by_image = {im.name: im for im in run.images}
+    outcome = propagate.execute(run.paths.host, res.entries)
+    for entry in outcome.created:
+        by_image[entry.image].created.append(entry)
+    for entry in outcome.existing:
+        by_image[entry.image].existing.append(entry)
+    for entry, message in outcome.failed:
+        image = by_image[entry.image]
+        if image.status != IMAGE_FAILED:
+            image.fail("propagate", message)
+
+
+# -- seal -------------------------------------------------------------------------
+
+def _seal(run: Run, log: Logger) -> None:
+    paths, sel = run.paths, run.selection
+    seal.write_run_profile(paths, sel.images)
+    seal.write_record(paths, report(run))
+    seal.write_seal(paths, sel.lower, sel.upper or "", run.failed_images)
+    run.sealed = True
+    if run.mount:
+        try:
+            seal.remount_read_only(paths)
+            run.read_only = True
+        except MountError as e:
+            run.status, run.error = FAILED, str(e)
+            log.error(str(e))
+
+
+# -- the run ------------------------------------------------------------------------
+
+def run(paths: Paths, log: Logger, *, mount: bool = True, dry_run: bool = False) -> Run:
+    """Apply the merged profile once per boot; returns the Run with its report.
+
+    ``mount=False`` does everything but mounts (image builders, tests);
+    ``dry_run=True`` plans and changes nothing on the target.
+    """
+    start = time.monotonic()
+    r = Run(paths, mount=mount, dry_run=dry_run)
+    run_host = paths.host(paths.run_dir)
+    if os.path.lexists(run_host) and not dry_run:
+        r.status = ALREADY  # the summary line says so
+        return r
+    with _Phase(r, "plan"):
+        plan(r, log)
+    if dry_run:
+        r.status = DRY_RUN
+        _dry_run(r, log)
+        r.timings["total"] = time.monotonic() - start
+        return r
+    if mount:
+        refusal = _check_memory(r)
+        if refusal:
+            r.status, r.error = REFUSED, refusal
+            r.timings["total"] = time.monotonic() - start
+            return r
+    unpack_host = paths.host(paths.unpack_dir)
+    with _Phase(r, "unpack"):
+        try:
+            os.makedirs(os.path.dirname(run_host), mode=0o755, exist_ok=True)
+            os.mkdir(run_host, 0o755)  # the once-per-boot claim: fails if another run won
+        except FileExistsError:
+            r.status = ALREADY
+            return r
+        try:
+            os.mkdir(paths.host(paths.bin_dir), 0o755)
+            os.mkdir(unpack_host, 0o755)
+            if mount:
+                from . import engine
+
+                engine.mount_tmpfs(unpack_host, r.tmpfs_size, 0o755)
+                r.tmpfs_mounted = True
+        except OSError as e:
+            r.status = ABORTED
+            r.error = str(e) if isinstance(e, MountError) else f"{e.filename}: {e.strerror}"
+            for image in r.images:
+                if image.ok:
+                    image.fail("unpack", f"unpack dir not prepared: {r.error}")
+            seal.write_record(paths, report(r))
+            r.timings["total"] = time.monotonic() - start
+            return r
+        _unpack(r, unpack_host, log)
+    with _Phase(r, "propagate"):
+        _plan_propagation(r, unpack_host)
+        _propagate(r)
+    if r.failed_images or r.profile_errors:
+        r.status = FAILED
+    with _Phase(r, "seal"):
+        r.timings["total"] = time.monotonic() - start  # provisional, for the record
+        _seal(r, log)
+    r.timings["total"] = time.monotonic() - start
+    if r.sealed:
+        seal.write_record(paths, report(r))  # final timings and read-only state
+    return r
+
+
+def _dry_run(r: Run, log: Logger) -> None:
+    """Unpack the tarballs into a private temporary folder to read their manifests.
+
+    This verifies every archive and shows exactly what a real run would
+    propagate, without touching the target. Mountable images are not mounted.
+    """
+    from . import engine
+
+    tmp = tempfile.mkdtemp(prefix="torcx-dry-run-")
+    try:
+        with _Phase(r, "unpack"):
+            batch = [im for im in r.images if im.ok and not im.archive.mountable]
+            jobs = [engine.Job(im.archive.host_path, os.path.join(tmp, im.name))
+                    for im in batch]
+            for image, result in zip(batch, engine.extract_many(jobs)):
+                image.unpack = {"method": "extract", "bytes": result.bytes,
+                                "files": result.files, "verified": result.verified,
+                                "archive_xxh3": result.archive_xxh3}
+                if result.error is not None:
+                    image.fail("unpack", str(result.error))
+        with _Phase(r, "propagate"):
+            _plan_propagation(r, tmp)
+            _resolve(r)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    for image in r.images:
+        if image.ok:
+            image.status = PLANNED
+            if image.archive.mountable:
+                image.unpack = {"method": "loop-mount", "fstype": image.archive.format}
+                image.error = "manifest not read: mountable images are not mounted in a dry run"
+
+
+def report(r: Run) -> dict:
+    """The JSON report (``torcx apply --json``, RUNDIR/apply.json)."""
+    return r.to_json()
+
+
+# -- output ------------------------------------------------------------------------
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def image_line(image: Image) -> tuple[int, str]:
+    """(priority, text) for one image, as the generator logs it."""
+    ref = f"{image.name}:{image.ref.reference}"
+    if image.status == IMAGE_FAILED:
+        return ERROR, f"image {ref} failed ({image.stage}): {image.error}"
+    if image.status == SKIPPED:
+        return WARNING, f"image {ref} skipped: {image.error}"
+    a, u = image.archive, image.unpack
+    if u.get("method") == "loop-mount":
+        how = f"loop-mounted {a.format} {a.path}"
+    else:
+        how = (f"unpacked {a.format} {a.path}: {u.get('files', 0)} files, "
+               f"{_size(u.get('bytes', 0))}"
+               + (", verified" if u.get("verified") else ", no digest list"))
+        if "seconds" in u:
+            how += f" in {_ms(u['seconds'])}"
+    verb = "would be" if image.status == PLANNED else ""
+    links = len(image.created or image.entries)
+    tail = f"; {links} propagated" if links else ""
+    if image.existing:
+        tail += f", {len(image.existing)} left alone (already present)"
+    return INFO, f"image {ref} {verb + ' ' if verb else ''}{how}{tail}"
+
+
+def summary_line(r: Run) -> tuple[int, str]:
+    """(priority, text) of the run's one-line summary, with the total time."""
+    total = _ms(r.timings.get("total", 0.0))
+    n, failed = len(r.images), r.failed_images
+    profiles_text = ", ".join(r.selection.lower + ([r.selection.upper] if r.selection.upper
+                                                   else [])) if r.selection else ""
+    if r.status == ALREADY:
+        return INFO, f"already applied this boot ({r.paths.run_dir} exists), nothing to do"
+    if r.status == REFUSED:
+        return ERROR, f"apply refused before any work: {r.error}"
+    if r.status == ABORTED:
+        return ERROR, f"apply aborted, nothing applied: {r.error} ({total})"
+    what = f"profiles [{profiles_text}]: {n - len(failed)}/{n} images"
+    if r.status == DRY_RUN:
+        return INFO, f"dry run, nothing changed; {what} would apply ({total})"
+    if r.status == FAILED:
+        bad = ", ".join(failed) or "none"
+        why = f"failed images: {bad}"
+        if r.profile_errors:
+            why += f"; broken profiles: {', '.join(n for n, _ in r.profile_errors)}"
+        if r.error:
+            why += f"; {r.error}"
+        return ERROR, f"applied with errors, {what}; {why} ({total})"
+    return INFO, f"applied {what} ({total})"
+
+
+def log_lines(r: Run) -> list[tuple[int, str]]:
+    """Every generator line: profile problems, one per image, conflicts, summary."""
+    lines: list[tuple[int, str]] = []
+    for name, message in r.profile_errors:
+        lines.append((ERROR, f"profile {name} not applied: {message}"))
+    lines.extend(image_line(im) for im in r.images)
+    lines.extend((WARNING, f"conflict: {c}") for c in r.conflicts)
+    lines.append(summary_line(r))
+    return lines
+
+
+def human(r: Run) -> str:
+    """The command's human summary."""
+    out = []
+    if r.selection is not None and r.status not in (ALREADY, REFUSED):
+        sel = r.selection
+        out.append(f"profiles: lower [{', '.join(sel.lower)}], upper "
+                   f"{sel.upper or '(none)'}")
+        for name, message in r.profile_errors:
+            out.append(f"  error: profile {name}: {message}")
+        for name, message in r.profile_warnings:
+            out.append(f"  warning: {message}")
+        for image in r.images:
+            status = {OK: "ok", PLANNED: "plan", SKIPPED: "skip",
+                      IMAGE_FAILED: "FAIL"}[image.status]
+            out.append(f"  {status:5} {image_line(image)[1][len('image '):]}")
+            if r.dry_run:
+                for e in image.entries:
+                    arrow = f"-> {e.link}" if e.link else f"<- {e.source}"
+                    out.append(f"          {e.kind:10} {e.action:7} {e.dest} {arrow}")
+        for c in r.conflicts:
+            out.append(f"  conflict: {c}")
+        tmpfs = (f"tmpfs {_size(r.tmpfs_size)} for {_size(r.need)} of images"
+                 if r.need or r.tmpfs_mounted else "")
+        if tmpfs:
+            out.append(f"  {tmpfs}{'' if r.mount else ' (not mounted: --no-mount)'}")
+        if r.sealed:
+            ro = "unpack dir read-only" if r.read_only else "unpack dir left writable"
+            out.append(f"  sealed {r.paths.seal_file} and {r.paths.run_profile}; {ro}")
+        t = r.timings
+        phases = ", ".join(f"{k} {_ms(t[k])}" for k in ("plan", "unpack", "propagate", "seal")
+                           if k in t)
+        if phases:
+            out.append(f"  time: {phases}")
+    out.append(summary_line(r)[1])
+    return "\n".join(out) + "\n"
+
+
+class _Recorder(Logger):
+    """Passes lines on to a logger and keeps them for RUNDIR/generator.log."""
+
+    __slots__ = ("inner", "lines")
+
+    def __init__(self, inner: Logger):
+        super().__init__(inner.level, stream=inner.stream, prefix=inner.prefix,
+                         priority_prefix=inner.priority_prefix)
+        self.inner = inner
+        self.lines: list[str] = []
+
+    def log(self, priority: int, message: str) -> None:
+        self.inner.log(priority, message)
+        if priority <= self.level:
+            self.lines.append(f"<{priority}>{message}")
+
+
+def _append_generator_log(paths: Paths, lines: list[str]) -> None:
+    path = paths.host(f"{paths.run_dir}/{GENERATOR_LOG}")
+    if not os.path.isdir(os.path.dirname(path)):
+        return  # refused before RUNDIR existed: the journal has the lines
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write("".join(f"{stamp} {line}\n" for line in lines))
+    except OSError:
+        pass  # the log copy is a convenience; the journal has the lines
+
+
+def main(ctx, args) -> int:
+    """``torcx apply [--no-mount] [--dry-run] [--json]`` and ``torcx-generator``."""
+    import json
+
+    generator = bool(getattr(ctx, "generator", False))
+    mount = not getattr(args, "no_mount", False)
+    dry_run = bool(getattr(args, "dry_run", False))
+    as_json = bool(getattr(args, "json", False))
+    log = _Recorder(ctx.log)
+    r = run(ctx.paths, log, mount=mount, dry_run=dry_run)
+    if generator:
+        for priority, text in log_lines(r):
+            log.log(priority, text)
+        if not dry_run:
+            _append_generator_log(ctx.paths, log.lines)
+    elif as_json:
+        ctx.out(json.dumps({"kind": REPORT_KIND, "value": report(r)}, indent=2,
+                           sort_keys=True))
+    else:
+        if r.status in (REFUSED, ABORTED):
+            log.error(summary_line(r)[1])
+        ctx.out(human(r))
+    return r.exit_code
