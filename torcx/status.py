@@ -1,0 +1,148 @@
+# SPDX-License-Identifier: Apache-2.0
+"""``torcx status [--json]``: what this boot applied, from which archives, what failed.
+
+Read-only. Sources, in order of trust: the seal file (/run/metadata/torcx,
+written last by a completed apply), the run profile (RUNDIR/profile.json) and
+the per-image record (RUNDIR/apply.json). Each one may be missing (no apply
+this boot, or an apply that stopped early); the status says which.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from . import schemas, seal
+
+STATUS_KIND = "torcx-status-v0"
+
+__all__ = ["STATUS_KIND", "collect", "main"]
+
+
+def _run_profile(paths) -> tuple[list, str]:
+    """(images as JSON, problem) of RUNDIR/profile.json."""
+    try:
+        profile = schemas.read_profile(paths.host(paths.run_profile))
+    except FileNotFoundError:
+        return [], ""
+    except schemas.SchemaError as e:
+        return [], str(e)
+    except OSError as e:
+        return [], f"{paths.run_profile}: {e.strerror or e}"
+    return [im.to_json() for im in profile.images], ""
+
+
+def collect(paths) -> dict:
+    """The status document's value."""
+    sealed = seal.read_seal(paths)
+    images, profile_problem = _run_profile(paths)
+    problems = [profile_problem] if profile_problem else []
+    record = None
+    try:
+        record = seal.read_record(paths)
+    except ValueError as e:
+        problems.append(f"{seal.record_path(paths)}: {e}")
+    except OSError as e:
+        problems.append(f"{seal.record_path(paths)}: {e.strerror or e}")
+    applied = os.path.lexists(paths.host(paths.run_dir))
+    if sealed is not None:
+        state = "failed" if sealed.get(seal.FAILED_IMAGES) or (
+            record and record.get("status") != "applied") else "applied"
+    elif record is not None:
+        state = record.get("status", "unknown")  # stopped before the seal
+    else:
+        state = "incomplete" if applied else "not-applied"
+    by_name = {im.get("name"): im for im in (record or {}).get("images", [])}
+    out_images = []
+    for entry in images or [{"name": n, "reference": im.get("reference")}
+                            for n, im in by_name.items()]:
+        rec = by_name.get(entry["name"], {})
+        archive = rec.get("archive") or {}
+        unpack = rec.get("unpack") or {}
+        out_images.append({
+            "name": entry["name"],
+            "reference": entry.get("reference"),
+            "remote": entry.get("remote"),
+            "status": rec.get("status", "unknown"),
+            "stage": rec.get("stage", ""),
+            "error": rec.get("error", ""),
+            "archive": archive.get("path"),
+            "store": archive.get("store"),
+            "format": archive.get("format"),
+            "method": unpack.get("method"),
+            "verified": unpack.get("verified"),
+            "archive_xxh3": unpack.get("archive_xxh3"),
+            "bytes": unpack.get("bytes"),
+            "files": unpack.get("files"),
+            "propagated": [e["dest"] for e in rec.get("propagated", [])],
+        })
+    seal_keys = sealed or {}
+    failed = [n for n in seal_keys.get(seal.FAILED_IMAGES, "").split(":") if n]
+    if not sealed and record:
+        failed = list(record.get("failed_images", []))
+    return {
+        "state": state,
+        "sealed": sealed is not None,
+        "seal_file": paths.seal_file,
+        "seal": seal_keys,
+        "lower_profiles": [n for n in seal_keys.get(seal.LOWER_PROFILES, "").split(":") if n],
+        "upper_profile": seal_keys.get(seal.UPPER_PROFILE) or None,
+        "profile_path": seal_keys.get(seal.PROFILE_PATH, paths.run_profile),
+        "images": out_images,
+        "failed_images": failed,
+        "profile_problems": (record or {}).get("profiles", {}).get("problems", []),
+        "conflicts": (record or {}).get("conflicts", []),
+        "error": (record or {}).get("error", ""),
+        "read_only": ((record or {}).get("tmpfs") or {}).get("read_only"),
+        "timings": (record or {}).get("timings", {}),
+        "problems": problems,
+    }
+
+
+_STATE_TEXT = {
+    "applied": "applied",
+    "failed": "applied with errors",
+    "not-applied": "nothing applied this boot (no seal, no run folder)",
+    "incomplete": "an apply started but did not finish (run folder without seal or record)",
+    "refused": "apply refused",
+    "aborted": "apply aborted before unpacking",
+}
+
+
+def _human(s: dict) -> str:
+    out = [f"state: {_STATE_TEXT.get(s['state'], s['state'])}"]
+    if s["sealed"]:
+        upper = s["upper_profile"] or "(none)"
+        out.append(f"profiles: lower [{', '.join(s['lower_profiles'])}], upper {upper}")
+        out.append(f"run profile: {s['profile_path']}")
+    if s["error"]:
+        out.append(f"error: {s['error']}")
+    for p in s["profile_problems"]:
+        out.append(f"profile {p['profile']} ({p['severity']}): {p['message']}")
+    for im in s["images"]:
+        ref = f"{im['name']}:{im['reference']}"
+        if im["status"] == "ok":
+            check = "verified" if im["verified"] else "not verified"
+            how = "mounted" if im["method"] == "loop-mount" else "unpacked"
+            out.append(f"  ok      {ref}  {how} {im['format']} {im['archive']} ({check}); "
+                       f"{len(im['propagated'])} propagated")
+        else:
+            out.append(f"  {im['status']:7} {ref}  {im['stage']}: {im['error']}")
+    for c in s["conflicts"]:
+        out.append(f"  conflict: {c['kind']} {c['dest']}: kept {c['kept']}, "
+                   f"dropped {c['dropped']}")
+    if s["failed_images"]:
+        out.append(f"failed images: {', '.join(s['failed_images'])}")
+    for p in s["problems"]:
+        out.append(f"warning: {p}")
+    return "\n".join(out) + "\n"
+
+
+def main(ctx, args) -> int:
+    """Print the status; exit 1 when this boot's apply failed or did not run."""
+    status = collect(ctx.paths)
+    if getattr(args, "json", False):
+        ctx.out(json.dumps({"kind": STATUS_KIND, "value": status}, indent=2, sort_keys=True))
+    else:
+        ctx.out(_human(status))
+    return 0 if status["state"] == "applied" else 1
