@@ -5,10 +5,11 @@ set -eu
 cd "$(dirname "$0")/.."
 
 # Build: compiler and headers; run time: libarchive, libxxhash, libisal.
-# Tests: tools used as baselines and to build fixtures (squashfs, erofs, gpg, nspawn).
+# Tests: tools used as baselines and to build fixtures (squashfs, erofs, gpg, nspawn);
+# GNU time measures the benchmarks' peak RSS.
 PACKAGES="build-essential libarchive-dev libxxhash-dev libisal-dev
   libarchive-tools pigz zstd xz-utils lz4 bzip2 xxhash squashfs-tools erofs-utils
-  gnupg gpgv openssl util-linux debootstrap systemd-container"
+  gnupg gpgv openssl util-linux debootstrap systemd-container time"
 
 missing=""
 for p in $PACKAGES; do
