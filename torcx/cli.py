@@ -25,7 +25,9 @@ becomes one ``torcx: error: ...`` line and exit 1. ``ctx`` is a :class:`Context`
 - ``ctx.stdout``: where command output (JSON, summaries) goes.
 - ``ctx.environ``: the environment used to resolve paths.
 
-Hooks: ``apply`` and the generator call ``torcx.apply.main(ctx, args)`` with
+Hooks: the generator calls ``torcx.boot.generator_main(ctx, args)``, which applies
+through ``torcx.apply.main`` unless it runs sandboxed (then it only plans the
+units; see torcx/boot.py). ``apply`` and the generator call ``torcx.apply.main(ctx, args)`` with
 ``args.no_mount``, ``args.dry_run``, ``args.json``, ``args.generator`` (and, for
 the generator, ``args.output_dirs``); ``status`` calls ``torcx.status.main``;
 ``image pack|inspect|verify`` call ``torcx.pack.cmd_*``; ``profile populate``
@@ -192,6 +194,20 @@ def build_parser(prog: str = "torcx"):
             "what this boot applied, from which archives, and what failed")
     json_flag(p)
 
+    # boot integration (torcx.boot)
+    p = sub(cmds, "install-boot", _delegate("boot", "install_boot_main", "torcx install-boot"),
+            "install torcx-generator, the torcx launcher and torcx-apply.service")
+    p.add_argument("--generator-dir", default="/usr/lib/systemd/system-generators",
+                   choices=["/usr/lib/systemd/system-generators",
+                            "/etc/systemd/system-generators"],
+                   help="where the generator goes (units go to the matching unit folder)")
+    p.add_argument("--wheel", metavar="WHEEL",
+                   help="also unpack this torcx wheel (abi3) for the target's python3")
+    p.add_argument("--force", action="store_true", help="replace files torcx did not install")
+    sub(cmds, "uninstall-boot", _delegate("boot", "uninstall_boot_main",
+                                          "torcx uninstall-boot"),
+        "remove what install-boot installed")
+
     # profile ...
     prof = cmds.add_parser("profile", parents=[common], help="operate on profiles",
                            description="Operate on profiles.")
@@ -329,7 +345,7 @@ def _generator_args(argv):
             level = value
     args = _Args(command="apply", generator=True, no_mount=False, dry_run=False,
                  json=False, output_dirs=outputs,
-                 handler=_delegate("apply", "main", GENERATOR_NAME))
+                 handler=_delegate("boot", "generator_main", GENERATOR_NAME))
     return args, root, level
 
 
