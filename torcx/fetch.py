@@ -335,11 +335,14 @@ class Progress:
                 self._drawn = now
                 self._draw()
 
-    def end(self, label: str, message: str) -> None:
+    def end(self, label: str, message: Optional[str]) -> None:
         with self._lock:
             self._finished += 1
             self._sizes.pop(label, None)
-            self._print(message)
+            if message:
+                self._print(message)
+            elif self._tty:
+                self._out.write("\r\x1b[K")
             if self._tty and self._sizes:
                 self._draw()
 
@@ -445,11 +448,11 @@ def _run_one(job: Download, opts: FetchOptions, progress: Progress,
         size = _retrying(job.url, opts, lambda: _download_once(job, opts, progress, cancel),
                          progress.note, cancel)
     except _Cancelled:
-        progress.end(job.label, f"{job.label}: cancelled")
+        progress.end(job.label, None)
         return Outcome(job, error="cancelled")
     except (RemoteError, OSError) as e:
         message = str(e) if isinstance(e, RemoteError) else f"{job.path}: {_describe(e)}"
-        progress.end(job.label, f"{job.label}: failed: {message}")
+        progress.end(job.label, None)  # the caller reports failures
         return Outcome(job, error=message)
     progress.end(job.label, f"fetched {job.label} ({size} bytes, sha512 verified) "
                             f"-> {job.path}")

@@ -7,7 +7,9 @@ the armored keyrings it names. It is looked up in ``CONFDIR/remotes``, then
 whole (its keys come with it, never mixed with another folder's).
 
 ``base_url`` may use ``${COREOS_BOARD}``, ``${ID}``, ``${VERSION_ID}`` (from
-``USR/lib/os-release``) and ``${COREOS_USR}`` (the USR mount point). ``file://``
+``USR/lib/os-release``; ``-n OSVER`` replaces VERSION_ID, so a store filled ahead
+of an OS update asks for that release's images) and ``${COREOS_USR}`` (the USR
+mount point). ``file://``
 URLs name paths on the target system, so under ``--root`` they are read below
 the root like every other path.
 
@@ -23,15 +25,15 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import sys
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence, TextIO
+from typing import Callable, Optional, Sequence
 
 from . import openpgp, schemas
 from .errors import ConfigError, NotFound, RemoteError, SchemaError, TorcxError
 from .fetch import Download, FetchOptions, Progress, download_all, fetch_document
+from .log import NULL
 from .store import Store, archive_filename, parse_archive_filename
 
 CONTENTS_FILE = "torcx_remote_contents.json"
@@ -55,6 +57,7 @@ __all__ = [
     "list_remotes",
     "location_url",
     "populate",
+    "remote_problems",
     "write_contents",
 ]
 
@@ -95,6 +98,9 @@ def _template_values(paths) -> dict:
     except OSError as e:
         raise ConfigError(f"{release}: cannot read: {e.strerror}") from None
     values = {k: fields[k] for k in ("COREOS_BOARD", "ID", "VERSION_ID") if fields.get(k)}
+    if paths.os_version:
+        # -n OSVER: a store filled for another OS release asks for that release's images.
+        values["VERSION_ID"] = paths.os_version
     values["COREOS_USR"] = paths.usr
     return values
 
@@ -267,41 +273,38 @@ def _resolve(image, entry) -> tuple[Remote, schemas.RemoteVersion, str]:
     return remote, version, location_url(remote, version.location)
 
 
-def populate(paths, images, *, opts: Optional[FetchOptions] = None,
-             progress: Optional[Progress] = None, out: Optional[TextIO] = None,
-             err: Optional[TextIO] = None) -> int:
+def populate(paths, images, *, log=NULL, opts: Optional[FetchOptions] = None,
+             progress: Optional[Progress] = None) -> int:
     """Fetch every image of ``images`` that has a remote and that no store holds.
 
     Archives land in ``BASEDIR/store/OSVER`` (``paths.os_version``). Returns 0
-    when everything wanted is present afterwards, 1 otherwise (each failure is
-    reported on ``err`` naming the image and the reason).
+    when everything wanted is present afterwards, 1 otherwise; each failure is
+    logged as an error naming the image and the reason.
     """
-    out = out or sys.stdout
-    err = err or sys.stderr
     opts = opts or FetchOptions.from_env()
     if not paths.os_version:
         raise ConfigError(f"no OS version: {paths.os_release} has no VERSION_ID; "
                           "pass -n OSVER")
-    store = Store(paths)
+    store = Store(paths, log=log)
     dest = paths.user_store(paths.os_version)
     missing = []
     for image in _wanted(images):
         found = store.find(image.name, image.reference)
         if found is not None:
-            out.write(f"{image}: present in {found.path}\n")
+            log.info(f"{image}: present in {found.path}")
         elif not image.remote:
-            out.write(f"{image}: in no store and has no remote, skipping\n")
+            log.notice(f"{image}: in no store and has no remote, skipping")
         else:
             missing.append(image)
     if not missing:
-        out.write("populate: nothing to fetch\n")
+        log.info("populate: nothing to fetch")
         return 0
 
-    progress = progress or Progress(err)
+    progress = progress or Progress(log.stream)
     remotes = sorted({im.remote for im in missing})
     contents = _contents_by_remote(paths, remotes, opts, progress.note)
     failures: list[str] = []
-    planned: list[_Planned] = []
+    downloads: list[Download] = []
     host_dest = paths.host(dest)
     for image in missing:
         try:
@@ -310,31 +313,30 @@ def populate(paths, images, *, opts: Optional[FetchOptions] = None,
         except (RemoteError, ValueError) as e:
             failures.append(f"{image}: {e}")
             continue
-        planned.append(_Planned(image, Download(str(image), url, host_dest, filename,
-                                                version.sha512)))
+        downloads.append(Download(str(image), url, host_dest, filename, version.sha512))
     fetched = 0
-    if planned:
+    if downloads:
         try:
             os.makedirs(host_dest, mode=0o755, exist_ok=True)
         except OSError as e:
             raise RemoteError(f"{dest}: cannot create the store: {e.strerror}") from None
-        for outcome in download_all([p.download for p in planned], opts, progress):
+        for outcome in download_all(downloads, opts, progress):
             if outcome.error:
                 failures.append(f"{outcome.download.label}: {outcome.error}")
             else:
                 fetched += 1
     for line in failures:
-        err.write(f"torcx: error: populate: {line}\n")
-    out.write(f"populate: {fetched} fetched into {dest}, {len(failures)} failed\n")
+        log.error(f"populate: {line}")
+    log.info(f"populate: {fetched} fetched into {dest}, {len(failures)} failed")
     return 1 if failures else 0
 
 
-def check_remote(paths, images, *, opts: Optional[FetchOptions] = None) -> list[str]:
-    """Problems that would stop ``populate`` for ``images`` (empty: all good).
+def remote_problems(paths, images, *, opts: Optional[FetchOptions] = None) -> list[str]:
+    """What would stop ``populate`` for ``images`` (empty: nothing).
 
     For each image with a remote: the remote is configured, its contents verify
     and parse, they offer the image's version, and its location is acceptable.
-    Nothing is downloaded except the contents files.
+    Only the contents files are downloaded.
     """
     opts = opts or FetchOptions.from_env()
     wanted = [im for im in _wanted(images) if im.remote]
@@ -348,6 +350,78 @@ def check_remote(paths, images, *, opts: Optional[FetchOptions] = None) -> list[
         except (RemoteError, ValueError) as e:
             problems.append(f"{image}: {e}")
     return problems
+
+
+# ---------------------------------------------------------------- CLI handlers
+
+def _ctx_paths(ctx, os_version: Optional[str]):
+    return ctx.load_paths(os_version=os_version) if os_version else ctx.paths
+
+
+def _profile_images(ctx, paths, args) -> tuple[str, list]:
+    """(source, images) of --file F, --name P, or else the next-boot profile."""
+    from . import profiles
+
+    if args.file:
+        return args.file, schemas.read_profile(args.file).images
+    name = args.name
+    if not name:
+        name = profiles.read_next_profile(paths)
+        if name is None:
+            raise NotFound(f"no profile given and none selected in {paths.next_profile}")
+        ctx.log.info(f"no profile given, using the next profile {name!r}")
+    source = profiles.find_profile(paths, name, ctx.log)
+    return source, schemas.read_profile(paths.host(source)).images
+
+
+def cmd_populate(ctx, args) -> int:
+    """``torcx profile populate [--name P|--file F] [-n OSVER]``."""
+    paths = _ctx_paths(ctx, args.os_version)
+    _, images = _profile_images(ctx, paths, args)
+    return populate(paths, images, log=ctx.log, opts=FetchOptions.from_env(ctx.environ))
+
+
+def check_remote(ctx, images, os_version: Optional[str]) -> int:
+    """``torcx profile check --remote-only``: every image's remote offers it, signed."""
+    paths = _ctx_paths(ctx, os_version)
+    wanted = [im for im in _wanted(images) if im.remote]
+    for image in _wanted(images):
+        if not image.remote:
+            ctx.log.notice(f"{image}: has no remote, not checked")
+    problems = remote_problems(paths, wanted, opts=FetchOptions.from_env(ctx.environ))
+    for line in problems:
+        ctx.log.error(f"check: {line}")
+    if problems:
+        return 1
+    ctx.log.info(f"all {len(wanted)} image(s) with a remote are offered, signed and "
+                 "verified")
+    return 0
+
+
+def cmd_remote_list(ctx, args) -> int:
+    """``torcx remote list [--json]``: configured remotes, resolved URLs, key fingerprints."""
+    paths = ctx.paths
+    remotes, problems = list_remotes(paths)
+    doc = remote_list_doc(paths, remotes)
+    for line in problems:
+        ctx.log.error(line)
+    if args.json:
+        ctx.out(schemas.dumps(doc))
+    else:
+        for entry in doc["value"]:
+            ctx.out(f"{entry['name']}\t{entry['url']}\t{entry['path']}")
+            for key in entry["keys"]:
+                shown = ", ".join(key["fingerprints"]) or key.get("error", "")
+                ctx.out(f"\tkey {key['path']}: {shown}")
+    return 1 if problems else 0
+
+
+def cmd_remote_contents(ctx, args) -> int:
+    """``torcx remote contents DIR``: write DIR/torcx_remote_contents.json, unsigned."""
+    path = write_contents(args.dir)
+    ctx.out(path)
+    ctx.log.info(f"sign it with: gpg --clearsign --output {path}.asc {path}")
+    return 0
 
 
 # ---------------------------------------------------------------- publishing

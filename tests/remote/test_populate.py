@@ -16,15 +16,16 @@ from remotekit import OS_VERSION, Fault, contents_doc, make_archive, publish, wr
 
 from torcx import paths as torcx_paths
 from torcx import remote
+from torcx.log import Logger
 from torcx.schemas import ImageRef
 
 
-def run_populate(fake_root, images, **env):
-    """populate() for ``images`` under the fake root; returns (rc, stdout, stderr)."""
-    paths = torcx_paths.load(fake_root.path, environ=env)
-    out, err = io.StringIO(), io.StringIO()
-    rc = remote.populate(paths, images, out=out, err=err)
-    return rc, out.getvalue(), err.getvalue()
+def run_populate(fake_root, images, os_version=None):
+    """populate() for ``images`` under the fake root; returns (rc, log text)."""
+    paths = torcx_paths.load(fake_root.path, environ={}, os_version=os_version)
+    stream = io.StringIO()
+    rc = remote.populate(paths, images, log=Logger(stream=stream))
+    return rc, stream.getvalue()
 
 
 def one_image_remote(fake_root, server, name="docker", version="20.10"):
@@ -49,22 +50,22 @@ def test_two_remotes_land_verified_archives_and_second_run_fetches_nothing(
     images = [ImageRef("docker", "20.10", "alpha"), ImageRef("containerd", "1.7", "beta"),
               ImageRef("local-only", "1", None)]
 
-    rc, out, err = run_populate(fake_root, images)
+    rc, err = run_populate(fake_root, images)
     assert rc == 0, err
     assert fake_root.store_files() == ["containerd:1.7.torcx.tgz", "docker:20.10.torcx.tgz"]
     with open(os.path.join(fake_root.store, "docker:20.10.torcx.tgz"), "rb") as f:
         assert f.read() == alpha["docker:20.10"]
     with open(os.path.join(fake_root.store, "containerd:1.7.torcx.tgz"), "rb") as f:
         assert f.read() == beta["containerd:1.7"]
-    assert "local-only:1: in no store and has no remote, skipping" in out
+    assert "local-only:1: in no store and has no remote, skipping" in err
     assert http_server.state.requests["/docker:20.10.torcx.tgz"] == 1
     assert http_server.state.requests["/docker:19.03.torcx.tgz"] == 0
 
     before = (http_server.state.total, https_server.state.total)
-    rc, out, err = run_populate(fake_root, images)
+    rc, err = run_populate(fake_root, images)
     assert rc == 0, err
     assert (http_server.state.total, https_server.state.total) == before
-    assert "nothing to fetch" in out
+    assert "nothing to fetch" in err
 
 
 def test_tampered_contents_fail_cleanly(fake_root, http_server):
@@ -75,7 +76,7 @@ def test_tampered_contents_fail_cleanly(fake_root, http_server):
         signed = f.read()
     with open(asc, "wb") as f:
         f.write(signed.replace(b'"tgz"', b'"tar"'))
-    rc, _, err = run_populate(fake_root, DOCKER)
+    rc, err = run_populate(fake_root, DOCKER)
     assert rc == 1
     assert "docker:20.10: remote main:" in err and "bad signature" in err
     assert fake_root.keys.fingerprints["trusted"] in err
@@ -87,7 +88,7 @@ def test_signature_by_unknown_key_fails_cleanly(fake_root, http_server):
     """Contents signed by a key the remote does not list are refused."""
     publish(http_server.state.root, [("docker", "20.10")], fake_root.keys, signer="stranger")
     fake_root.add_remote("main", http_server.url)
-    rc, _, err = run_populate(fake_root, DOCKER)
+    rc, err = run_populate(fake_root, DOCKER)
     assert rc == 1
     assert "unknown key" in err and fake_root.keys.fingerprints["trusted"] in err
     assert fake_root.store_files() == []
@@ -103,7 +104,7 @@ def test_unsigned_contents_fail_cleanly(fake_root, http_server):
                          "sha512": hashlib.sha512(data).hexdigest()}])
     write_contents(http_server.state.root, doc, None)
     fake_root.add_remote("main", http_server.url)
-    rc, _, err = run_populate(fake_root, DOCKER)
+    rc, err = run_populate(fake_root, DOCKER)
     assert rc == 1
     assert "not signed" in err
     assert fake_root.store_files() == []
@@ -114,7 +115,7 @@ def test_sha512_mismatch_fails_cleanly(fake_root, http_server):
     one_image_remote(fake_root, http_server)
     with open(os.path.join(http_server.state.root, "docker:20.10.torcx.tgz"), "wb") as f:
         f.write(make_archive("docker", "evil"))
-    rc, _, err = run_populate(fake_root, DOCKER)
+    rc, err = run_populate(fake_root, DOCKER)
     assert rc == 1
     assert "docker:20.10" in err and "sha512 mismatch" in err
     assert http_server.state.requests["/docker:20.10.torcx.tgz"] == 1  # final, not retried
@@ -126,7 +127,7 @@ def test_truncated_download_fails_cleanly(fake_root, http_server, fast_fetch):
     one_image_remote(fake_root, http_server)
     http_server.state.fault("/docker:20.10.torcx.tgz", Fault(truncate=True),
                             Fault(truncate=True))
-    rc, _, err = run_populate(fake_root, DOCKER)
+    rc, err = run_populate(fake_root, DOCKER)
     assert rc == 1
     assert "docker:20.10" in err and "truncated" in err and "after 2 attempts" in err
     assert fake_root.store_files() == []
@@ -136,7 +137,7 @@ def test_missing_archive_404_fails_cleanly(fake_root, http_server, fast_fetch):
     """A 404 for the archive is final: one request, an error, an empty store."""
     one_image_remote(fake_root, http_server)
     os.unlink(os.path.join(http_server.state.root, "docker:20.10.torcx.tgz"))
-    rc, _, err = run_populate(fake_root, DOCKER)
+    rc, err = run_populate(fake_root, DOCKER)
     assert rc == 1
     assert "docker:20.10" in err and "HTTP 404" in err
     assert http_server.state.requests["/docker:20.10.torcx.tgz"] == 1
@@ -147,7 +148,7 @@ def test_server_error_then_success_is_retried(fake_root, http_server, fast_fetch
     """A 500 followed by a good answer lands the verified archive on the second try."""
     data = one_image_remote(fake_root, http_server)
     http_server.state.fault("/docker:20.10.torcx.tgz", Fault(status=500))
-    rc, _, err = run_populate(fake_root, DOCKER)
+    rc, err = run_populate(fake_root, DOCKER)
     assert rc == 0, err
     assert "HTTP 500" in err and "retrying" in err
     assert http_server.state.requests["/docker:20.10.torcx.tgz"] == 2
@@ -160,7 +161,7 @@ def test_stalled_server_times_out_cleanly(fake_root, http_server, fast_fetch):
     """A server that goes silent mid-body hits the read timeout on every attempt."""
     one_image_remote(fake_root, http_server)
     http_server.state.fault("/docker:20.10.torcx.tgz", Fault(stall=True), Fault(stall=True))
-    rc, _, err = run_populate(fake_root, DOCKER)
+    rc, err = run_populate(fake_root, DOCKER)
     assert rc == 1
     assert "docker:20.10" in err and "timed out" in err
     assert fake_root.store_files() == []
@@ -174,7 +175,7 @@ def test_location_escaping_the_remote_is_refused(fake_root, http_server):
                          "sha512": hashlib.sha512(data).hexdigest()}])
     write_contents(http_server.state.root, doc, fake_root.keys)
     fake_root.add_remote("main", http_server.url)
-    rc, _, err = run_populate(fake_root, DOCKER)
+    rc, err = run_populate(fake_root, DOCKER)
     assert rc == 1
     assert "docker:20.10" in err and "'..'" in err
     assert http_server.state.total == 1  # the contents file only
@@ -184,7 +185,7 @@ def test_location_escaping_the_remote_is_refused(fake_root, http_server):
 def test_version_missing_from_contents_is_an_error(fake_root, http_server):
     """A reference the remote does not offer is named in the error."""
     one_image_remote(fake_root, http_server)
-    rc, _, err = run_populate(fake_root, [ImageRef("docker", "99.0", "main")])
+    rc, err = run_populate(fake_root, [ImageRef("docker", "99.0", "main")])
     assert rc == 1
     assert "remote main does not offer docker:99.0" in err
     assert fake_root.store_files() == []
@@ -192,7 +193,7 @@ def test_version_missing_from_contents_is_an_error(fake_root, http_server):
 
 def test_unknown_remote_is_an_error(fake_root):
     """An image naming a remote that is not configured fails, naming both."""
-    rc, _, err = run_populate(fake_root, [ImageRef("docker", "20.10", "nowhere")])
+    rc, err = run_populate(fake_root, [ImageRef("docker", "20.10", "nowhere")])
     assert rc == 1
     assert "docker:20.10" in err and "remote 'nowhere' not found" in err
 
@@ -202,7 +203,7 @@ def test_file_remote_under_root(fake_root, gpg_keys):
     mirror = os.path.join(fake_root.path, "srv/mirror")
     archives = publish(mirror, [("docker", "20.10")], gpg_keys)
     fake_root.add_remote("main", "file:///srv/mirror")
-    rc, _, err = run_populate(fake_root, DOCKER)
+    rc, err = run_populate(fake_root, DOCKER)
     assert rc == 0, err
     with open(os.path.join(fake_root.store, "docker:20.10.torcx.tgz"), "rb") as f:
         assert f.read() == archives["docker:20.10"]
@@ -211,7 +212,7 @@ def test_file_remote_under_root(fake_root, gpg_keys):
 def test_https_without_trusted_ca_fails_cleanly(fake_root, https_server):
     """A self-signed server is refused unless TORCX_CA_FILE trusts it."""
     one_image_remote(fake_root, https_server)
-    rc, _, err = run_populate(fake_root, DOCKER)
+    rc, err = run_populate(fake_root, DOCKER)
     assert rc == 1
     assert "certificate verify failed" in err.lower() or "certificate" in err.lower()
     assert fake_root.store_files() == []
@@ -222,7 +223,7 @@ def test_base_url_template_uses_os_release(fake_root, http_server):
     folder = os.path.join(http_server.state.root, "flatcar", OS_VERSION, "amd64-usr")
     publish(folder, [("docker", "20.10")], fake_root.keys)
     fake_root.add_remote("main", http_server.url + "/${ID}/${VERSION_ID}/${COREOS_BOARD}/")
-    rc, _, err = run_populate(fake_root, DOCKER)
+    rc, err = run_populate(fake_root, DOCKER)
     assert rc == 0, err
     assert fake_root.store_files() == ["docker:20.10.torcx.tgz"]
 
@@ -230,9 +231,8 @@ def test_base_url_template_uses_os_release(fake_root, http_server):
 def test_os_version_option_selects_the_store(fake_root, http_server):
     """populate -n OSVER fills BASEDIR/store/OSVER instead of the running version."""
     one_image_remote(fake_root, http_server)
-    paths = torcx_paths.load(fake_root.path, environ={}, os_version="4000.0.0")
-    rc = remote.populate(paths, DOCKER, out=io.StringIO(), err=io.StringIO())
-    assert rc == 0
+    rc, err = run_populate(fake_root, DOCKER, os_version="4000.0.0")
+    assert rc == 0, err
     assert os.listdir(os.path.join(fake_root.path, "var/lib/torcx/store/4000.0.0")) == [
         "docker:20.10.torcx.tgz"]
     assert fake_root.store_files() == []
@@ -247,7 +247,7 @@ def test_published_folder_round_trip(fake_root, http_server, gpg_keys):
     with open(path, "rb") as f:
         write_contents(http_server.state.root, f.read(), gpg_keys)
     fake_root.add_remote("main", http_server.url)
-    rc, _, err = run_populate(fake_root, DOCKER)
+    rc, err = run_populate(fake_root, DOCKER)
     assert rc == 0, err
     assert fake_root.store_files() == ["docker:20.10.torcx.tgz"]
 
