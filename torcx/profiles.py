@@ -47,7 +47,7 @@ __all__ = [
 
 def check_name(name: str) -> str:
     """Return ``name`` if it is a valid profile name, else raise ConfigError."""
-    if not isinstance(name, str) or not NAME_RE.match(name) or name in (".", ".."):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name) or name in (".", ".."):
         raise ConfigError(f"invalid profile name {name!r} "
                           "(1 to 512 of letters, digits, '.', '_' and '-')")
     return name
@@ -76,7 +76,7 @@ def list_profiles(paths, log=NULL) -> dict[str, str]:
             if not filename.endswith(".json"):
                 continue
             name = filename[: -len(".json")]
-            if not NAME_RE.match(name):
+            if not NAME_RE.fullmatch(name):
                 log.debug(f"{folder}/{filename}: not a valid profile name, ignoring")
                 continue
             logical = f"{folder}/{filename}"
