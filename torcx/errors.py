@@ -89,3 +89,6 @@ class InvalidImage(TorcxError, ValueError):
 
 class PackError(TorcxError, OSError):
     """An image archive could not be written (output exists, a tool failed, input changed)."""
+
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()

@@ -33,7 +33,7 @@ import subprocess
 import tempfile
 import uuid
 from dataclasses import asdict, dataclass
-from typing import Iterator, Optional
+from typing import Optional
 
 import libarchive.ffi as laffi
 import xxhash
@@ -42,7 +42,7 @@ from libarchive.exception import ArchiveError
 from libarchive.write import new_archive_write
 
 from . import digestlist, imagecheck
-from .errors import ConfigError, InvalidImage, PackError
+from .errors import ConfigError, InvalidImage, NotFound, PackError
 from .imagecheck import Problem
 
 MANIFEST_REL = b".torcx/manifest.json"
@@ -630,8 +630,69 @@ def pack_image(rootfs: str, name: str, reference: str, out_dir: str, *,
                       packed_bytes=size, xxh3=xxh3, sha512=sha512)
 
 
-def iter_result_lines(result: PackResult, as_json: bool) -> Iterator[str]:
-    if as_json:
-        yield json.dumps(result.to_json(), sort_keys=True, indent=2)
+# -- command handlers (torcx/cli.py dispatches here) ------------------------------
+
+def cmd_pack(ctx, args) -> int:
+    """``torcx image pack ROOTFS --name NAME --reference REF [...]``."""
+    try:
+        result = pack_image(
+            args.rootfs, args.name, args.reference, args.output or os.getcwd(),
+            fmt=args.format, level=args.level, threads=args.threads,
+            epoch=source_date_epoch(args.source_date_epoch, ctx.environ),
+            keep_owner=args.keep_owner, overwrite=args.overwrite)
+    except InvalidImage as e:
+        for problem in e.problems:
+            ctx.log.error(f"{e.rootfs}: {problem}")
+        ctx.log.error(f"{e.rootfs}: {len(e.problems)} problem(s); nothing written")
+        return 1
+    if args.json:
+        ctx.out(json.dumps(result.to_json(), sort_keys=True, indent=2))
     else:
-        yield from result.lines()
+        ctx.out("\n".join(result.lines()))
+    return 0
+
+
+def resolve_archive(ctx, text: str) -> tuple[str, Optional[str]]:
+    """``(file to open, store that answered or None)`` for ``ARCHIVE`` or ``NAME:REF``."""
+    if os.path.exists(text):
+        return text, None
+    name, colon, reference = text.partition(":")
+    if colon and "/" not in text and name and reference:
+        from .store import Store
+
+        found = Store(ctx.paths, log=ctx.log).lookup(name, reference)
+        return found.host_path, found.store
+    raise NotFound(f"{text}: no such archive file (and not NAME:REF)")
+
+
+def cmd_inspect(ctx, args) -> int:
+    """``torcx image inspect ARCHIVE|NAME:REF [--json]``."""
+    from .imageinspect import inspect_archive
+
+    path, store = resolve_archive(ctx, args.archive)
+    report = inspect_archive(path, store=store)
+    if args.json:
+        ctx.out(json.dumps(report.to_json(), sort_keys=True, indent=2))
+    else:
+        ctx.out("\n".join(report.lines()))
+    return 0
+
+
+def cmd_verify(ctx, args) -> int:
+    """``torcx image verify ARCHIVE|NAME:REF [--digest D]``: one-line verdict."""
+    from .errors import ExtractError, MountError
+    from .imageverify import verify_archive
+
+    path, store = resolve_archive(ctx, args.archive)
+    if store:
+        ctx.log.info(f"{args.archive}: {path} (store {store})")
+    try:
+        verdict = verify_archive(path, args.digest)
+    except MountError as e:
+        ctx.log.error(f"cannot verify: {e.strerror or e}")
+        return 2 if e.errno == errno.EPERM else 1
+    except ExtractError as e:
+        ctx.out(f"FAILED {e}")
+        return 1
+    ctx.out(verdict.line())
+    return 0

@@ -1,0 +1,326 @@
+# SPDX-License-Identifier: Apache-2.0
+"""``torcx image inspect``: what an image archive holds, without unpacking it.
+
+Tar formats are read with libarchive (libarchive-c). squashfs and erofs images
+are loop-mounted read-only in a private mount namespace when running as root;
+otherwise a squashfs image is listed with ``unsquashfs -lln`` and an erofs image
+gets its superblock summary only, with a note saying why.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import stat
+import subprocess
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+from . import digestlist, mountns, schemas
+from .errors import CorruptArchive, SchemaError
+
+MANIFEST = ".torcx/manifest.json"
+DIGESTS = digestlist.DIGESTS_PATH.decode()
+LARGEST = 10
+MAX_SMALL_READ = 16 << 20  # the manifest and digest list are read into memory: cap them
+
+TAR_FORMATS = ("tgz", "tar.zst", "tar.xz", "tar")
+FS_FORMATS = ("squashfs", "erofs")
+
+
+def detect_format(path: str) -> str:
+    """The archive format from its first bytes (the file name may lie)."""
+    with open(path, "rb") as f:
+        head = f.read(1028)
+    if head.startswith(b"\x1f\x8b"):
+        return "tgz"
+    if head.startswith(b"\x28\xb5\x2f\xfd"):
+        return "tar.zst"
+    if head.startswith(b"\xfd7zXZ\x00"):
+        return "tar.xz"
+    if head.startswith(b"hsqs"):
+        return "squashfs"
+    if head[1024:1028] == b"\xe2\xe1\xf5\xe0":  # EROFS_SUPER_MAGIC_V1, little endian
+        return "erofs"
+    if len(head) >= 262 and head[257:262] == b"ustar":
+        return "tar"
+    raise CorruptArchive("not a torcx image archive (tgz, tar.zst, tar.xz, tar, squashfs "
+                         "or erofs)", filename=path)
+
+
+@dataclass
+class Report:
+    """Everything ``inspect`` says about one archive."""
+
+    path: str
+    format: str
+    packed_bytes: int
+    store: Optional[str] = None
+    unpacked_bytes: int = 0
+    entries: int = 0
+    types: dict = field(default_factory=dict)
+    manifest: Optional[dict] = None
+    manifest_error: Optional[str] = None
+    digests: dict = field(default_factory=lambda: {"present": False})
+    largest: list = field(default_factory=list)
+    setuid: list = field(default_factory=list)
+    devices: list = field(default_factory=list)
+    outside_links: list = field(default_factory=list)
+    note: Optional[str] = None
+
+    def to_json(self) -> dict:
+        return {"kind": "torcx-image-inspect-v0", "value": asdict(self)}
+
+    def lines(self) -> list[str]:
+        out = [f"archive:   {self.path}"]
+        if self.store:
+            out.append(f"store:     {self.store}")
+        out += [f"format:    {self.format}",
+                f"packed:    {self.packed_bytes} bytes",
+                f"unpacked:  {self.unpacked_bytes} bytes",
+                f"entries:   {self.entries} ("
+                + ", ".join(f"{n} {k}" for k, n in sorted(self.types.items())) + ")"]
+        d = self.digests
+        if d.get("present"):
+            out.append(f"digests:   {DIGESTS} lists {d.get('files', 0)} files"
+                       + ("" if d.get("first", True) else " (not the first member)"))
+        else:
+            out.append(f"digests:   none ({DIGESTS} missing: files cannot be verified)")
+        if self.manifest_error:
+            out.append(f"manifest:  invalid: {self.manifest_error}")
+        elif self.manifest is None:
+            out.append("manifest:  none (the image propagates nothing)")
+        else:
+            out.append("manifest:")
+            for key, paths in self.manifest.items():
+                if paths:
+                    out.append(f"  {key}: {', '.join(paths)}")
+        if self.largest:
+            out.append("largest files:")
+            out += [f"  {f['size']:>12}  {f['path']}" for f in self.largest]
+        for title, items, fmt in (
+                ("setuid/setgid files:", self.setuid, lambda i: f"{i['mode']}  {i['path']}"),
+                ("device nodes:", self.devices,
+                 lambda i: f"{i['type']} {i['major']},{i['minor']}  {i['path']}"),
+                ("links pointing outside the image:", self.outside_links,
+                 lambda i: f"{i['path']} -> {i['target']}")):
+            if items:
+                out.append(title)
+                out += [f"  {fmt(i)}" for i in items]
+        if self.note:
+            out.append(f"note:      {self.note}")
+        return out
+
+
+def _kind(mode: int) -> str:
+    return {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "symlink",
+            stat.S_IFCHR: "char", stat.S_IFBLK: "block", stat.S_IFIFO: "fifo",
+            stat.S_IFSOCK: "socket"}.get(stat.S_IFMT(mode), "other")
+
+
+def link_leaves_image(path: str, target: str) -> bool:
+    """True if symlink ``path`` -> ``target`` resolves outside the image once unpacked."""
+    if target.startswith("/"):
+        return True  # absolute: resolves on the host
+    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
+    return resolved == ".." or resolved.startswith("../")
+
+
+class Summary:
+    """Accumulates the content summary entry by entry (memory: the top-N and the lists)."""
+
+    def __init__(self, report: Report):
+        self.r = report
+        self.seen: set[str] = set()
+
+    def add(self, path: str, mode: int, size: int, *, link: str = "", hardlink: str = "",
+            rdev: tuple[int, int] = (0, 0)) -> None:
+        r = self.r
+        path = path[2:] if path.startswith("./") else path
+        path = path.rstrip("/") or "."
+        r.entries += 1
+        kind = "hardlink" if hardlink else _kind(mode)
+        r.types[kind] = r.types.get(kind, 0) + 1
+        if kind == "file":
+            r.unpacked_bytes += size
+            r.largest.append({"path": path, "size": size})
+            r.largest.sort(key=lambda f: (-f["size"], f["path"]))
+            del r.largest[LARGEST:]
+        if kind in ("file", "hardlink") and mode & (stat.S_ISUID | stat.S_ISGID):
+            r.setuid.append({"path": path, "mode": f"{stat.S_IMODE(mode):04o}"})
+        if kind in ("char", "block"):
+            r.devices.append({"path": path, "type": kind, "major": rdev[0], "minor": rdev[1]})
+        if kind == "symlink" and link_leaves_image(path, link):
+            r.outside_links.append({"path": path, "target": link})
+        if hardlink:
+            target = hardlink[2:] if hardlink.startswith("./") else hardlink
+            if target not in self.seen:
+                r.outside_links.append({"path": path, "target": target,
+                                        "problem": "hard link to an entry not before it"})
+        self.seen.add(path)
+
+    def set_manifest(self, data: bytes) -> None:
+        try:
+            m = schemas.parse_image_manifest(schemas.load_json(data, MANIFEST), MANIFEST)
+            self.r.manifest = {k: v for k, v in m.items()}
+        except SchemaError as e:
+            self.r.manifest_error = f"{e.jsonpath}: {e.problem}"
+
+    def set_digests(self, data: bytes, first: bool) -> None:
+        try:
+            listed = digestlist.parse(data)
+            self.r.digests = {"present": True, "first": first, "files": len(listed)}
+        except ValueError as e:
+            self.r.digests = {"present": True, "first": first, "error": str(e)}
+
+
+def _read_small(entry, path: str, what: str) -> bytes:
+    chunks, total = [], 0
+    for block in entry.get_blocks():
+        total += len(block)
+        if total > MAX_SMALL_READ:
+            raise CorruptArchive(f"{what} is larger than {MAX_SMALL_READ} bytes",
+                                 filename=path, entry=what)
+        chunks.append(block)
+    return b"".join(chunks)
+
+
+def inspect_tar(path: str, report: Report) -> Report:
+    import libarchive
+    from libarchive.exception import ArchiveError
+
+    s = Summary(report)
+    try:
+        with libarchive.file_reader(path) as archive:
+            for index, entry in enumerate(archive):
+                name = entry.pathname
+                if isinstance(name, bytes):
+                    name = os.fsdecode(name)
+                clean = name[2:] if name.startswith("./") else name
+                hardlink = entry.linkpath if entry.islnk else ""
+                link = entry.linkpath if entry.issym else ""
+                s.add(name, entry.mode, entry.size or 0, link=link or "",
+                      hardlink=hardlink or "", rdev=(entry.rdevmajor, entry.rdevminor))
+                if clean == MANIFEST and entry.isreg and not entry.islnk:
+                    s.set_manifest(_read_small(entry, path, MANIFEST))
+                elif clean == DIGESTS and entry.isreg and not entry.islnk:
+                    s.set_digests(_read_small(entry, path, DIGESTS), first=index == 0)
+    except ArchiveError as e:
+        raise CorruptArchive(f"cannot read: {e.msg}", filename=path) from None
+    return report
+
+
+def summarize_tree(root: str, report: Report) -> Report:
+    """Fill ``report`` from an unpacked or mounted image at ``root`` (hard links as files)."""
+    s = Summary(report)
+    root_b = os.fsencode(root)
+    for top, dirs, files in os.walk(root_b):
+        dirs.sort()
+        for name in sorted(dirs + files):
+            full = os.path.join(top, name)
+            rel = os.fsdecode(os.path.relpath(full, root_b))
+            st = os.lstat(full)
+            link = os.fsdecode(os.readlink(full)) if stat.S_ISLNK(st.st_mode) else ""
+            s.add(rel, st.st_mode, st.st_size if stat.S_ISREG(st.st_mode) else 0, link=link,
+                  rdev=(os.major(st.st_rdev), os.minor(st.st_rdev)))
+    for rel, setter in ((MANIFEST, s.set_manifest), (DIGESTS, None)):
+        full = os.path.join(root, rel)
+        if os.path.isfile(full) and not os.path.islink(full):
+            with open(full, "rb") as f:
+                data = f.read(MAX_SMALL_READ)
+            if setter is None:
+                s.set_digests(data, first=True)  # file systems have no member order
+            else:
+                setter(data)
+    return report
+
+
+def _unsquashfs_listing(path: str, report: Report) -> Report:
+    """Summary from ``unsquashfs -lln`` (no root needed)."""
+    proc = subprocess.run(["unsquashfs", "-lln", "-d", "", path], stdin=subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if proc.returncode != 0:
+        raise CorruptArchive(f"unsquashfs: {proc.stderr.decode(errors='replace').strip()}",
+                             filename=path)
+    s = Summary(report)
+    for line in proc.stdout.decode(errors="surrogateescape").splitlines():
+        entry = parse_lln_line(line)
+        if entry is not None:
+            s.add(**entry)
+    for rel, setter in ((MANIFEST, s.set_manifest), (DIGESTS, None)):
+        cat = subprocess.run(["unsquashfs", "-cat", path, rel], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        if cat.returncode == 0:
+            if setter is None:
+                s.set_digests(cat.stdout, first=True)
+            else:
+                setter(cat.stdout)
+    return report
+
+
+_TYPE_CHARS = {"-": stat.S_IFREG, "d": stat.S_IFDIR, "l": stat.S_IFLNK, "c": stat.S_IFCHR,
+               "b": stat.S_IFBLK, "p": stat.S_IFIFO, "s": stat.S_IFSOCK}
+
+
+def _perm_bits(text: str) -> int:
+    bits = 0
+    for i, (ch, on) in enumerate(zip(text, "rwxrwxrwx")):
+        if ch in (on, "s", "t"):
+            bits |= 1 << (8 - i)
+    if text[2] in "sS":
+        bits |= stat.S_ISUID
+    if text[5] in "sS":
+        bits |= stat.S_ISGID
+    if text[8] in "tT":
+        bits |= stat.S_ISVTX
+    return bits
+
+
+def parse_lln_line(line: str):
+    """One ``unsquashfs -lln -d ''`` line as Summary.add keywords, or None if not an entry.
+
+    ``-rwxr-xr-x 0/0    6 2023-11-14 22:13 /bin/hello`` (devices: ``1,  3`` as size).
+    """
+    if len(line) < 11 or line[0] not in _TYPE_CHARS:
+        return None
+    mode_text, rest = line[:10], line[10:].split()
+    mode = _TYPE_CHARS[line[0]] | _perm_bits(mode_text[1:])
+    rdev = (0, 0)
+    if line[0] in "cb":
+        major, minor = rest[1].rstrip(","), rest[2]
+        rdev, size, rest = (int(major), int(minor)), 0, rest[3:]
+    else:
+        size, rest = int(rest[1]), rest[2:]
+    # rest: date, time, then the path (which may hold blanks)
+    name = line.split(f"{rest[0]} {rest[1]} ", 1)[1]
+    link = ""
+    if line[0] == "l":
+        name, _, link = name.partition(" -> ")
+    name = name.lstrip("/")
+    if not name:
+        return None  # the root folder
+    return {"path": name, "mode": mode, "size": size, "link": link, "rdev": rdev}
+
+
+def _erofs_superblock(path: str, report: Report) -> Report:
+    proc = subprocess.run(["dump.erofs", "-s", path], stdin=subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        raise CorruptArchive(f"dump.erofs: {proc.stdout.decode(errors='replace').strip()}",
+                             filename=path)
+    report.note = ("the content summary of an erofs image needs root: it is read by mounting "
+                   "the image read-only in a private mount namespace")
+    return report
+
+
+def inspect_archive(path: str, store: Optional[str] = None) -> Report:
+    """Inspect the archive file at ``path`` (``store``: which store it was found in)."""
+    fmt = detect_format(path)
+    report = Report(path=path, format=fmt, packed_bytes=os.path.getsize(path), store=store)
+    if fmt in TAR_FORMATS:
+        return inspect_tar(path, report)
+    if mountns.can_mount():
+        return mountns.with_mounted_image(path, fmt, summarize_tree, report)
+    if fmt == "squashfs":
+        return _unsquashfs_listing(path, report)
+    return _erofs_superblock(path, report)
