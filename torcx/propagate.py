@@ -19,7 +19,7 @@ import os
 import posixpath
 import stat
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Sequence, Union
 
 # Destination folder (target path) of each manifest key other than "bin".
 UNIT_DIRS = {
@@ -39,8 +39,18 @@ LINK = "link"        # a symlink inside such a directory, copied as a link
 
 COPY_MODE = 0o644
 
-# Maps a target path to where it lives here (torcx.paths.Paths.host: the --root prefix).
-HostMap = Callable[[str], str]  # as upstream: propagated configuration is plain readable data
+# Maps a target path to where it lives here (torcx.paths.Paths.host: the --root
+# prefix), or the root folder itself as a string.
+HostMap = Union[Callable[[str], str], str]
+
+
+def _host_fn(host: HostMap) -> Callable[[str], str]:
+    if not isinstance(host, str):
+        return host
+    root = host
+    if not root or root == "/":
+        return lambda target: target
+    return lambda target: os.path.join(root, target.lstrip("/"))  # as upstream: propagated configuration is plain readable data
 
 
 class AssetError(ValueError):
@@ -232,6 +242,7 @@ def resolve(host: HostMap, planned: Iterable[Sequence[Entry]]) -> Resolution:
     Conflict (folders are shared, not claimed). A destination that already
     exists on disk (left by something else) is kept and reported.
     """
+    host = _host_fn(host)
     res = Resolution()
     claimed: dict[str, Entry] = {}
     for entries in planned:
@@ -291,6 +302,7 @@ def _create(host: HostMap, entry: Entry) -> None:
 
 def execute(host: HostMap, entries: Iterable[Entry]) -> Outcome:
     """Create ``entries`` in order; a failing entry never stops the others."""
+    host = _host_fn(host)
     out = Outcome()
     for entry in entries:
         try:

@@ -1,0 +1,131 @@
+# SPDX-License-Identifier: Apache-2.0
+"""A failing image or profile never stops the rest: applies with faults under --root."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from apply_images import FakeRoot
+from applykit import apply_json, guard_root, read_seal, torcx
+
+
+@pytest.fixture
+def root(tmp_path):
+    guard_root(tmp_path)
+    return FakeRoot(tmp_path / "root")
+
+
+def corrupt(path):
+    """Flip bytes in the middle of an archive, keeping its size."""
+    with open(path, "r+b") as f:
+        size = os.fstat(f.fileno()).st_size
+        f.seek(size // 2)
+        f.write(b"\xff" * 16)
+
+
+def by_name(report):
+    return {im["name"]: im for im in report["images"]}
+
+
+def test_one_corrupt_image_among_several(root):
+    """A corrupt archive fails alone: the others are applied, the seal lists the failure."""
+    root.add_hello(name="a")
+    corrupt(root.add_image("broken", "1", files={"big": "x" * 200_000}))
+    root.add_hello(name="c", fmt="tar.zst")
+    root.profile("vendor", [("a", "1"), ("broken", "1"), ("c", "1")])
+    code, rep = apply_json(root.path)
+    assert code == 1
+    images = by_name(rep)
+    assert (images["a"]["status"], images["c"]["status"]) == ("ok", "ok")
+    assert (images["broken"]["status"], images["broken"]["stage"]) == ("failed", "unpack")
+    assert "broken:1.torcx.tgz" in images["broken"]["error"]
+    assert not os.path.lexists(root.host("/run/torcx/unpack/broken"))
+    assert os.path.islink(root.host("/run/torcx/bin/c"))
+    assert read_seal(root.path)["TORCX_FAILED_IMAGES"] == '"broken"'
+
+
+def test_missing_archive_fails_that_image_only(root):
+    """An image no store holds fails at lookup; the rest is applied and sealed."""
+    root.add_hello()
+    root.profile("vendor", [("ghost", "9"), ("hello", "1")])
+    code, rep = apply_json(root.path)
+    assert code == 1
+    images = by_name(rep)
+    assert (images["ghost"]["status"], images["ghost"]["stage"]) == ("failed", "lookup")
+    assert "ghost:9 not found" in images["ghost"]["error"]
+    assert images["hello"]["status"] == "ok"
+    assert rep["sealed"] is True
+
+
+def test_bad_manifest_fails_image_and_propagates_nothing(root):
+    """An image whose manifest is invalid JSON fails at 'manifest' and exposes nothing."""
+    root.add_image("bad", "1", files={"bin/bad": ("#!/bin/sh\n", 0o755)},
+                   manifest='{"kind": "image-manifest-v0", "value": {"bin": [')
+    root.add_hello()
+    root.profile("vendor", [("bad", "1"), ("hello", "1")])
+    code, rep = apply_json(root.path)
+    assert code == 1
+    bad = by_name(rep)["bad"]
+    assert (bad["status"], bad["stage"]) == ("failed", "manifest")
+    assert "/run/torcx/unpack/bad/.torcx/manifest.json: $: invalid JSON" in bad["error"]
+    assert sorted(os.listdir(root.host("/run/torcx/bin"))) == ["hello"]
+
+
+def test_manifest_naming_missing_file_fails_image(root):
+    """A manifest listing a file the image lacks fails the image, naming the entry."""
+    root.add_image("gap", "1", files={"bin/a": "x"}, manifest={"bin": ["/bin/a", "/bin/b"]})
+    root.profile("vendor", [("gap", "1")])
+    code, rep = apply_json(root.path)
+    assert code == 1
+    gap = by_name(rep)["gap"]
+    assert gap["stage"] == "manifest" and "/bin/b: no such file" in gap["error"]
+    assert os.listdir(root.host("/run/torcx/bin")) == []
+
+
+def test_broken_upper_profile_keeps_lower_profiles(root):
+    """An upper profile with invalid JSON is reported as an error; vendor images still apply."""
+    root.add_hello()
+    root.profile("vendor", [("hello", "1")])
+    root.raw_profile("user", '{"kind": "profile-manifest-v0", "value": {"images": [}')
+    root.next_profile("user")
+    code, rep = apply_json(root.path)
+    assert code == 1
+    assert rep["images"][0]["status"] == "ok"
+    (problem,) = rep["profiles"]["problems"]
+    assert (problem["profile"], problem["severity"]) == ("user", "error")
+    assert "user.json" in problem["message"]
+    assert read_seal(root.path)["TORCX_UPPER_PROFILE"] == '""'
+
+
+def test_unknown_upper_profile_is_a_warning(root):
+    """next-profile naming no existing profile warns and applies the lower profiles, exit 0."""
+    root.add_hello()
+    root.profile("vendor", [("hello", "1")])
+    root.next_profile("gone")
+    res = torcx(root.path, "apply", "--no-mount")
+    assert res.code == 0, res.out
+    assert "'gone'" in res.err and "warning" in res.err
+    assert os.path.islink(root.host("/run/torcx/bin/hello"))
+
+
+def test_leftover_next_profile_with_garbage_keeps_lower_profiles(root):
+    """A next-profile holding an invalid name is an error; the lower profiles still apply."""
+    root.add_hello()
+    root.profile("vendor", [("hello", "1")])
+    root.next_profile("../../etc/passwd")
+    code, rep = apply_json(root.path)
+    assert code == 1
+    assert rep["profiles"]["problems"][0]["profile"] == "next-profile"
+    assert by_name(rep)["hello"]["status"] == "ok"
+
+
+def test_failed_image_is_reported_by_status(root):
+    """After a partial failure torcx status names the failed image and why, exit 1."""
+    root.add_hello()
+    root.profile("vendor", [("hello", "1"), ("ghost", "9")])
+    apply_json(root.path)
+    res = torcx(root.path, "status")
+    assert res.code == 1
+    assert "ghost:9" in res.out and "not found in any store" in res.out
+    assert "failed images: ghost" in res.out
