@@ -305,9 +305,12 @@ class Outcome:
 class Progress:
     """A one-line progress bar on a terminal; plain start/end lines otherwise."""
 
-    def __init__(self, stream: Optional[TextIO] = None, tty: Optional[bool] = None):
+    def __init__(self, stream: Optional[TextIO] = None, tty: Optional[bool] = None,
+                 quiet: bool = False, notes: Optional[Callable[[str], None]] = None):
         self._out = stream if stream is not None else sys.stderr
         self._tty = self._out.isatty() if tty is None else tty
+        self._quiet = quiet  # no bar, no start/end lines; notes still go out
+        self._notes = notes  # where notes (retries) go; the stream by default
         self._lock = threading.Lock()
         self._sizes: dict = {}  # label -> [done, total or None]
         self._drawn = 0.0
@@ -320,7 +323,7 @@ class Progress:
     def start(self, label: str, url: str) -> None:
         with self._lock:
             self._sizes[label] = [0, None]
-            if not self._tty:
+            if not self._tty and not self._quiet:
                 self._print(f"fetching {label} from {url}")
 
     def size(self, label: str, total: Optional[int]) -> None:
@@ -331,7 +334,7 @@ class Progress:
         with self._lock:
             self._sizes[label][0] += n
             now = time.monotonic()
-            if self._tty and now - self._drawn >= 0.1:
+            if self._tty and not self._quiet and now - self._drawn >= 0.1:
                 self._drawn = now
                 self._draw()
 
@@ -339,6 +342,8 @@ class Progress:
         with self._lock:
             self._finished += 1
             self._sizes.pop(label, None)
+            if self._quiet:
+                return
             if message:
                 self._print(message)
             elif self._tty:
@@ -348,7 +353,12 @@ class Progress:
 
     def note(self, message: str) -> None:
         with self._lock:
-            self._print(message)
+            if self._notes is None:
+                self._print(message)
+                return
+            if self._tty and not self._quiet:
+                self._out.write("\r\x1b[K")
+            self._notes(message)
 
     def _print(self, line: str) -> None:
         if self._tty:

@@ -33,7 +33,7 @@ from typing import Callable, Optional, Sequence
 from . import openpgp, schemas
 from .errors import ConfigError, NotFound, RemoteError, SchemaError, TorcxError
 from .fetch import Download, FetchOptions, Progress, download_all, fetch_document
-from .log import NULL
+from .log import INFO, NULL
 from .store import Store, archive_filename, parse_archive_filename
 
 CONTENTS_FILE = "torcx_remote_contents.json"
@@ -300,7 +300,7 @@ def populate(paths, images, *, log=NULL, opts: Optional[FetchOptions] = None,
         log.info("populate: nothing to fetch")
         return 0
 
-    progress = progress or Progress(log.stream)
+    progress = progress or Progress(log.stream, quiet=not log.enabled(INFO), notes=log.warning)
     remotes = sorted({im.remote for im in missing})
     contents = _contents_by_remote(paths, remotes, opts, progress.note)
     failures: list[str] = []

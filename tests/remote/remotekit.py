@@ -69,6 +69,19 @@ class ServerState:
     faults: dict = field(default_factory=dict)  # url path -> list[Fault], consumed in order
     release: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Archive requests wait here in groups (set to a Barrier to observe parallelism).
+    barrier: threading.Barrier | None = None
+    inflight: int = 0
+    max_inflight: int = 0
+
+    def enter(self) -> None:
+        with self.lock:
+            self.inflight += 1
+            self.max_inflight = max(self.max_inflight, self.inflight)
+
+    def leave(self) -> None:
+        with self.lock:
+            self.inflight -= 1
 
     def fault(self, path: str, *faults: Fault) -> None:
         self.faults.setdefault(path, []).extend(faults)
@@ -107,6 +120,12 @@ def _handler(state: ServerState):
                 return
             with open(local, "rb") as f:
                 body = f.read()
+            if state.barrier is not None and path.endswith(".tgz"):
+                state.enter()
+                try:
+                    state.barrier.wait(10)  # parties arrive together or the test fails
+                finally:
+                    state.leave()
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
