@@ -82,13 +82,21 @@ class Boot:
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
+    files: dict = field(default_factory=dict)  # evidence, kept after the guest is gone
+
+    def collect(self) -> None:
+        """Read every evidence file into memory (the work dir is removed with the guest)."""
+        for top, _dirs, names in os.walk(self.results):
+            for name in names:
+                path = os.path.join(top, name)
+                try:
+                    with open(path, encoding="utf-8", errors="replace") as f:
+                        self.files[os.path.relpath(path, self.results)] = f.read()
+                except OSError:
+                    continue
+
     def read(self, name: str) -> str:
-        try:
-            with open(os.path.join(self.results, name), encoding="utf-8",
-                      errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
+        return self.files.get(name, "")
 
     @property
     def finished(self) -> bool:
@@ -108,8 +116,8 @@ class Boot:
         parts = [f"==== boot {self.label}: nspawn rc={self.rc} timed_out={self.timed_out} "
                  f"{self.seconds:.2f}s"]
         parts += self.notes
-        for name in ("system-state", "failed-units", "analyze", "checks.rc", "checks.log",
-                     "watchdog.log", "journal"):
+        last = ("watchdog.log", "journal")
+        for name in sorted(set(self.files) - set(last) - {"console.log", "blame"}) + list(last):
             parts.append(f"---- {name}\n{self.read(name).rstrip()}")
         parts.append("---- console (tail)\n" + "\n".join(console[-60:]))
         return "\n".join(parts)
@@ -202,7 +210,8 @@ class Guest:
                f"--bind={self.results}:/e2e-results", "--kill-signal=SIGRTMIN+3"]
         if bind_loop:
             subprocess.run(["losetup", "-f"], capture_output=True)  # a free node must exist
-            loops = [d for d in sorted(os.listdir("/dev")) if re.fullmatch(r"loop(\d+|-control)", d)]
+            loops = [d for d in sorted(os.listdir("/dev"))
+                     if re.fullmatch(r"loop(\d+|-control)", d)]
             cmd += [f"--bind=/dev/{d}" for d in loops]
         cmd.append("/usr/local/sbin/e2e-init")  # init comes last: later options go to it
         if os.path.isdir("/run/systemd/system") and shutil.which("systemd-run"):
@@ -235,6 +244,7 @@ class Guest:
             time.sleep(0.05)
         boot.rc = proc.wait()
         boot.seconds = time.monotonic() - start
+        boot.collect()
         return boot
 
     def _halt(self, proc: subprocess.Popen, leader: int | None, boot: Boot) -> None:
@@ -270,7 +280,7 @@ class Guest:
             if subprocess.run(["umount", self.root], capture_output=True).returncode != 0:
                 subprocess.run(["umount", "-l", self.root], capture_output=True)
         for cg in self.cgroups:
-            for top, dirs, _ in sorted(os.walk(cg), key=lambda w: -len(w[0])):
+            for top, _dirs, _ in sorted(os.walk(cg), key=lambda w: -len(w[0])):
                 try:
                     os.rmdir(top)
                 except OSError:

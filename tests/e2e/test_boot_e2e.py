@@ -1,0 +1,148 @@
+# SPDX-License-Identifier: Apache-2.0
+"""torcx in real systemd boots: Debian bookworm (systemd 252, generators share PID 1's
+mounts) and trixie (systemd 257, generators sandboxed), under systemd-nspawn with /run
+remounted noexec as on a real boot. The guest runs torcx with its own python3 from the
+abi3 wheel, installed by `torcx install-boot --root GUEST --wheel W`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import e2e_fixtures as fx
+import pytest
+from e2e_nspawn import Guest
+from e2e_rootfs import ensure_rootfs
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(os.geteuid() != 0, reason="boots need root (overlay, nspawn, cgroups)"),
+    pytest.mark.skipif(not (shutil.which("debootstrap") and shutil.which("systemd-nspawn")),
+                       reason="needs debootstrap and systemd-nspawn (systemd-container)"),
+    pytest.mark.skipif(not shutil.which("mksquashfs"), reason="needs mksquashfs"),
+]
+
+SUITES = ["bookworm", "trixie"]
+GOOD = {"hello-tgz": "tgz", "hello-sqfs": "squashfs"}
+BROKEN = "broken-tgz"
+# Guest boot times (systemd-analyze, userspace ms), printed at the end of the run.
+BOOT_MS: dict = {}
+
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory):
+    return fx.build_wheel(str(tmp_path_factory.mktemp("wheel")))
+
+
+@pytest.fixture(scope="session")
+def archives(tmp_path_factory):
+    """name -> archive path: the two good addons and one whose payload is corrupt."""
+    work = str(tmp_path_factory.mktemp("addons"))
+    store = os.path.join(work, "store")
+    out = {name: fx.pack(fx.addon_tree(work, name), name, store, fmt)
+           for name, fmt in GOOD.items()}
+    out[BROKEN] = fx.pack(fx.addon_tree(work, BROKEN), BROKEN, store, "tgz")
+    fx.corrupt_payload(out[BROKEN], f"bin/{BROKEN}")
+    return out
+
+
+def torcx_guest(suite: str, label: str, wheel: str, archives: dict, names) -> Guest:
+    """A throwaway guest with torcx installed, the archives in the vendor store, a profile."""
+    from torcx import boot
+
+    guest = Guest(ensure_rootfs(suite), label)
+    try:
+        boot.install_boot(guest.root, wheel=wheel)
+        os.makedirs(guest.path(fx.STORE))
+        for name in names:
+            shutil.copy(archives[name], guest.path(fx.STORE))
+        guest.write("/etc/torcx/profiles/e2e.json", fx.profile_json(names))
+        guest.write("/etc/torcx/next-profile", "e2e\n")
+    except BaseException:
+        guest.close()
+        raise
+    return guest
+
+
+def expect(condition, what: str, boot) -> None:
+    assert condition, f"{what}\n{boot.evidence()}"
+
+
+def status_images(boot) -> dict:
+    doc = json.loads(boot.read("status.json") or "{}")
+    return {im["name"]: im for im in doc.get("value", {}).get("images", [])}
+
+
+def unit_state(boot, unit: str) -> dict:
+    return fx.show(boot.read(f"show-{unit}"))
+
+
+@pytest.mark.parametrize("suite", SUITES)
+def test_addons_start_in_the_boot_that_applies_them(suite, wheel, archives):
+    """A tgz and a squashfs addon are applied, verified and sealed; their units run their
+    binaries from /run/torcx/bin in that same boot, with /run noexec."""
+    units = [f"{n}.service" for n in GOOD] + ["torcx-apply.service"]
+    with torcx_guest(suite, f"{suite}-torcx", wheel, archives, list(GOOD)) as guest:
+        boot = guest.boot(fx.checks_script(units), bind_loop=True)
+    expect(boot.finished and not boot.timed_out and boot.rc == 0,
+           "the guest did not boot, probe and power off cleanly", boot)
+    expect(boot.read("system-state").strip() == "running", "system not running", boot)
+    expect(boot.read("multi-user").strip() == "active", "multi-user.target not reached", boot)
+    for name in GOOD:
+        state = unit_state(boot, f"{name}.service")
+        expect((state.get("ActiveState"), state.get("Result")) == ("active", "success"),
+               f"{name}.service did not run: {state}", boot)
+        marker = boot.read(f"markers/{name}")
+        expect(f"ran /run/torcx/bin/{name} -> /run/torcx/unpack/{name}/bin/{name}" in marker,
+               f"{name} did not run from /run/torcx/bin (marker: {marker!r})", boot)
+    images = status_images(boot)
+    expect(boot.read("status.rc").strip() == "0", "torcx status did not report success", boot)
+    for name in GOOD:
+        expect(images.get(name, {}).get("status") == "ok", f"{name} not applied", boot)
+    expect(images["hello-tgz"].get("verified") is True, "the tgz was not verified", boot)
+    seal = boot.read("seal")
+    expect('TORCX_BINDIR="/run/torcx/bin"' in seal and "TORCX_UPPER_PROFILE=\"e2e\"" in seal,
+           f"seal file missing or wrong: {seal!r}", boot)
+    expect(boot.read("unpack-write.rc").strip() not in ("", "0")
+           and "Read-only" in boot.read("unpack-write.err"),
+           "the unpack dir is writable", boot)
+    expect(boot.read("failed-units").strip() == "", "some unit failed", boot)
+    BOOT_MS.setdefault(suite, {})["with torcx"] = boot.userspace_ms
+
+
+@pytest.mark.parametrize("suite", SUITES)
+def test_corrupt_addon_fails_alone(suite, wheel, archives):
+    """An addon whose payload does not match its digest list fails alone: the good addon
+    still runs and the machine still reaches multi-user.target."""
+    names = ["hello-tgz", BROKEN]
+    units = [f"{n}.service" for n in names] + ["torcx-apply.service"]
+    with torcx_guest(suite, f"{suite}-corrupt", wheel, archives, names) as guest:
+        boot = guest.boot(fx.checks_script(units), bind_loop=True)
+    expect(boot.finished and not boot.timed_out and boot.rc == 0,
+           "the guest did not boot, probe and power off cleanly", boot)
+    expect(boot.read("multi-user").strip() == "active", "multi-user.target not reached", boot)
+    good = unit_state(boot, "hello-tgz.service")
+    expect(good.get("ActiveState") == "active", f"the good addon did not run: {good}", boot)
+    expect("ran /run/torcx/bin/hello-tgz" in boot.read("markers/hello-tgz"),
+           "the good addon's binary did not run", boot)
+    bad = unit_state(boot, f"{BROKEN}.service")
+    expect(bad.get("ActiveState") != "active" and not boot.read(f"markers/{BROKEN}"),
+           f"the corrupt addon ran: {bad}", boot)
+    images = status_images(boot)
+    expect(images.get(BROKEN, {}).get("status") == "failed"
+           and "digest" in images[BROKEN].get("error", "").lower(),
+           f"torcx status does not report the corrupt image: {images.get(BROKEN)}", boot)
+    expect(images.get("hello-tgz", {}).get("status") == "ok", "good image not applied", boot)
+    expect(fx.show(boot.read("show-hello-tgz.service")).get("LoadState") == "loaded",
+           "good unit not loaded", boot)
+
+
+@pytest.mark.parametrize("suite", SUITES)
+def test_boot_without_torcx_for_comparison(suite):
+    """The same root folder boots without torcx; its boot time is the baseline of the cost."""
+    with Guest(ensure_rootfs(suite), f"{suite}-baseline") as guest:
+        boot = guest.boot("true\n")
+    expect(boot.finished and boot.rc == 0 and boot.read("system-state").strip() == "running",
+           "the plain guest did not boot cleanly", boot)
+    BOOT_MS.setdefault(suite, {})["without torcx"] = boot.userspace_ms
