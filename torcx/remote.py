@@ -34,6 +34,7 @@ from . import openpgp, schemas
 from .errors import ConfigError, NotFound, RemoteError, SchemaError, TorcxError
 from .fetch import Download, FetchOptions, Progress, download_all, fetch_document
 from .log import INFO, NULL
+from .paths import parse_os_release
 from .store import Store, archive_filename, parse_archive_filename
 
 CONTENTS_FILE = "torcx_remote_contents.json"
@@ -92,7 +93,7 @@ def _template_values(paths) -> dict:
     release = paths.os_release
     try:
         with open(paths.host(release), encoding="utf-8", errors="surrogateescape") as f:
-            fields = _parse_os_release(f.read())
+            fields = parse_os_release(f.read())
     except FileNotFoundError:
         fields = {}
     except OSError as e:
@@ -103,11 +104,6 @@ def _template_values(paths) -> dict:
         values["VERSION_ID"] = paths.os_version
     values["COREOS_USR"] = paths.usr
     return values
-
-
-def _parse_os_release(text: str) -> dict:
-    from .paths import parse_os_release
-    return parse_os_release(text)
 
 
 def expand_base_url(template: str, values: dict, where: str, release: str) -> str:
@@ -164,17 +160,21 @@ def find_remote(paths, name: str) -> Remote:
 def list_remotes(paths) -> tuple[list[Remote], list[str]]:
     """Every configured remote (first folder wins per name) and one problem per broken one."""
     found: dict[str, str] = {}
+    problems: list[str] = []
     for parent in _remote_folders(paths):
         try:
             names = sorted(os.listdir(paths.host(parent)))
         except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError as e:
+            problems.append(f"{parent}: cannot list remotes ({e.strerror}), ignoring")
             continue
         for name in names:
             if name in found or not _NAME_RE.match(name):
                 continue
             if os.path.isfile(paths.host(f"{parent}/{name}/{MANIFEST_FILE}")):
                 found[name] = f"{parent}/{name}"
-    remotes, problems = [], []
+    remotes = []
     values = None
     for name in sorted(found):
         try:
@@ -231,12 +231,6 @@ def location_url(remote: Remote, location: str) -> str:
 
 # ---------------------------------------------------------------- populate and check
 
-@dataclass(frozen=True)
-class _Planned:
-    image: schemas.ImageRef
-    download: Download
-
-
 def _wanted(images) -> list:
     return [im for im in images if im.reference]
 
@@ -265,6 +259,10 @@ def _resolve(image, entry) -> tuple[Remote, schemas.RemoteVersion, str]:
     """(remote, version, url) of an image, or RemoteError naming what is wrong."""
     if isinstance(entry, str):
         raise RemoteError(entry)
+    for part in (image.name, image.reference):
+        # Both become the store file name; the profile parser checks them too.
+        if not part or "/" in part or "\0" in part or part in (".", ".."):
+            raise RemoteError(f"{part!r} cannot be part of a store file name")
     remote, contents = entry
     version = contents.find(image.name, image.reference)
     if version is None:
