@@ -68,7 +68,7 @@ def pack(src, archive, fmt):
         subprocess.run(["mksquashfs", src, archive, "-quiet", "-noappend", "-all-root"],
                        check=True, stdout=subprocess.DEVNULL)
     elif fmt == "erofs":
-        subprocess.run(["mkfs.erofs", "--all-root", "-q", archive, src], check=True,
+        subprocess.run(["mkfs.erofs", "--all-root", "--quiet", archive, src], check=True,
                        stdout=subprocess.DEVNULL)
     else:
         raise ValueError(fmt)
