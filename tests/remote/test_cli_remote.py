@@ -7,8 +7,12 @@ import hashlib
 import io
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
-from remotekit import publish
+from remotekit import Fault, publish
 
 from torcx import schemas
 from torcx.cli import main
@@ -91,3 +95,32 @@ def test_remote_contents_writes_unsigned_manifest(tmp_path, fake_root):
     assert version.sha512 == hashlib.sha512(data).hexdigest()
     assert version.format == "tgz"
     assert version.location == "docker%3A20.10.torcx.tgz"
+
+
+def test_interrupted_download_leaves_nothing(fake_root, http_server):
+    """Ctrl-C while an archive is streaming exits 130 and removes the temporary file."""
+    publish(http_server.state.root, [("docker", "20.10")], fake_root.keys)
+    http_server.state.fault("/docker:20.10.torcx.tgz", Fault(stall=True), Fault(stall=True))
+    fake_root.add_remote("main", http_server.url)
+    fake_root.add_profile("fleet", [("docker", "20.10", "main")])
+    env = {**os.environ, "TORCX_FETCH_READ_TIMEOUT": "1", "TORCX_FETCH_ATTEMPTS": "2"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "torcx", "--root", fake_root.path, "profile", "populate",
+         "--name", "fleet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        # Wait (bounded) until the download has begun writing its temporary file.
+        for _ in range(200):
+            if any(f.endswith(".part") for f in fake_root.store_files()):
+                break
+            if proc.poll() is not None:
+                break
+            time.sleep(0.025)
+        assert any(f.endswith(".part") for f in fake_root.store_files())
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err.decode()
+    assert fake_root.store_files() == []
