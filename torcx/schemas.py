@@ -307,12 +307,13 @@ def load_json(text, filename: str):
             text = text.decode("utf-8")
         return json.loads(text)
     except UnicodeDecodeError as e:
-        raise SchemaError(str(filename), "$", f"not UTF-8 text: {e.reason} at byte {e.start}")
+        raise SchemaError(str(filename), "$",
+                          f"not UTF-8 text: {e.reason} at byte {e.start}") from None
     except json.JSONDecodeError as e:
         raise SchemaError(str(filename), "$",
-                          f"invalid JSON: {e.msg} at line {e.lineno} column {e.colno}")
+                          f"invalid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
     except RecursionError:
-        raise SchemaError(str(filename), "$", "invalid JSON: nested too deeply")
+        raise SchemaError(str(filename), "$", "invalid JSON: nested too deeply") from None
 
 
 def _read(path) -> bytes:

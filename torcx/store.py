@@ -52,10 +52,11 @@ def parse_archive_filename(filename: str):
     """``(name, reference, format)`` for a store file name, or None if it is not one."""
     for suffix, fmt in _SUFFIXES:
         if filename.endswith(suffix):
-            base = filename[: -len(suffix)]
-            break
-    else:
-        return None
+            return _split_name(filename[: -len(suffix)], fmt)
+    return None
+
+
+def _split_name(base: str, fmt: str):
     name, colon, ref = base.partition(":")
     if not colon:
         ref = DEFAULT_REFERENCE

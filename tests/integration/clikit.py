@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 from conftest import guard_root
+
 from torcx import cli
 
 VENDOR_STORE = "/usr/share/torcx/store"

@@ -361,3 +361,22 @@ def test_check_with_os_version_uses_versioned_store(tmp_path):
     assert torcx(tmp_path, "profile", "check", "--name", "k").status == 1
     assert torcx(tmp_path, "profile", "check", "--name", "d", "-n", "2").status == 1
     assert torcx(tmp_path, "profile", "check", "--name", "d").status == 0
+
+
+def test_check_remote_only_skips_the_local_stores(tmp_path):
+    """--remote-only hands the images to torcx.remote: a missing local archive is fine."""
+    put_profile(tmp_path, USER_PROFILES, "mine", [("docker", "20")])
+    r = torcx(tmp_path, "--verbose=notice", "profile", "check", "--name", "mine",
+              "--remote-only")
+    assert r.status == 0, r
+    assert "docker:20: has no remote, not checked" in r.err
+
+
+def test_check_remote_only_fails_for_an_unknown_remote(tmp_path):
+    """--remote-only fails when an image's remote is not configured, even if stored."""
+    put(tmp_path, f"{VENDOR_STORE}/docker:20.torcx.tgz")
+    put_profile(tmp_path, USER_PROFILES, "mine", [("docker", "20", "nowhere")],
+                kind="profile-manifest-v1")
+    r = torcx(tmp_path, "profile", "check", "--name", "mine", "--remote-only")
+    assert r.status == 1, r
+    assert "nowhere" in r.err
