@@ -35,6 +35,7 @@ import posixpath
 import shutil
 import sys
 import tempfile
+import time
 
 from . import log as _log
 from .errors import ConfigError, TorcxError
@@ -126,7 +127,10 @@ def generator_main(ctx, args) -> int:
     normal, _early, late = outputs
     log.info("sandboxed generator (own mount namespace): planning; "
              f"{APPLY_UNIT} applies in PID 1's namespace")
-    return plan_generator_units(ctx.paths, normal, late, log)
+    start = time.monotonic()
+    status = plan_generator_units(ctx.paths, normal, late, log)
+    log.info(f"planned in {(time.monotonic() - start) * 1000:.1f} ms")
+    return status
 
 
 def plan_generator_units(paths, normal_dir: str, late_dir: str, log=_log.NULL) -> int:

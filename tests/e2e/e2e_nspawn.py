@@ -110,6 +110,19 @@ class Boot:
             m = re.search(r"Startup finished in (\S+)", self.read("analyze"))
         return _ms(m.group(1)) if m else None
 
+    def unit_ms(self, unit: str) -> float | None:
+        """How long ``unit`` took to start, from systemd-analyze blame."""
+        for line in self.read("blame").splitlines():
+            parts = line.split()
+            if parts and parts[-1] == unit:
+                return _ms(" ".join(parts[:-1]))
+        return None
+
+    def logged_ms(self, name: str, prefix: str) -> float | None:
+        """A duration logged as '<prefix> N ms' in the evidence file ``name``."""
+        m = re.search(re.escape(prefix) + r" ([\d.]+) ms", self.read(name))
+        return float(m.group(1)) if m else None
+
     def evidence(self) -> str:
         """Everything a reader needs to see why a boot failed."""
         console = [ln for ln in self.read("console.log").splitlines() if not _NOISE.search(ln)]
