@@ -90,7 +90,8 @@ def _create_exclusive(path: str, text: str) -> None:
     """Write a new file atomically; refuse to replace an existing one."""
     if os.path.lexists(path):
         raise ConfigError(f"{path} already exists, not overwriting it")
-    tmp = f"{path}.tmp{os.getpid()}"
+    folder, base = os.path.split(path)
+    tmp = os.path.join(folder, f".{base}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:

@@ -535,9 +535,17 @@ def write_atomic(path, data, mode: int | None = None) -> None:
             mode = 0o644
     folder = os.path.dirname(path) or "."
     base = os.path.basename(path)
-    tmp = os.path.join(folder, f".{base}.tmp{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW,
-                 0o600)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
+    for _ in range(16):
+        # A random part so a stale temporary file from a crashed run is never in the way.
+        tmp = os.path.join(folder, f".{base}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+        try:
+            fd = os.open(tmp, flags, 0o600)
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise FileExistsError(f"{folder}: cannot create a temporary file for {base}")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -551,6 +559,21 @@ def write_atomic(path, data, mode: int | None = None) -> None:
         except FileNotFoundError:
             pass
         raise
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder: str) -> None:
+    """Make the rename durable (a set-next right before a reboot must survive it)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems refuse fsync on folders; the data itself is synced
+    finally:
+        os.close(fd)
 
 
 def write_json(path, doc, mode: int | None = None) -> None:
