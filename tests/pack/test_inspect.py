@@ -1,0 +1,106 @@
+# SPDX-License-Identifier: Apache-2.0
+"""torcx image inspect: format, sizes, manifest, digest list and a content summary."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+from packkit import MANIFEST, build_rootfs, is_root, needs_root
+
+from torcx import imageinspect
+from torcx.errors import CorruptArchive
+from torcx.imageinspect import Report, detect_format, inspect_archive, parse_lln_line
+from torcx.pack import pack_image
+
+
+@pytest.fixture(scope="module")
+def rootfs(tmp_path_factory):
+    root = build_rootfs(tmp_path_factory.mktemp("inspect") / "rootfs", big_bytes=1 << 20,
+                        small_files=20)
+    os.symlink("../../etc", root / "share/escape")
+    if is_root():
+        os.mknod(root / "share/null", 0o20666, os.makedev(1, 3))
+    return root
+
+
+@pytest.fixture(scope="module")
+def archives(rootfs, tmp_path_factory):
+    store = tmp_path_factory.mktemp("inspect-store")
+    return {fmt: pack_image(str(rootfs), "tool", "1", str(store), fmt=fmt).path
+            for fmt in ("tgz", "squashfs")}
+
+
+def test_tar_summary(archives):
+    """A tgz report: format, manifest, digest list first, setuid files, links leaving the image."""
+    r = inspect_archive(archives["tgz"])
+    assert r.format == "tgz"
+    assert r.packed_bytes == os.path.getsize(archives["tgz"])
+    assert r.manifest == MANIFEST["value"]
+    assert r.digests["present"] and r.digests["first"]
+    assert r.largest[0]["path"] == "share-big.bin"
+    assert {s["path"] for s in r.setuid} == {"bin/suid-tool", "bin/sgid-tool"}
+    assert {(o["path"], o["target"]) for o in r.outside_links} == {
+        ("share/absolute-link", "/etc/os-release"), ("share/escape", "../../etc")}
+    assert r.types["hardlink"] == 1 and r.types["fifo"] == 1 and r.types["symlink"] >= 4
+    if is_root():
+        assert r.devices == [{"path": "share/null", "type": "char", "major": 1, "minor": 3}]
+    text = "\n".join(r.lines())
+    assert "digests:   .torcx/digests lists" in text
+    assert "share/escape -> ../../etc" in text
+
+
+@needs_root
+def test_squashfs_mounted_and_listed_agree(archives):
+    """As root the squashfs image is mounted; the unsquashfs listing gives the same summary."""
+    mounted = inspect_archive(archives["squashfs"])
+    listed = imageinspect._unsquashfs_listing(
+        archives["squashfs"], Report(path=archives["squashfs"], format="squashfs",
+                                     packed_bytes=mounted.packed_bytes))
+    for field in ("types", "unpacked_bytes", "manifest", "digests", "largest", "setuid",
+                  "devices", "outside_links", "entries"):
+        assert getattr(mounted, field) == getattr(listed, field), field
+    assert mounted.manifest == MANIFEST["value"]
+    assert mounted.types["file"] >= 20
+
+
+def test_lln_line_with_blanks_and_devices():
+    """unsquashfs -lln lines parse, names with blanks and device numbers included."""
+    assert parse_lln_line("-rwsr-xr-x 0/0     6 2023-11-14 22:13 /bin/a b") == {
+        "path": "bin/a b", "mode": 0o104755, "size": 6, "link": "", "rdev": (0, 0)}
+    dev = parse_lln_line("crw-rw-rw- 0/0     1,  3 2023-11-14 22:13 /dev/null")
+    assert dev["rdev"] == (1, 3) and dev["mode"] == 0o20666
+    link = parse_lln_line("lrwxrwxrwx 0/0     4 2023-11-14 22:13 /x -> /etc")
+    assert (link["path"], link["link"]) == ("x", "/etc")
+
+
+@pytest.mark.parametrize("head,fmt", [(b"\x1f\x8b\x08", "tgz"), (b"\x28\xb5\x2f\xfd", "tar.zst"),
+                                      (b"\xfd7zXZ\x00", "tar.xz"), (b"hsqs", "squashfs")])
+def test_format_comes_from_the_bytes(tmp_path, head, fmt):
+    """The format is detected from magic bytes, whatever the file is called."""
+    path = tmp_path / "image.bin"
+    path.write_bytes(head + b"\0" * 2000)
+    assert detect_format(str(path)) == fmt
+
+
+def test_archive_without_digests_or_manifest_says_so(tmp_path):
+    """A plain tarball is inspected; the report says the digest list and manifest are missing."""
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root/file").write_bytes(b"x")
+    archive = tmp_path / "plain.tgz"
+    subprocess.run(["bsdtar", "-czf", str(archive), "-C", str(tmp_path / "root"), "."],
+                   check=True)
+    r = inspect_archive(str(archive))
+    assert r.digests == {"present": False} and r.manifest is None
+    text = "\n".join(r.lines())
+    assert "digests:   none" in text and "manifest:  none" in text
+
+
+def test_truncated_archive_is_corrupt(archives, tmp_path):
+    """A truncated tgz is reported as corrupt, naming the file."""
+    data = open(archives["tgz"], "rb").read()
+    path = tmp_path / "cut.tgz"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CorruptArchive, match="cut.tgz"):
+        inspect_archive(str(path))
