@@ -65,12 +65,16 @@ TAR_FORMATS = ("tgz", "tar.zst", "tar.xz", "tar")
 
 # -- where are we --------------------------------------------------------------------
 
-def in_pid1_mount_namespace() -> bool:
-    """True when this process shares PID 1's mount namespace (mounts persist)."""
+def in_pid1_mount_namespace(pid: int = 1) -> bool:
+    """True when this process shares PID 1's (or ``pid``'s) mount namespace.
+
+    Mounts made there persist after this process exits. When it cannot be
+    told (no /proc, no privilege), True: behave as upstream did.
+    """
     try:
-        return os.readlink("/proc/self/ns/mnt") == os.readlink("/proc/1/ns/mnt")
+        return os.readlink("/proc/self/ns/mnt") == os.readlink(f"/proc/{pid}/ns/mnt")
     except OSError:
-        return True  # cannot tell (no /proc, no privilege): behave as upstream
+        return True
 
 
 def _boot_logger(ctx_log: _log.Logger) -> _log.Logger:

@@ -1,0 +1,235 @@
+# SPDX-License-Identifier: Apache-2.0
+"""torcx.boot without booting: the generator's plan mode, the unit reader, install-boot."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import os
+import tarfile
+import zipfile
+
+import pytest
+
+from torcx import boot, cli
+from torcx import paths as torcx_paths
+from torcx.errors import ConfigError
+
+
+def _shared():
+    """tests/conftest.py by path: the module name 'conftest' is ambiguous."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "conftest.py")
+    spec = importlib.util.spec_from_file_location("torcx_tests_boot_shared", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+shared = _shared()
+
+UNIT = "[Unit]\nDescription=demo\n\n[Service]\nExecStart=/run/torcx/bin/demo\n"
+MANIFEST = ('{"kind": "image-manifest-v0", "value": {"bin": ["/bin/demo"], "units": '
+            '["/lib/systemd/system/demo.service", '
+            '"/lib/systemd/system/multi-user.target.wants"]}}')
+
+
+def image_tree(parent, name="demo", payload=b""):
+    root = parent / name
+    (root / ".torcx").mkdir(parents=True)
+    (root / ".torcx" / "manifest.json").write_text(MANIFEST)
+    (root / "bin").mkdir()
+    (root / "bin" / "demo").write_text("#!/bin/sh\ntrue\n")
+    (root / "bin" / "demo").chmod(0o755)
+    units = root / "lib" / "systemd" / "system"
+    (units / "multi-user.target.wants").mkdir(parents=True)
+    (units / "demo.service").write_text(UNIT)
+    os.symlink("../demo.service", units / "multi-user.target.wants" / "demo.service")
+    if payload:
+        (root / "zzz").mkdir()
+        (root / "zzz" / "payload").write_bytes(payload)
+    return root
+
+
+def pack(tree, name, store):
+    rc = cli.main(["image", "pack", str(tree), "--name", name, "--reference", "1",
+                   "-o", str(store), "--format", "tgz"], stdout=io.StringIO())
+    assert rc == 0
+    return store / f"{name}:1.torcx.tgz"
+
+
+def test_unit_reader_stops_after_the_units(tmp_path):
+    """The reader leaves a packed tarball once its units have gone by: a truncated tail is
+    never reached."""
+    archive = pack(image_tree(tmp_path, payload=os.urandom(1 << 20)), "demo", tmp_path / "s")
+    size = archive.stat().st_size
+    with open(archive, "r+b") as f:
+        f.truncate(size // 2)
+    dest = tmp_path / "out"
+    manifest = boot.read_unit_members(str(archive), str(dest))
+    assert manifest.units == ["/lib/systemd/system/demo.service",
+                              "/lib/systemd/system/multi-user.target.wants"]
+    assert (dest / "lib/systemd/system/demo.service").read_text() == UNIT
+    link = dest / "lib/systemd/system/multi-user.target.wants/demo.service"
+    assert os.readlink(link) == "../demo.service"
+    assert not (dest / "bin").exists() and not (dest / "zzz").exists()
+
+
+def test_unit_reader_finds_units_placed_before_the_manifest(tmp_path):
+    """A tarball not made by torcx image pack (units first, manifest last) still yields its
+    units, through a second pass."""
+    archive = tmp_path / "other.tgz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for name, data in (("lib/systemd/system/demo.service", UNIT.encode()),
+                           ("bin/demo", b"#!/bin/sh\n"),
+                           (".torcx/manifest.json", MANIFEST.encode())):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    dest = tmp_path / "out"
+    manifest = boot.read_unit_members(str(archive), str(dest))
+    assert manifest is not None
+    assert (dest / "lib/systemd/system/demo.service").read_text() == UNIT
+
+
+def test_unit_reader_ignores_members_that_climb_out(tmp_path):
+    """A unit path written as ../ in the archive is never created outside the destination."""
+    archive = tmp_path / "evil.tgz"
+    manifest = (b'{"kind": "image-manifest-v0", "value": {"units": '
+                b'["/lib/systemd/system/demo.service"]}}')
+    with tarfile.open(archive, "w:gz") as tar:
+        for name, data in ((".torcx/manifest.json", manifest),
+                           ("../lib/systemd/system/demo.service", UNIT.encode())):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    dest = tmp_path / "sub" / "out"
+    boot.read_unit_members(str(archive), str(dest))
+    assert not (tmp_path / "sub" / "lib").exists()
+    assert not (dest / "lib").exists()
+
+
+def fake_root(tmp_path, names=("demo",)):
+    """A --root with the images packed into the vendor store and a profile selecting them."""
+    root = tmp_path / "root"
+    store = root / "usr/share/torcx/store"
+    for name in names:
+        pack(image_tree(tmp_path / "trees", name), name, store)
+    profiles = root / "etc/torcx/profiles"
+    profiles.mkdir(parents=True)
+    images = ", ".join(f'{{"name": "{n}", "reference": "1"}}' for n in names)
+    (profiles / "p.json").write_text(
+        f'{{"kind": "profile-manifest-v0", "value": {{"images": [{images}]}}}}')
+    (root / "etc/torcx/next-profile").write_text("p\n")
+    return root
+
+
+def test_plan_writes_units_links_dropins_and_the_apply_unit(tmp_path):
+    """Plan mode writes the image's units and .wants links into the generator folder, a
+    drop-in gating each unit on its image, and pulls in torcx-apply.service."""
+    root = fake_root(tmp_path)
+    normal, late = tmp_path / "gen", tmp_path / "late"
+    paths = torcx_paths.load(str(root), environ={})
+    assert boot.plan_generator_units(paths, str(normal), str(late)) == 0
+    assert (normal / "demo.service").read_text() == UNIT
+    assert os.readlink(normal / "multi-user.target.wants/demo.service") == "../demo.service"
+    dropin = (normal / "demo.service.d" / boot.DROPIN_NAME).read_text()
+    assert "After=torcx-apply.service" in dropin and "Wants=torcx-apply.service" in dropin
+    assert "AssertPathExists=/run/torcx/unpack/demo/.torcx/manifest.json" in dropin
+    assert "ExecStart=/usr/bin/torcx apply" in (late / boot.APPLY_UNIT).read_text()
+    assert os.readlink(late / "sysinit.target.wants" / boot.APPLY_UNIT) == "../" + \
+        boot.APPLY_UNIT
+    assert not (root / "run/torcx").exists()  # planning claims nothing: the apply does
+
+
+def test_plan_after_the_apply_writes_nothing(tmp_path):
+    """Once RUNDIR exists (a daemon-reload later in the boot) the plan leaves the output
+    empty: the applied units live in /run/systemd/system."""
+    root = fake_root(tmp_path)
+    (root / "run/torcx").mkdir(parents=True)
+    normal, late = tmp_path / "gen", tmp_path / "late"
+    normal.mkdir()
+    late.mkdir()
+    paths = torcx_paths.load(str(root), environ={})
+    assert boot.plan_generator_units(paths, str(normal), str(late)) == 0
+    assert os.listdir(normal) == [] and os.listdir(late) == []
+
+
+def test_plan_reports_a_missing_image_and_keeps_the_others(tmp_path):
+    """An image no store holds is reported (status 1); the other image's units are written."""
+    root = fake_root(tmp_path)
+    (root / "etc/torcx/profiles/p.json").write_text(
+        '{"kind": "profile-manifest-v0", "value": {"images": ['
+        '{"name": "gone", "reference": "1"}, {"name": "demo", "reference": "1"}]}}')
+    normal = tmp_path / "gen"
+    paths = torcx_paths.load(str(root), environ={})
+    assert boot.plan_generator_units(paths, str(normal), str(tmp_path / "late")) == 1
+    assert (normal / "demo.service").exists()
+
+
+@shared.needs_root
+def test_mount_namespace_detection():
+    """A process shares its own mount namespace; a child in a new one (as a sandboxed
+    generator) does not share its parent's."""
+    parent = os.getpid()
+    assert boot.in_pid1_mount_namespace(parent) is True
+    assert shared.in_mount_namespace(boot.in_pid1_mount_namespace, parent) is False
+
+
+def fake_wheel(tmp_path):
+    wheel = tmp_path / "torcx-0.1.0-cp39-abi3-linux_x86_64.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr("torcx/__init__.py", "")
+        z.writestr("torcx/cli.py", "def main():\n    return 0\n")
+        z.writestr("torcx/units/torcx-apply.service", "[Unit]\n")
+        z.writestr("torcx-0.1.0.dist-info/METADATA", "Name: torcx\n")
+        z.writestr("torcx-0.1.0.data/scripts/torcx", "#!python\n")
+    return wheel
+
+
+def test_install_boot_then_uninstall_leaves_the_root_as_it_was(tmp_path):
+    """install-boot writes the package, launcher, generator and unit; uninstall-boot removes
+    exactly those and leaves other files alone."""
+    root = tmp_path / "img"
+    (root / "usr/lib/python3/dist-packages").mkdir(parents=True)
+    (root / "usr/lib/python3/dist-packages/other.py").write_text("")
+    before = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+    installed = boot.install_boot(str(root), wheel=str(fake_wheel(tmp_path)))
+    launcher = (root / "usr/bin/torcx").read_text()
+    assert launcher.startswith("#!/usr/bin/python3 -I\n")
+    assert (root / "usr/lib/systemd/system-generators/torcx-generator").read_text() == launcher
+    assert os.access(root / "usr/lib/systemd/system-generators/torcx-generator", os.X_OK)
+    assert "ExecStart=/usr/bin/torcx apply" in \
+        (root / "usr/lib/systemd/system/torcx-apply.service").read_text()
+    assert (root / "usr/lib/python3/dist-packages/torcx/cli.py").exists()
+    assert not any(".data/" in p for p in installed)
+    boot.uninstall_boot(str(root))
+    after = sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                   if not p.is_dir() or any(p.iterdir()))
+    assert [p for p in after if not (root / p).is_dir()] == \
+        [p for p in before if not (root / p).is_dir()]
+    assert not (root / "usr/lib/python3/dist-packages/torcx").exists()
+
+
+def test_install_boot_never_replaces_a_foreign_file(tmp_path):
+    """An existing /usr/bin/torcx that install-boot did not write is refused, named."""
+    root = tmp_path / "img"
+    (root / "usr/bin").mkdir(parents=True)
+    (root / "usr/bin/torcx").write_text("#!/bin/sh\necho mine\n")
+    with pytest.raises(ConfigError, match="usr/bin/torcx exists"):
+        boot.install_boot(str(root))
+    assert (root / "usr/bin/torcx").read_text() == "#!/bin/sh\necho mine\n"
+
+
+def test_install_boot_command_line(tmp_path):
+    """`torcx install-boot --root` and `torcx uninstall-boot --root` go through the CLI."""
+    root = tmp_path / "img"
+    root.mkdir()
+    out = io.StringIO()
+    assert cli.main(["install-boot", "--root", str(root), "--generator-dir",
+                     "/etc/systemd/system-generators"], stdout=out) == 0
+    assert (root / "etc/systemd/system-generators/torcx-generator").exists()
+    assert (root / "etc/systemd/system/torcx-apply.service").exists()
+    assert cli.main(["uninstall-boot", "--root", str(root)], stdout=out) == 0
+    assert not (root / "etc/systemd/system-generators/torcx-generator").exists()
+    assert not (root / "usr/bin/torcx").exists()
