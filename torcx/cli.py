@@ -18,8 +18,10 @@ becomes one ``torcx: error: ...`` line and exit 1. ``ctx`` is a :class:`Context`
 - ``ctx.prog``: "torcx" or "torcx-generator"; ``ctx.generator``: True for the latter.
 - ``ctx.root``: the host folder given by ``--root`` ("/" by default).
 - ``ctx.paths``: the :class:`torcx.paths.Paths` (config, env, --root), loaded on
-  first access, so a handler can catch a ConfigError/SchemaError of a broken
-  config file itself. ``ctx.load_paths(os_version=...)`` reloads with ``-n``.
+  first access. ``ctx.load_paths(os_version=...)`` reloads with ``-n``. For the
+  generator and ``apply`` (``ctx.strict_paths`` False) a broken config file or
+  VERSION_ID is a warning listed in ``ctx.paths.problems`` and the defaults are
+  used; for every other command it is an error (exit 1).
 - ``ctx.log``: a :class:`torcx.log.Logger` (stderr; ``<N>`` systemd priority
   prefixes when ``ctx.generator``); ``ctx.verbosity``: its syslog level (3-7).
 - ``ctx.stdout``: where command output (JSON, summaries) goes.
@@ -71,6 +73,8 @@ class Context:
         self.stdout = stdout if stdout is not None else sys.stdout
         self.log = _log.Logger(verbosity, stream=stderr, prefix=prog,
                                priority_prefix=self.generator)
+        # Boot-time applies tolerate a broken config file (warned, defaults used).
+        self.strict_paths = not self.generator
         self._paths = None
 
     @property
@@ -84,7 +88,7 @@ class Context:
         from . import paths
 
         loaded = paths.load(self.root, environ=self.environ, os_version=os_version,
-                            log=self.log)
+                            log=self.log, strict=self.strict_paths)
         if os_version is None:
             self._paths = loaded
         return loaded
@@ -188,7 +192,7 @@ def build_parser(prog: str = "torcx"):
                    help="do everything except mounts (image builders, unprivileged tests)")
     p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     json_flag(p)
-    p.set_defaults(generator=False, output_dirs=[])
+    p.set_defaults(generator=False, output_dirs=[], strict_paths=False)
 
     p = sub(cmds, "status", _delegate("status", "main", "torcx status"),
             "what this boot applied, from which archives, and what failed")
@@ -380,6 +384,7 @@ def main(argv=None, prog: str | None = None, *, environ=None, stdout=None,
             raise UsageError("--root needs a folder")
         ctx = Context(prog=name, root=root, verbosity=verbosity, environ=environ,
                       stdout=stdout, stderr=stderr)
+        ctx.strict_paths = getattr(args, "strict_paths", ctx.strict_paths)
         status = args.handler(ctx, args)
         return 0 if status is None else int(status)
     except UsageError as e:

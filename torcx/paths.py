@@ -108,9 +108,7 @@ def _read_text(path: str) -> str | None:
     try:
         with open(path, encoding="utf-8", errors="surrogateescape") as f:
             return f.read()
-    except FileNotFoundError:
-        return None
-    except NotADirectoryError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
 
 
@@ -126,7 +124,7 @@ class Paths:
     __slots__ = (
         "root", "base_dir", "run_dir", "conf_dir", "usr", "oem", "seal_file",
         "os_version", "detected_os_version", "config_file", "config_store_paths",
-        "runtime_store_paths", "store_paths",
+        "runtime_store_paths", "store_paths", "problems",
     )
 
     def __init__(self, *, root: str = "/", base_dir: str = DEFAULT_BASE_DIR,
@@ -152,6 +150,8 @@ class Paths:
         self.runtime_store_paths = tuple(
             _absolute(p, ENV_STOREPATH) for p in runtime_store_paths)
         self.store_paths = self._store_order()
+        # Faults tolerated while loading (see load(strict=False)), one line each.
+        self.problems: list[str] = []
 
     # -- root mapping ---------------------------------------------------------
 
@@ -263,49 +263,68 @@ class Paths:
 
 
 def load(root: str = "/", *, environ: dict | None = None,
-         os_version: str | None = None, log=None) -> Paths:
+         os_version: str | None = None, log=None, strict: bool = True) -> Paths:
     """Resolve every location for ``root`` from defaults, config file and environment.
 
     ``os_version`` overrides VERSION_ID from os-release (``-n OSVER``).
     ``log`` (optional, a :class:`torcx.log.Logger`) receives debug/warning lines.
     Raises ConfigError for relative paths, SchemaError for a bad config file.
+
+    ``strict=False`` is for boot: a config file that cannot be read or is invalid,
+    and an unusable VERSION_ID, are logged as warnings, recorded in
+    ``Paths.problems`` and ignored, so a bad file in /etc cannot keep the vendor
+    addons from being applied. Environment values stay strict.
     """
     env = os.environ if environ is None else environ
     root = os.path.abspath(root or "/")
+    problems: list[str] = []
 
     def host(path: str) -> str:
         return path if root == "/" else os.path.join(root, path.lstrip("/"))
 
-    conf_dir = env.get(ENV_CONF_DIR) or DEFAULT_CONF_DIR
-    conf_dir = _absolute(conf_dir, ENV_CONF_DIR)
+    def tolerate(error: Exception, consequence: str) -> None:
+        if strict:
+            raise error
+        message = f"{_describe(error)}; {consequence}"
+        problems.append(message)
+        if log is not None:
+            log.warning(message)
+
+    conf_dir = _absolute(env.get(ENV_CONF_DIR) or DEFAULT_CONF_DIR, ENV_CONF_DIR)
     config_file = conf_dir + "/config.json"
     explicit = False
-    cmdline = _read_text(host(PROC_CMDLINE))
-    if cmdline:
-        from_cmdline = cmdline_config_path(cmdline)
+    try:
+        cmdline = _read_text(host(PROC_CMDLINE))
+        from_cmdline = cmdline_config_path(cmdline) if cmdline else None
         if from_cmdline:
             config_file = _absolute(from_cmdline, "torcx_config= on the kernel command line")
             explicit = True
+    except (OSError, ConfigError) as e:
+        tolerate(e, f"using {config_file}")
 
     values: dict = {}
     store_extra: tuple[str, ...] = ()
     used_config = None
-    text = _read_text(host(config_file))
-    if text is None:
-        if explicit and log is not None:
-            log.warning(f"config file {config_file} from the kernel command line "
-                        "does not exist, ignoring")
-    else:
-        from .schemas import parse_config_text
+    try:
+        text = _read_text(host(config_file))
+        if text is None:
+            if explicit and log is not None:
+                log.warning(f"config file {config_file} from the kernel command line "
+                            "does not exist, ignoring")
+        else:
+            from .schemas import parse_config_text
 
-        cfg = parse_config_text(text, host(config_file))
-        used_config = config_file
-        for key in ("base_dir", "run_dir", "conf_dir"):
-            value = getattr(cfg, key)
-            if value is not None:
-                values[key] = _absolute(value, f"{config_file}: {key}")
-        store_extra = tuple(
-            _absolute(p, f"{config_file}: store_paths") for p in cfg.store_paths)
+            cfg = parse_config_text(text, host(config_file))
+            for key in ("base_dir", "run_dir", "conf_dir"):
+                value = getattr(cfg, key)
+                if value is not None:
+                    values[key] = _absolute(value, f"{config_file}: {key}")
+            store_extra = tuple(
+                _absolute(p, f"{config_file}: store_paths") for p in cfg.store_paths)
+            used_config = config_file
+    except (OSError, ValueError) as e:  # SchemaError and ConfigError are ValueErrors
+        values, store_extra = {}, ()
+        tolerate(e, f"ignoring the config file {config_file}, using the defaults")
 
     for key, var in (("base_dir", ENV_BASE_DIR), ("run_dir", ENV_RUN_DIR),
                      ("conf_dir", ENV_CONF_DIR)):
@@ -317,21 +336,37 @@ def load(root: str = "/", *, environ: dict | None = None,
                     for p in split_storepath(env.get(ENV_STOREPATH, "")))
 
     detected = ""
-    release = _read_text(host(usr + "/lib/os-release"))
+    try:
+        release = _read_text(host(usr + "/lib/os-release"))
+    except OSError as e:
+        release = None
+        tolerate(e, "no versioned stores")
     if release is not None:
         detected = parse_os_release(release).get("VERSION_ID", "")
-        if "/" in detected or detected in (".", ".."):
-            raise ConfigError(f"{usr}/lib/os-release: VERSION_ID {detected!r} "
-                              "cannot name a store folder")
+        if not _usable_version(detected):
+            bad, detected = detected, ""
+            tolerate(ConfigError(f"{usr}/lib/os-release: VERSION_ID {bad!r} cannot name "
+                                 "a store folder"), "no versioned stores")
     elif log is not None:
         log.debug(f"{usr}/lib/os-release not found, no versioned stores")
     version = detected if os_version is None else os_version
-    if "/" in version or version in (".", ".."):
+    if not _usable_version(version):
         raise ConfigError(f"OS version {version!r} cannot name a store folder")
 
     paths = Paths(root=root, usr=usr, os_version=version, detected_os_version=detected,
                   config_file=used_config, config_store_paths=store_extra,
                   runtime_store_paths=runtime, **values)
+    paths.problems = problems
     if log is not None:
         log.debug(f"paths: {paths.as_dict()}")
     return paths
+
+
+def _usable_version(version: str) -> bool:
+    return "/" not in version and "\0" not in version and version not in (".", "..")
+
+
+def _describe(error: Exception) -> str:
+    if isinstance(error, OSError) and error.filename:
+        return f"{error.filename}: {error.strerror or error}"
+    return str(error)

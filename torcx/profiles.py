@@ -172,9 +172,12 @@ def select(paths, log=NULL, *, upper: str | None = None) -> Selection:
     if upper is None:
         try:
             upper = read_next_profile(paths)
-        except ConfigError as e:
-            sel.problems.append(("next-profile", str(e)))
-            log.warning(f"{e}; applying the lower profiles only")
+        except (ConfigError, OSError) as e:
+            message = str(e)
+            if isinstance(e, OSError):
+                message = f"{paths.next_profile}: {e.strerror or e}"
+            sel.problems.append(("next-profile", message))
+            log.warning(f"{message}; applying the lower profiles only")
             upper = None
     sel.wanted_upper = upper
     loaded = []

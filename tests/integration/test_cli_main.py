@@ -10,6 +10,7 @@ from clikit import VENDOR_STORE, put, torcx, torcx_process
 
 from torcx import __version__, cli
 from torcx import log as tlog
+from torcx.errors import SchemaError
 
 
 @pytest.mark.parametrize("args, fragment", [
@@ -152,3 +153,16 @@ def test_command_context_logs_plainly():
 def test_log_levels(text, level):
     """--verbose accepts level names and syslog numbers 3 to 7."""
     assert tlog.parse_level(text) == level
+
+
+def test_generator_context_tolerates_a_broken_config(tmp_path):
+    """As torcx-generator, a broken config.json is a warning and the defaults apply."""
+    put(tmp_path, "/etc/torcx/config.json", "{broken")
+    err = io.StringIO()
+    ctx = cli.Context(prog="torcx-generator", root=str(tmp_path), environ={}, stderr=err)
+    assert ctx.paths.run_dir == "/run/torcx"
+    assert ctx.paths.problems and "invalid JSON" in ctx.paths.problems[0]
+    assert err.getvalue().startswith("<4>torcx-generator: ")
+    strict = cli.Context(root=str(tmp_path), environ={}, stderr=io.StringIO())
+    with pytest.raises(SchemaError):
+        strict.load_paths()

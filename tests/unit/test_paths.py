@@ -235,3 +235,47 @@ def test_duplicate_store_is_searched_once(tmp_path):
     assert p.store_paths.count("/var/lib/torcx/store") == 1
     assert p.store_paths.count("/srv/s") == 1
     assert p.store_paths.index("/var/lib/torcx/store") < p.store_paths.index("/srv/s")
+
+
+@pytest.mark.parametrize("content", [
+    '{"kind": "torcx-config-v0", "value": {"base_dir": 1}}',
+    '{"kind": "torcx-config-v0", "value": {"base_dir": "relative"}}',
+    "{not json",
+])
+def test_lenient_load_ignores_a_broken_config_file(tmp_path, content):
+    """strict=False (boot): a bad config file is a warning and the defaults apply."""
+    config(tmp_path, {"run_dir": "/elsewhere"}, where="unused.json")
+    write(tmp_path / "etc/torcx/config.json", content)
+    stream = io.StringIO()
+    p = load(tmp_path, {"TORCX_RUNDIR": "/env-run"}, strict=False,
+             log=tlog.Logger(tlog.WARNING, stream=stream))
+    assert (p.base_dir, p.run_dir) == ("/var/lib/torcx", "/env-run")
+    assert p.config_file is None
+    assert len(p.problems) == 1 and "/etc/torcx/config.json" in p.problems[0]
+    assert "using the defaults" in stream.getvalue()
+
+
+def test_lenient_load_config_file_that_is_a_folder(tmp_path):
+    """strict=False: an unreadable config file (a folder) is tolerated; strict fails."""
+    (tmp_path / "etc/torcx/config.json").mkdir(parents=True)
+    p = load(tmp_path, strict=False)
+    assert p.base_dir == "/var/lib/torcx"
+    assert "Is a directory" in p.problems[0]
+    with pytest.raises(IsADirectoryError):
+        load(tmp_path)
+
+
+def test_lenient_load_bad_version_id(tmp_path):
+    """strict=False: an unusable VERSION_ID means no versioned stores, with a warning."""
+    write(tmp_path / "usr/lib/os-release", "VERSION_ID=a/b\n")
+    p = load(tmp_path, strict=False)
+    assert p.os_version == ""
+    assert p.store_paths == ("/usr/share/torcx/store", "/usr/share/oem/torcx/store",
+                             "/var/lib/torcx/store")
+    assert "VERSION_ID 'a/b'" in p.problems[0]
+
+
+def test_lenient_load_keeps_env_errors_fatal(tmp_path):
+    """strict=False still refuses a relative path from the environment."""
+    with pytest.raises(ConfigError):
+        load(tmp_path, {"TORCX_RUNDIR": "run"}, strict=False)

@@ -296,3 +296,12 @@ def test_read_current_from_the_seal(root):
     empty = profiles.read_current(load(root / "elsewhere"))
     assert (empty.lower_profile_names, empty.upper_profile_name, empty.profile_path) == (
         [], None, None)
+
+
+def test_select_next_profile_that_is_a_folder(root):
+    """A next-profile that cannot be read (here a folder) is reported, lowers still apply."""
+    write_profile(root, VENDOR, "vendor", [("docker", "19")])
+    (root / "etc/torcx/next-profile").mkdir(parents=True)
+    sel = profiles.select(load(root))
+    assert pairs(sel.images) == [("docker", "19")]
+    assert sel.problems == [("next-profile", "/etc/torcx/next-profile: Is a directory")]
