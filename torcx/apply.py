@@ -15,12 +15,10 @@ hold the plan, or an unpack dir that cannot be prepared, stops the run.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
 from typing import Optional
 
-from . import profiles, propagate, schemas, seal, sizing
+from . import profiles, schemas, seal, sizing
 from ._version import __version__
 from .errors import MountError, NotFound, SchemaError
 from .log import ERROR, INFO, WARNING, Logger
@@ -96,6 +94,8 @@ class Run:
     """The state and report of one apply."""
 
     def __init__(self, paths: Paths, *, mount: bool, dry_run: bool):
+        # propagate and engine are imported only when there are images: an
+        # empty profile is the boot-time common case and start-up time counts.
         self.paths = paths
         self.mount = mount
         self.dry_run = dry_run
@@ -105,7 +105,7 @@ class Run:
         self.profile_errors: list[tuple[str, str]] = []
         self.profile_warnings: list[tuple[str, str]] = []
         self.images: list[Image] = []
-        self.conflicts: list[propagate.Conflict] = []
+        self.conflicts: list = []  # propagate.Conflict
         self.need = 0
         self.tmpfs_size = 0
         self.mem_available: Optional[int] = None
@@ -225,9 +225,12 @@ def _check_memory(run: Run) -> Optional[str]:
 
 def _unpack(run: Run, unpack_host: str, log: Logger) -> None:
     """Extract every tarball in one parallel batch; loop-mount the mountable images."""
+    batch = [im for im in run.images if im.ok and not im.archive.mountable]
+    mountable = [im for im in run.images if im.ok and im.archive.mountable]
+    if not (batch or mountable):
+        return
     from . import engine  # the native engine loads only when there is work
 
-    batch = [im for im in run.images if im.ok and not im.archive.mountable]
     jobs = [engine.Job(im.archive.host_path, os.path.join(unpack_host, im.name))
             for im in batch]
     for image, result in zip(batch, engine.extract_many(jobs)):
@@ -282,6 +285,8 @@ def _read_assets(image_host: str, image_target: str) -> dict:
 
 def _plan_propagation(run: Run, unpack_host: str) -> None:
     """Read each unpacked image's manifest and list what it propagates."""
+    from . import propagate
+
     paths = run.paths
     for image in run.images:
         if not image.ok:
@@ -303,7 +308,9 @@ def _plan_propagation(run: Run, unpack_host: str) -> None:
             image.fail("manifest", f"{target}/{MANIFEST}: {e}")
 
 
-def _resolve(run: Run) -> propagate.Resolution:
+def _resolve(run: Run):
+    from . import propagate
+
     by_image = {im.name: im for im in run.images}
     res = propagate.resolve(run.paths.host, [im.entries for im in run.images if im.ok])
     run.conflicts = res.conflicts
@@ -313,6 +320,8 @@ def _resolve(run: Run) -> propagate.Resolution:
 
 
 def _propagate(run: Run) -> None:
+    from . import propagate
+
     res = _resolve(run)
     by_image = {im.name: im for im in run.images}
     outcome = propagate.execute(run.paths.host, res.entries)
@@ -329,9 +338,13 @@ def _propagate(run: Run) -> None:
 # -- seal -------------------------------------------------------------------------
 
 def _seal(run: Run, log: Logger) -> None:
+    """Run profile, seal file, read-only remount (upstream's order), then our record.
+
+    The record (RUNDIR/apply.json) comes last so that it carries the remount's
+    outcome; RUNDIR itself is not on the sealed tmpfs.
+    """
     paths, sel = run.paths, run.selection
     seal.write_run_profile(paths, sel.images)
-    seal.write_record(paths, report(run))
     seal.write_seal(paths, sel.lower, sel.upper or "", run.failed_images)
     run.sealed = True
     if run.mount:
@@ -397,16 +410,15 @@ def run(paths: Paths, log: Logger, *, mount: bool = True, dry_run: bool = False)
             return r
         _unpack(r, unpack_host, log)
     with _Phase(r, "propagate"):
-        _plan_propagation(r, unpack_host)
-        _propagate(r)
+        if any(im.ok for im in r.images):
+            _plan_propagation(r, unpack_host)
+            _propagate(r)
     if r.failed_images or r.profile_errors:
         r.status = FAILED
     with _Phase(r, "seal"):
-        r.timings["total"] = time.monotonic() - start  # provisional, for the record
         _seal(r, log)
     r.timings["total"] = time.monotonic() - start
-    if r.sealed:
-        seal.write_record(paths, report(r))  # final timings and read-only state
+    seal.write_record(paths, report(r))
     return r
 
 
@@ -416,6 +428,9 @@ def _dry_run(r: Run, log: Logger) -> None:
     This verifies every archive and shows exactly what a real run would
     propagate, without touching the target. Mountable images are not mounted.
     """
+    import shutil
+    import tempfile
+
     from . import engine
 
     tmp = tempfile.mkdtemp(prefix="torcx-dry-run-")

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import os
 import struct
-from dataclasses import dataclass
 
 GZIP_MAGIC = b"\x1f\x8b"
 XZ_MAGIC = b"\xfd7zXZ\x00"
@@ -43,13 +42,23 @@ MARGIN_BYTES = 16 << 20
 PAGE = 4096
 
 
-@dataclass(frozen=True)
 class Estimate:
-    """Bytes a tarball expands to (``need``), and whether the archive recorded it."""
+    """Bytes a tarball expands to (``need``), whether the archive recorded it, and how.
 
-    need: int
-    exact: bool
-    method: str
+    A plain class: dataclasses (~4 ms) and namedtuple (~1 ms) cost start-up time.
+    """
+
+    __slots__ = ("need", "exact", "method")
+
+    def __init__(self, need: int, exact: bool, method: str):
+        self.need, self.exact, self.method = need, exact, method
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Estimate) and (
+            (self.need, self.exact, self.method) == (other.need, other.exact, other.method))
+
+    def __repr__(self) -> str:
+        return f"Estimate(need={self.need}, exact={self.exact}, method={self.method!r})"
 
 
 def _gzip(f, size: int) -> Estimate:
