@@ -163,7 +163,7 @@ def plan_generator_units(paths, normal_dir: str, late_dir: str, log=_log.NULL) -
             continue
         try:
             units = _write_image_units(paths, archive, normal_dir, log)
-        except (TorcxError, OSError, ValueError) as e:
+        except (TorcxError, OSError, ValueError, ImportError) as e:
             log.error(f"{archive.path}: cannot read the units of {image.name}: {e}; "
                       "its units are not generated")
             failed += 1
@@ -173,8 +173,12 @@ def plan_generator_units(paths, normal_dir: str, late_dir: str, log=_log.NULL) -
 
 
 def _write_apply_unit(late_dir: str) -> None:
-    """Fallback copy of torcx-apply.service (a shipped one wins) and its sysinit link."""
-    _write_file(os.path.join(late_dir, APPLY_UNIT), apply_unit_text(LAUNCHER))
+    """Fallback copy of torcx-apply.service (a shipped one wins) and its sysinit link.
+
+    It runs torcx with this very interpreter, so it works however torcx was installed.
+    """
+    _write_file(os.path.join(late_dir, APPLY_UNIT),
+                apply_unit_text(f"{sys.executable} -I -m torcx"))
     wants = os.path.join(late_dir, "sysinit.target.wants")
     os.makedirs(wants, exist_ok=True)
     link = os.path.join(wants, APPLY_UNIT)

@@ -95,6 +95,22 @@ def _build(suite: str, root: str, key: str, log) -> None:
     log(f"built {suite} rootfs in {time.monotonic() - start:.1f} s: {root}")
 
 
+def is_ready(suite: str) -> bool:
+    return _ready(os.path.join(CACHE, suite), build_key(suite))
+
+
+def mirror_problem(suite: str) -> str | None:
+    """Why the mirror cannot serve SUITE (unreachable, no such suite), or None."""
+    import urllib.request
+
+    url = f"{mirror()}/dists/{suite}/Release"
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=15):
+            return None
+    except OSError as e:
+        return f"{url}: {e}"
+
+
 def ensure_rootfs(suite: str, log=print) -> str:
     """Return the path of the cached SUITE root folder, building it if needed."""
     if suite not in SUITES:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import os
+import sys
 import tarfile
 import zipfile
 
@@ -136,7 +137,8 @@ def test_plan_writes_units_links_dropins_and_the_apply_unit(tmp_path):
     dropin = (normal / "demo.service.d" / boot.DROPIN_NAME).read_text()
     assert "After=torcx-apply.service" in dropin and "Wants=torcx-apply.service" in dropin
     assert "AssertPathExists=/run/torcx/unpack/demo/.torcx/manifest.json" in dropin
-    assert "ExecStart=/usr/bin/torcx apply" in (late / boot.APPLY_UNIT).read_text()
+    assert f"ExecStart={sys.executable} -I -m torcx apply" in \
+        (late / boot.APPLY_UNIT).read_text()
     assert os.readlink(late / "sysinit.target.wants" / boot.APPLY_UNIT) == "../" + \
         boot.APPLY_UNIT
     assert not (root / "run/torcx").exists()  # planning claims nothing: the apply does
