@@ -28,9 +28,9 @@ OEM_PROFILE = "oem"
 LOWER_PROFILES = (VENDOR_PROFILE, OEM_PROFILE)
 
 __all__ = [
+    "CurrentState",
     "LOWER_PROFILES",
     "NAME_RE",
-    "CurrentState",
     "Selection",
     "check_name",
     "find_profile",

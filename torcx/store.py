@@ -38,10 +38,10 @@ _RANK = {"squashfs": (0, 0), "erofs": (0, 1), "tar": (1, 0), "tar.zst": (2, 0),
 _MAX_SYMLINKS = 40
 
 __all__ = [
+    "Archive",
     "DEFAULT_REFERENCE",
     "FORMATS",
     "MOUNTABLE",
-    "Archive",
     "Store",
     "archive_filename",
     "parse_archive_filename",
