@@ -110,7 +110,9 @@ def profile_set_next(ctx, args):
     name = profiles.parse_next_profile(args.profile, "NAME")
     if name is None:
         raise UsageError("set-next needs a profile name")
-    profiles.find_profile(paths, name, ctx.log)
+    source = profiles.find_profile(paths, name, ctx.log)
+    # Refuse to select a profile the next boot could not read.
+    schemas.read_profile(paths.host(source))
     profiles.write_next_profile(paths, name)
     ctx.log.info(f"profile {name} selected for the next boot")
 

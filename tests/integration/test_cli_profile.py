@@ -194,6 +194,16 @@ def test_set_next_unknown_profile_fails(tmp_path):
     assert (tmp_path / "etc/torcx/next-profile").read_text() == "old\n"
 
 
+def test_set_next_refuses_a_broken_profile(tmp_path):
+    """set-next of a profile that does not parse fails and keeps the old selection."""
+    put(tmp_path, f"{USER_PROFILES}/broken.json", '{"kind": "profile-manifest-v0"}')
+    put(tmp_path, "/etc/torcx/next-profile", "old\n")
+    r = torcx(tmp_path, "profile", "set-next", "broken")
+    assert r.status == 1
+    assert "broken.json: $.value: missing required field" in r.err
+    assert (tmp_path / "etc/torcx/next-profile").read_text() == "old\n"
+
+
 def test_set_next_needs_a_name(tmp_path):
     """set-next without NAME is a usage error."""
     assert torcx(tmp_path, "profile", "set-next").status == 2
