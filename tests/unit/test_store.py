@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import io
 import os
+import pathlib
+import tempfile
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from torcx import log as tlog
 from torcx import paths as tpaths
 from torcx.errors import NotFound
-from torcx.store import Store, archive_filename, parse_archive_filename
+from torcx.store import FORMATS, Store, archive_filename, parse_archive_filename
 
 VENDOR = "/usr/share/torcx/store"
 USER = "/var/lib/torcx/store"
@@ -188,3 +192,29 @@ def test_archives_filter_by_name_and_sorted(tmp_path):
     assert [(a.name, a.reference, a.format) for a in store.archives("a")] == [
         ("a", "1", "squashfs"), ("a", "2", "tgz")]
     assert len(store.all_archives()) == 4
+
+
+STORES = [VENDOR, "/usr/share/oem/torcx/store", USER, "/srv/runtime"]
+placements = st.sets(st.tuples(st.integers(0, len(STORES) - 1), st.sampled_from(FORMATS)),
+                     min_size=1, max_size=8)
+
+
+@settings(max_examples=60, deadline=None)
+@given(placements)
+def test_winner_follows_the_precedence_rules(placed):
+    """Mountable if any; else the fastest tarball; then the earliest store with that format."""
+    with tempfile.TemporaryDirectory() as d:
+        root = pathlib.Path(d)
+        for index, fmt in placed:
+            put(root, STORES[index], f"docker:1.torcx.{fmt}")
+        found = make_store(root, {"TORCX_STOREPATH": STORES[3]}).lookup("docker", "1")
+    formats = {fmt for _, fmt in placed}
+    mountable = formats & {"squashfs", "erofs"}
+    if mountable:
+        assert found.mountable
+        first = min(i for i, fmt in placed if fmt in mountable)
+        assert found.store == STORES[first]
+    else:
+        fastest = next(f for f in ("tar", "tar.zst", "tgz", "tar.xz") if f in formats)
+        assert found.format == fastest
+        assert found.store == STORES[min(i for i, fmt in placed if fmt == fastest)]
