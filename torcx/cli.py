@@ -2,7 +2,7 @@
 """The command line: ``torcx`` and ``torcx-generator`` (multicall on argv[0]).
 
 ``torcx-generator`` is what systemd runs at boot: it takes no flags, ignores the
-three output folders systemd passes, and applies (``torcx.apply.main``). Every
+three output folders systemd passes, and applies (through ``torcx.boot``). Every
 other name is ``torcx COMMAND``; global options ``--root DIR`` and
 ``--verbose=LEVEL`` may appear before or after the command words.
 
@@ -29,9 +29,10 @@ becomes one ``torcx: error: ...`` line and exit 1. ``ctx`` is a :class:`Context`
 
 Hooks: the generator calls ``torcx.boot.generator_main(ctx, args)``, which applies
 through ``torcx.apply.main`` unless it runs sandboxed (then it only plans the
-units; see torcx/boot.py). ``apply`` and the generator call ``torcx.apply.main(ctx, args)`` with
-``args.no_mount``, ``args.dry_run``, ``args.json``, ``args.generator`` (and, for
-the generator, ``args.output_dirs``); ``status`` calls ``torcx.status.main``;
+units; see torcx/boot.py). ``torcx apply`` calls ``torcx.apply.main(ctx, args)``.
+Both pass ``args.no_mount``, ``args.dry_run``, ``args.json``, ``args.generator``
+and ``args.output_dirs`` (systemd's folders; empty for ``torcx apply``).
+``status`` calls ``torcx.status.main``;
 ``image pack|inspect|verify`` call ``torcx.pack.cmd_*``; ``profile populate``
 and ``remote list|contents`` call ``torcx.remote.cmd_*``; ``profile check
 --remote-only`` calls ``torcx.remote.check_remote(ctx, images, os_version)``.
