@@ -84,7 +84,7 @@ class Image:
                 "bytes": self.estimate.need, "exact": self.estimate.exact,
                 "method": self.estimate.method},
             "unpack": self.unpack,
-            "propagated": [e.to_json() for e in (self.created or self.entries)],
+            "propagated": [e.to_json() for e in self.created],
             "not_overwritten": [e.to_json() for e in self.existing],
         }
         return d
@@ -309,6 +309,7 @@ def _plan_propagation(run: Run, unpack_host: str) -> None:
 
 
 def _resolve(run: Run):
+    """Order all images' entries; in a dry run what would be created counts as created."""
     from . import propagate
 
     by_image = {im.name: im for im in run.images}
@@ -316,6 +317,9 @@ def _resolve(run: Run):
     run.conflicts = res.conflicts
     for entry in res.existing:
         by_image[entry.image].existing.append(entry)
+    if run.dry_run:
+        for entry in res.entries:
+            by_image[entry.image].created.append(entry)
     return res
 
 
@@ -494,7 +498,7 @@ def image_line(image: Image) -> tuple[int, str]:
         if "seconds" in u:
             how += f" in {_ms(u['seconds'])}"
     verb = "would be" if image.status == PLANNED else ""
-    links = len(image.created or image.entries)
+    links = len(image.created)
     tail = f"; {links} propagated" if links else ""
     if image.existing:
         tail += f", {len(image.existing)} left alone (already present)"
@@ -554,7 +558,7 @@ def human(r: Run) -> str:
                       IMAGE_FAILED: "FAIL"}[image.status]
             out.append(f"  {status:5} {image_line(image)[1][len('image '):]}")
             if r.dry_run:
-                for e in image.entries:
+                for e in image.created:
                     arrow = f"-> {e.link}" if e.link else f"<- {e.source}"
                     out.append(f"          {e.kind:10} {e.action:7} {e.dest} {arrow}")
         for c in r.conflicts:
