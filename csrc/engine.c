@@ -827,11 +827,11 @@ static int do_entry(struct job *j, struct archive_entry *e) {
     char path[4096];
     if (normalize(j, raw, path, sizeof(path)) < 0)
         return -1;
+    mode_t type = archive_entry_filetype(e);
+    if (!*path && (type != AE_IFDIR || archive_entry_hardlink(e)))
+        return job_fail(j, TORCX_E_UNSAFE, 0, "entry replaces the image root");
     if (archive_entry_hardlink(e))
         return do_hardlink(j, e, path);
-    mode_t type = archive_entry_filetype(e);
-    if (!*path && type != AE_IFDIR)
-        return job_fail(j, TORCX_E_UNSAFE, 0, "entry replaces the image root");
     switch (type) {
     case AE_IFREG:
         return do_file(j, e, path);
@@ -894,7 +894,7 @@ static int apply_fixups(struct job *j) {
             }
         }
         if (dfd < 0) {
-            if (errno == ENOENT || errno == ENOTDIR)
+            if (errno == ENOENT || errno == ENOTDIR || errno == ELOOP)
                 continue; /* replaced by a later non-folder entry */
             return job_fail(j, TORCX_E_OS, errno, "cannot open folder %s", f->path);
         }
@@ -1184,21 +1184,35 @@ struct batch {
     const struct torcx_job *jobs;
     struct torcx_result *results;
     size_t n;
+    size_t *order; /* job indexes, largest archive first */
+    off_t *sizes;
+    unsigned threads;
     atomic_size_t next;
     atomic_int failed;
-    bool threaded_source;
 };
 
 static void *worker(void *arg) {
     struct batch *b = arg;
     for (;;) {
-        size_t i = atomic_fetch_add(&b->next, 1);
-        if (i >= b->n)
+        size_t k = atomic_fetch_add(&b->next, 1);
+        if (k >= b->n)
             return NULL;
-        run_job(&b->jobs[i], &b->results[i], b->threaded_source);
+        size_t i = b->order[k];
+        /* Once fewer jobs remain than threads, cores would idle: let this
+         * job decode on a thread of its own, ahead of its writes. */
+        bool threaded = b->n - k < b->threads;
+        run_job(&b->jobs[i], &b->results[i], threaded);
         if (b->results[i].code != TORCX_OK)
             atomic_fetch_add(&b->failed, 1);
     }
+}
+
+static int cmp_size_desc(const void *a, const void *b, void *sizes_arg) {
+    const off_t *sizes = sizes_arg;
+    off_t sa = sizes[*(const size_t *)a], sb = sizes[*(const size_t *)b];
+    if (sa != sb)
+        return sa < sb ? 1 : -1;
+    return *(const size_t *)a < *(const size_t *)b ? -1 : 1;
 }
 
 const char *torcx_version(void) { return TORCX_VERSION; }
@@ -1214,15 +1228,26 @@ int torcx_extract_batch(const struct torcx_job *jobs, struct torcx_result *resul
         threads = c > 0 ? (unsigned)c : 1;
     }
     unsigned workers = threads < n ? threads : (unsigned)n;
-    struct batch b = {.jobs = jobs, .results = results, .n = n};
+    struct batch b = {.jobs = jobs, .results = results, .n = n, .threads = threads};
     atomic_init(&b.next, 0);
     atomic_init(&b.failed, 0);
-    /* Spare cores decode ahead of the writers. */
-    b.threaded_source = threads >= 2 * workers;
 
+    /* Largest first, so the batch does not end waiting on one big job. */
+    b.order = calloc(n, sizeof(*b.order));
+    b.sizes = calloc(n, sizeof(*b.sizes));
     pthread_t *tids = calloc(workers, sizeof(*tids));
-    if (!tids)
+    if (!b.order || !b.sizes || !tids) {
+        free(b.order);
+        free(b.sizes);
+        free(tids);
         return -ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct stat st;
+        b.order[i] = i;
+        b.sizes[i] = jobs[i].archive && stat(jobs[i].archive, &st) == 0 ? st.st_size : 0;
+    }
+    qsort_r(b.order, n, sizeof(*b.order), cmp_size_desc, b.sizes);
     unsigned started = 0;
     for (unsigned i = 1; i < workers; i++) { /* the caller is worker 0 */
         if (pthread_create(&tids[i], NULL, worker, &b) != 0)
@@ -1233,5 +1258,7 @@ int torcx_extract_batch(const struct torcx_job *jobs, struct torcx_result *resul
     for (unsigned i = 1; i <= started; i++)
         pthread_join(tids[i], NULL);
     free(tids);
+    free(b.order);
+    free(b.sizes);
     return atomic_load(&b.failed);
 }
