@@ -378,6 +378,8 @@ def run(paths: Paths, log: Logger, *, mount: bool = True, dry_run: bool = False)
         plan(r, log)
     if dry_run:
         r.status = DRY_RUN
+        if os.path.lexists(run_host):
+            r.error = f"{paths.run_dir} exists: a real apply would do nothing this boot"
         _dry_run(r, log)
         r.timings["total"] = time.monotonic() - start
         return r
@@ -519,7 +521,8 @@ def summary_line(r: Run) -> tuple[int, str]:
         return ERROR, f"apply aborted, nothing applied: {r.error} ({total})"
     what = f"profiles [{profiles_text}]: {n - len(failed)}/{n} images"
     if r.status == DRY_RUN:
-        return INFO, f"dry run, nothing changed; {what} would apply ({total})"
+        note = f"; note: {r.error}" if r.error else ""
+        return INFO, f"dry run, nothing changed; {what} would apply{note} ({total})"
     if r.status == FAILED:
         bad = ", ".join(failed) or "none"
         why = f"failed images: {bad}"

@@ -144,3 +144,15 @@ def test_status_after_apply_names_archives(root):
     assert value["state"] == "applied"
     assert [(i["name"], i["archive"], i["status"]) for i in value["images"]] == [
         ("hello", "/usr/share/torcx/store/hello:1.torcx.tgz", "ok")]
+
+
+def test_dry_run_after_apply_says_a_real_run_would_do_nothing(root):
+    """--dry-run in a boot that already applied still plans, and notes RUNDIR exists."""
+    root.add_hello()
+    root.profile("vendor", [("hello", "1")])
+    assert apply_json(root.path)[0] == 0
+    before = tree(root.path)
+    res = torcx(root.path, "apply", "--dry-run")
+    assert res.code == 0
+    assert "/run/torcx exists: a real apply would do nothing" in res.out
+    assert tree(root.path) == before
