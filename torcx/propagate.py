@@ -158,10 +158,27 @@ class _Image:
         return self.target + host[len(self.real):]
 
 
+def _bin_folder(img: _Image, asset: str, host: str):
+    """The folder to walk for bin ``asset``, or None to link the asset itself.
+
+    A symlink is walked only when it resolves to a folder inside the image; a
+    link to anything else (an absolute path of the booted system, say) is
+    linked as it is, like upstream.
+    """
+    if not os.path.islink(host):
+        return host if os.path.isdir(host) else None
+    try:
+        real = img.locate(asset, follow=True)
+    except AssetError:
+        return None
+    return real if os.path.isdir(real) else None
+
+
 def _plan_bin(img: _Image, asset: str, bindir: str) -> list[Entry]:
     host = img.locate(asset, follow=False)
-    if os.path.isdir(host):  # follows a symlinked folder, confined by locate
-        host = img.locate(asset, follow=True)
+    folder = _bin_folder(img, asset, host)
+    if folder is not None:
+        host = folder
         found = []
         for top, dirs, files in os.walk(host):
             dirs.sort()

@@ -178,3 +178,22 @@ def test_dotdot_cannot_climb_out(root):
     write(f"{root}/x", "outside")
     with pytest.raises(AssetError, match="no such file in the image"):
         plan(root, "img", {"tmpfiles": ["/../../x"]})
+
+
+def test_bin_absolute_symlink_is_linked_not_followed(root):
+    """A bin that is a symlink to a system path is linked as it is, never resolved on the host."""
+    host, _ = make_image(root, "alias")
+    os.makedirs(f"{host}/bin")
+    os.symlink("/usr/bin", f"{host}/bin/tool")  # a folder on the host: must not be walked
+    entries = plan(root, "alias", {"bin": ["/bin/tool"]})
+    assert [(e.dest, e.link) for e in entries] == [
+        (f"{BINDIR}/tool", f"{UNPACK}/alias/bin/tool")]
+
+
+def test_bin_symlinked_folder_inside_image_is_walked(root):
+    """A bin entry that is a relative symlink to a folder of the image is walked."""
+    host, _ = make_image(root, "lay")
+    write(f"{host}/usr/bin/x", mode=0o755)
+    os.symlink("usr/bin", f"{host}/bin")
+    entries = plan(root, "lay", {"bin": ["/bin"]})
+    assert [(e.dest, e.link) for e in entries] == [(f"{BINDIR}/x", f"{UNPACK}/lay/usr/bin/x")]
