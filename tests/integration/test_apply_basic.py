@@ -156,3 +156,16 @@ def test_dry_run_after_apply_says_a_real_run_would_do_nothing(root):
     assert res.code == 0
     assert "/run/torcx exists: a real apply would do nothing" in res.out
     assert tree(root.path) == before
+
+
+def test_run_profile_keeps_remotes_as_v1(root):
+    """An upper profile naming a remote gives a profile-manifest-v1 run profile with it."""
+    root.add_hello()
+    root.raw_profile("user", json.dumps({"kind": "profile-manifest-v1", "value": {"images": [
+        {"name": "hello", "reference": "1", "remote": "com.example"}]}}))
+    root.next_profile("user")
+    assert apply_json(root.path)[0] == 0
+    with open(root.host("/run/torcx/profile.json")) as f:
+        doc = json.load(f)
+    assert doc == {"kind": "profile-manifest-v1", "value": {"images": [
+        {"name": "hello", "reference": "1", "remote": "com.example"}]}}
