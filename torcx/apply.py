@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Optional
 
 from . import profiles, schemas, seal, sizing
 from ._version import __version__
@@ -56,7 +55,7 @@ class Image:
         self.stage = ""   # phase that failed: lookup, unpack, manifest, propagate
         self.error = ""
         self.archive = None  # torcx.store.Archive
-        self.estimate: Optional[sizing.Estimate] = None
+        self.estimate: sizing.Estimate | None = None
         self.unpack: dict = {}
         self.entries: list = []  # planned propagate.Entry
         self.created: list = []
@@ -101,14 +100,14 @@ class Run:
         self.dry_run = dry_run
         self.status = APPLIED
         self.error = ""
-        self.selection: Optional[profiles.Selection] = None
+        self.selection: profiles.Selection | None = None
         self.profile_errors: list[tuple[str, str]] = []
         self.profile_warnings: list[tuple[str, str]] = []
         self.images: list[Image] = []
         self.conflicts: list = []  # propagate.Conflict
         self.need = 0
         self.tmpfs_size = 0
-        self.mem_available: Optional[int] = None
+        self.mem_available: int | None = None
         self.tmpfs_mounted = False
         self.read_only = False
         self.sealed = False
@@ -212,7 +211,7 @@ def plan(run: Run, log: Logger) -> None:
     run.tmpfs_size = sizing.tmpfs_size(run.need)
 
 
-def _check_memory(run: Run) -> Optional[str]:
+def _check_memory(run: Run) -> str | None:
     """Why the machine cannot hold the plan, or None if it can (or cannot tell)."""
     run.mem_available = sizing.mem_available()
     if run.mem_available is not None and run.need > run.mem_available:
@@ -554,7 +553,7 @@ def human(r: Run) -> str:
                    f"{sel.upper or '(none)'}")
         for name, message in r.profile_errors:
             out.append(f"  error: profile {name}: {message}")
-        for name, message in r.profile_warnings:
+        for _name, message in r.profile_warnings:
             out.append(f"  warning: {message}")
         for image in r.images:
             status = {OK: "ok", PLANNED: "plan", SKIPPED: "skip",

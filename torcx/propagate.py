@@ -18,8 +18,8 @@ from __future__ import annotations
 import os
 import posixpath
 import stat
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence, Union
 
 # Destination folder (target path) of each manifest key other than "bin".
 UNIT_DIRS = {
@@ -37,11 +37,11 @@ COPY = "copy"        # a unit-like file, copied
 MKDIR = "mkdir"      # a unit-like directory (e.g. multi-user.target.wants), recreated
 LINK = "link"        # a symlink inside such a directory, copied as a link
 
-COPY_MODE = 0o644
+COPY_MODE = 0o644  # as upstream: propagated configuration is plain readable data
 
-# Maps a target path to where it lives here (torcx.paths.Paths.host: the --root
-# prefix), or the root folder itself as a string.
-HostMap = Union[Callable[[str], str], str]
+# ``host`` arguments map a target path to where it lives here: a function
+# (torcx.paths.Paths.host, the --root prefix) or the root folder as a string.
+HostMap = "Callable[[str], str] | str"
 
 
 def _host_fn(host: HostMap) -> Callable[[str], str]:
@@ -50,7 +50,7 @@ def _host_fn(host: HostMap) -> Callable[[str], str]:
     root = host
     if not root or root == "/":
         return lambda target: target
-    return lambda target: os.path.join(root, target.lstrip("/"))  # as upstream: propagated configuration is plain readable data
+    return lambda target: os.path.join(root, target.lstrip("/"))
 
 
 class AssetError(ValueError):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from . import schemas
 from .paths import Paths
@@ -100,7 +100,7 @@ def write_seal(paths: Paths, lower: Sequence[str], upper: str,
     return _write(paths, paths.seal_file, text, 0o644)
 
 
-def read_seal(paths: Paths) -> Optional[dict[str, str]]:
+def read_seal(paths: Paths) -> dict[str, str] | None:
     """The seal file's keys and values, or None when this boot has no seal."""
     try:
         with open(paths.host(paths.seal_file), encoding="utf-8",
@@ -121,7 +121,7 @@ def write_record(paths: Paths, report: dict) -> str:
                   schemas.dumps({"kind": RECORD_KIND, "value": report}), 0o644)
 
 
-def read_record(paths: Paths) -> Optional[dict]:
+def read_record(paths: Paths) -> dict | None:
     """The apply report written by this boot's apply, None if absent.
 
     Raises ValueError (json.JSONDecodeError) for a damaged record, which the

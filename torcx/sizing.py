@@ -176,7 +176,8 @@ def estimate(path: str) -> Estimate:
             if len(magic) >= 4 and struct.unpack("<I", magic[:4])[0] == ZSTD_MAGIC:
                 return _zstd(f, size)
         except (ValueError, struct.error):
-            return Estimate(size * FALLBACK_RATIO, False, "compressed size x10 (unreadable framing)")
+            return Estimate(size * FALLBACK_RATIO, False,
+                            "compressed size x10 (unreadable framing)")
         f.seek(257)
         if f.read(5) == b"ustar":  # uncompressed tar (ustar, pax or GNU header)
             return Estimate(size, True, "tar size")

@@ -77,7 +77,7 @@ def generator(path):
 
 @needs_root
 def test_generator_logs_priorities_and_keeps_a_copy(root):
-    """As torcx-generator: <N>-prefixed lines per image and a timed summary, also in generator.log."""
+    """As torcx-generator: <N>-prefixed lines per image, a timed summary, a generator.log copy."""
     root.add_hello()
     root.profile("vendor", [("hello", "1"), ("ghost", "2")])
     code, err = in_mount_namespace(generator, root.path)

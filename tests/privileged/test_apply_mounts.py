@@ -142,7 +142,7 @@ def test_plan_larger_than_memory_is_refused_before_any_work(root):
 
 
 def test_image_outgrowing_its_estimate_fails_cleanly(root):
-    """An image larger than the tmpfs (lz4: size not recorded) fails alone with ENOSPC, no debris."""
+    """An image outgrowing the tmpfs (lz4 records no size) fails alone with ENOSPC, no debris."""
     if subprocess.run(["which", "lz4"], capture_output=True).returncode != 0:
         pytest.skip("lz4 not installed")
     src = os.path.join(root.work, "bomb")
