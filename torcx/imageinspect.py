@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 from . import digestlist, mountns, schemas
-from .errors import CorruptArchive, SchemaError
+from .errors import CorruptArchive, MountError, SchemaError
 
 MANIFEST = ".torcx/manifest.json"
 DIGESTS = digestlist.DIGESTS_PATH.decode()
@@ -308,8 +308,10 @@ def _erofs_superblock(path: str, report: Report) -> Report:
     if proc.returncode != 0:
         raise CorruptArchive(f"dump.erofs: {proc.stdout.decode(errors='replace').strip()}",
                              filename=path)
-    report.note = ("the content summary of an erofs image needs root: it is read by mounting "
-                   "the image read-only in a private mount namespace")
+    for line in proc.stdout.decode(errors="replace").splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "Filesystem inode count" and value.strip().isdigit():
+            report.entries = int(value)  # inodes: hard links count once, the root too
     return report
 
 
@@ -319,8 +321,17 @@ def inspect_archive(path: str, store: Optional[str] = None) -> Report:
     report = Report(path=path, format=fmt, packed_bytes=os.path.getsize(path), store=store)
     if fmt in TAR_FORMATS:
         return inspect_tar(path, report)
+    why = "not root"
     if mountns.can_mount():
-        return mountns.with_mounted_image(path, fmt, summarize_tree, report)
+        try:
+            return mountns.with_mounted_image(path, fmt, summarize_tree, report)
+        except MountError as e:  # e.g. no loop devices in a container: list it instead
+            why = f"mounting failed: {e.strerror or e}"
     if fmt == "squashfs":
-        return _unsquashfs_listing(path, report)
-    return _erofs_superblock(path, report)
+        report = _unsquashfs_listing(path, report)
+        report.note = f"listed with unsquashfs ({why})"
+        return report
+    report = _erofs_superblock(path, report)
+    report.note = (f"{why}: the content summary of an erofs image is read by mounting it "
+                   "read-only in a private mount namespace, which needs root")
+    return report

@@ -180,3 +180,24 @@ def mounted_snapshot(image: str, fstype: str) -> dict:
             os.rmdir(mnt)
 
     return in_mount_namespace(inner)
+
+
+def as_nobody(fn, *args) -> str:
+    """Run ``fn(*args)`` in a forked child with uid/gid 65534; its text result or error."""
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        os.close(rfd)
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            text = f"returned {fn(*args)!r}"
+        except BaseException as e:  # noqa: BLE001 - reported to the parent
+            text = f"{type(e).__name__}: {e}"
+        os.write(wfd, text.encode())
+        os._exit(0)
+    os.close(wfd)
+    with os.fdopen(rfd, "rb") as r:
+        text = r.read().decode()
+    os.waitpid(pid, 0)
+    return text

@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import ast
 import os
+import shutil
 import subprocess
+import tempfile
 
 import pytest
-from packkit import MANIFEST, build_rootfs, is_root, needs_root
+from packkit import MANIFEST, as_nobody, build_rootfs, is_root, needs_root
 
 from torcx import imageinspect
 from torcx.errors import CorruptArchive
@@ -104,3 +107,29 @@ def test_truncated_archive_is_corrupt(archives, tmp_path):
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(CorruptArchive, match="cut.tgz"):
         inspect_archive(str(path))
+
+
+def _summary(path):
+    r = inspect_archive(path)
+    return r.format, r.note, r.entries, r.manifest is not None, r.types
+
+
+@needs_root
+@pytest.mark.parametrize("fmt", ["squashfs", "erofs"])
+def test_file_system_image_as_non_root(rootfs, fmt):
+    """Without root: squashfs is listed with unsquashfs, erofs says why it has no summary."""
+    folder = tempfile.mkdtemp(prefix="torcx-inspect-")
+    try:
+        os.chmod(folder, 0o755)
+        archive = pack_image(str(rootfs), "tool", "1", folder, fmt=fmt).path
+        text = as_nobody(_summary, archive)
+        assert text.startswith("returned "), text
+        got_fmt, note, entries, has_manifest, types = ast.literal_eval(text[len("returned "):])
+        assert got_fmt == fmt and entries > 20
+        if fmt == "squashfs":
+            assert note == "listed with unsquashfs (not root)"
+            assert has_manifest and types["file"] > 20
+        else:
+            assert "needs root" in note and not has_manifest
+    finally:
+        shutil.rmtree(folder)

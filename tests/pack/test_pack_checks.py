@@ -229,3 +229,28 @@ def test_the_full_example_manifest_is_valid(tmp_path):
 def test_unit_names_follow_systemd(name, valid):
     """Unit file names are checked like systemd's unit_name_is_valid."""
     assert is_valid_unit_name(name) is valid
+
+
+def test_output_folder_inside_the_image_is_refused(tmp_path):
+    """A store inside ROOTFS would be packed into itself: refused, nothing written."""
+    root = minimal_image(tmp_path / "rootfs")
+    with pytest.raises(InvalidImage, match="output folder is inside"):
+        pack_image(str(root), "tool", "1", str(root / "store"))
+    assert not (root / "store").exists()
+
+
+def test_file_changed_between_the_passes_fails(tmp_path):
+    """A file that changes after its digest was taken fails the pack, naming the file."""
+    from torcx.errors import PackError
+    from torcx.pack import FORMATS, archive_order, compute_digests, scan_tree, write_tar
+
+    root = minimal_image(tmp_path / "rootfs")
+    nodes, problems = scan_tree(str(root))
+    assert problems == []
+    digests, _ = compute_digests(str(root), nodes)
+    (root / "lib/tool.service").write_bytes(b"[Service]\n")  # same size...
+    (root / "lib/tool.service").write_bytes(b"[Sorvice]\n")  # ...other content
+    with open(tmp_path / "out.tar", "wb") as out, pytest.raises(PackError) as info:
+        write_tar(out.fileno(), str(root), archive_order(nodes), digests, FORMATS["tar"],
+                  level=None, threads=1, epoch=None, keep_owner=False)
+    assert "lib/tool.service: changed while packing" in str(info.value)

@@ -94,3 +94,23 @@ def test_pack_reports_sizes_and_digests_of_the_written_file(rootfs, tmp_path):
                     os.path.join(top, name)):
                 inodes[st.st_ino] = st.st_size
     assert result.unpacked_bytes == sum(inodes.values())
+
+
+@needs_root
+def test_staging_across_file_systems_copies_with_metadata(rootfs, tmp_path):
+    """With the store on another file system (no hard links) the staged copies keep
+    modes, setuid bits, hard links and xattrs (file capabilities too)."""
+    import shutil
+    import tempfile
+
+    root, before = rootfs
+    if os.stat("/dev/shm").st_dev == os.stat(root).st_dev:
+        pytest.skip("/dev/shm is on the same file system as the test folder")
+    store = tempfile.mkdtemp(prefix="torcx-pack-xdev-", dir="/dev/shm")
+    try:
+        result = pack_image(str(root), "tool", "1.0", store, fmt="squashfs", epoch=EPOCH)
+        mounted = mounted_snapshot(result.path, "squashfs")
+    finally:
+        shutil.rmtree(store)
+    mounted.pop("<root>")
+    assert mounted == expected_after_pack(before, "squashfs", EPOCH)

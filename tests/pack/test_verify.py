@@ -11,7 +11,7 @@ import tempfile
 
 import pytest
 import xxhash
-from packkit import ALL_FORMATS, FS_FORMATS, is_root, needs_root, write
+from packkit import ALL_FORMATS, FS_FORMATS, as_nobody, is_root, needs_root, write
 
 from torcx.errors import ConfigError, CorruptArchive, DigestMismatch
 from torcx.imageverify import parse_pin, verify_archive
@@ -124,27 +124,6 @@ def test_not_an_archive_is_corrupt(tmp_path):
         verify_archive(str(path))
 
 
-def _as_nobody(fn, *args) -> str:
-    """Run ``fn(*args)`` in a forked child with uid/gid 65534; its text result or error."""
-    rfd, wfd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        os.close(rfd)
-        try:
-            os.setgid(65534)
-            os.setuid(65534)
-            text = f"returned {fn(*args)!r}"
-        except BaseException as e:  # noqa: BLE001 - reported to the parent
-            text = f"{type(e).__name__}: {e}"
-        os.write(wfd, text.encode())
-        os._exit(0)
-    os.close(wfd)
-    with os.fdopen(rfd, "rb") as r:
-        text = r.read().decode()
-    os.waitpid(pid, 0)
-    return text
-
-
 @needs_root
 def test_file_system_image_as_non_root_says_why_it_cannot(image):
     """Without root a squashfs image is not verified, and the message says it needs root."""
@@ -152,7 +131,7 @@ def test_file_system_image_as_non_root_says_why_it_cannot(image):
     try:
         os.chmod(folder, 0o755)
         result = pack_image(str(image), "tool", "1", folder, fmt="squashfs")
-        text = _as_nobody(verify_archive, result.path)
+        text = as_nobody(verify_archive, result.path)
         assert text.startswith("MountError:"), text
         assert "needs root" in text
     finally:
