@@ -168,3 +168,20 @@ def test_image_outgrowing_its_estimate_fails_cleanly(root):
     assert "space" in bomb["error"].lower()
     assert hello["status"] == "ok"
     assert left == ["hello"]
+
+
+def test_corrupt_squashfs_fails_alone(root):
+    """A squashfs that cannot be mounted fails alone; no mount or loop device is left."""
+    archive = root.add_image("sq", "1", "squashfs", files={"f": "x"})
+    with open(archive, "r+b") as f:
+        f.write(b"\0" * 4096)  # wipe the superblock
+    root.add_hello()
+    root.profile("vendor", [("sq", "1"), ("hello", "1")])
+    probe = in_mount_namespace(_apply_and_probe, root.path)
+    assert probe["code"] == 1
+    sq, hello = probe["report"]["images"]
+    assert (sq["status"], sq["stage"]) == ("failed", "unpack")
+    assert "sq:1.torcx.squashfs" in sq["error"]
+    assert hello["status"] == "ok"
+    assert [p.rsplit("/", 1)[-1] for p, _, _ in probe["mounts"]] == ["unpack"]
+    assert loops_backed_by(root.path) == []
