@@ -536,6 +536,8 @@ def summary_line(r: Run) -> tuple[int, str]:
 def log_lines(r: Run) -> list[tuple[int, str]]:
     """Every generator line: profile problems, one per image, conflicts, summary."""
     lines: list[tuple[int, str]] = []
+    if r.status in (ALREADY, REFUSED):
+        return [summary_line(r)]  # nothing was attempted: no per-image lines
     for name, message in r.profile_errors:
         lines.append((ERROR, f"profile {name} not applied: {message}"))
     lines.extend(image_line(im) for im in r.images)
