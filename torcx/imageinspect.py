@@ -14,7 +14,6 @@ import posixpath
 import stat
 import subprocess
 from dataclasses import asdict, dataclass, field
-from typing import Optional
 
 from . import digestlist, mountns, schemas
 from .errors import CorruptArchive, MountError, SchemaError
@@ -55,18 +54,18 @@ class Report:
     path: str
     format: str
     packed_bytes: int
-    store: Optional[str] = None
+    store: str | None = None
     unpacked_bytes: int = 0
     entries: int = 0
     types: dict = field(default_factory=dict)
-    manifest: Optional[dict] = None
-    manifest_error: Optional[str] = None
+    manifest: dict | None = None
+    manifest_error: str | None = None
     digests: dict = field(default_factory=lambda: {"present": False})
     largest: list = field(default_factory=list)
     setuid: list = field(default_factory=list)
     devices: list = field(default_factory=list)
     outside_links: list = field(default_factory=list)
-    note: Optional[str] = None
+    note: str | None = None
 
     def to_json(self) -> dict:
         return {"kind": "torcx-image-inspect-v0", "value": asdict(self)}
@@ -238,7 +237,7 @@ def summarize_tree(root: str, report: Report) -> Report:
 def _unsquashfs_listing(path: str, report: Report) -> Report:
     """Summary from ``unsquashfs -lln`` (no root needed)."""
     proc = subprocess.run(["unsquashfs", "-lln", "-d", "", path], stdin=subprocess.DEVNULL,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                          capture_output=True)
     if proc.returncode != 0:
         raise CorruptArchive(f"unsquashfs: {proc.stderr.decode(errors='replace').strip()}",
                              filename=path)
@@ -315,7 +314,7 @@ def _erofs_superblock(path: str, report: Report) -> Report:
     return report
 
 
-def inspect_archive(path: str, store: Optional[str] = None) -> Report:
+def inspect_archive(path: str, store: str | None = None) -> Report:
     """Inspect the archive file at ``path`` (``store``: which store it was found in)."""
     fmt = detect_format(path)
     report = Report(path=path, format=fmt, packed_bytes=os.path.getsize(path), store=store)

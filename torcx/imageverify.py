@@ -15,7 +15,6 @@ import os
 import re
 import stat
 from dataclasses import dataclass
-from typing import Optional
 
 import xxhash
 
@@ -96,7 +95,7 @@ def _check_mounted(mnt: str, archive: str) -> int:
     return len(files)
 
 
-def verify_archive(path: str, digest: Optional[str] = None) -> Verdict:
+def verify_archive(path: str, digest: str | None = None) -> Verdict:
     """Verify the archive at ``path``; raise DigestMismatch/CorruptArchive/... naming the fault."""
     pin = parse_pin(digest) if digest else None
     fmt = detect_format(path)

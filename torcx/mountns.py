@@ -93,7 +93,7 @@ def run_private(fn, *args):
 
 
 def with_mounted_image(image: str, fstype: str, fn, *args):
-    """In a private mount namespace, loop-mount ``image`` read-only and return ``fn(mnt, *args)``."""
+    """Loop-mount ``image`` read-only in a private mount namespace; ``fn(mnt, *args)``."""
     def inner():
         from . import engine  # the only module that mounts
 

@@ -33,7 +33,6 @@ import subprocess
 import tempfile
 import uuid
 from dataclasses import asdict, dataclass
-from typing import Optional
 
 import libarchive.ffi as laffi
 import xxhash
@@ -57,9 +56,9 @@ class Format:
     """How one archive format is written: libarchive filter or external tool, level range."""
 
     name: str
-    filter: Optional[str]  # libarchive write filter for tar formats
-    tool: Optional[str]    # mksquashfs / mkfs.erofs for file system images
-    default_level: Optional[int]
+    filter: str | None  # libarchive write filter for tar formats
+    tool: str | None    # mksquashfs / mkfs.erofs for file system images
+    default_level: int | None
     min_level: int = 0
     max_level: int = 0
 
@@ -115,7 +114,7 @@ class PackResult:
 
 # -- options -------------------------------------------------------------------
 
-def source_date_epoch(value: Optional[int] = None, environ=os.environ) -> Optional[int]:
+def source_date_epoch(value: int | None = None, environ=os.environ) -> int | None:
     """The epoch to clamp mtimes to: ``value``, else SOURCE_DATE_EPOCH, else None."""
     if value is None:
         text = environ.get("SOURCE_DATE_EPOCH", "").strip()
@@ -137,7 +136,7 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
-def _check_options(fmt: str, level: Optional[int], threads: Optional[int]) -> Format:
+def _check_options(fmt: str, level: int | None, threads: int | None) -> Format:
     spec = FORMATS.get(fmt)
     if spec is None:
         raise ConfigError(f"unknown format {fmt!r} (one of {', '.join(FORMATS)})")
@@ -239,7 +238,7 @@ def _changed(path: bytes) -> PackError:
     return PackError(errno.EAGAIN, f"{_show(path)}: changed while packing; pack a quiet tree")
 
 
-def resolve_epoch(epoch: Optional[int], nodes: list[Node]) -> int:
+def resolve_epoch(epoch: int | None, nodes: list[Node]) -> int:
     """A fixed timestamp for what has none of its own: the epoch, else the newest mtime."""
     if epoch is not None:
         return epoch
@@ -265,7 +264,7 @@ _xattr_add = _lib("archive_entry_xattr_add_entry", [_VP, _CP, _VP, ctypes.c_size
 _entry_clear = _lib("archive_entry_clear", [_VP], _VP)
 
 
-def tar_options(spec: Format, level: Optional[int], threads: int) -> str:
+def tar_options(spec: Format, level: int | None, threads: int) -> str:
     """libarchive write options for a tar format (paths as bytes, gzip without timestamp)."""
     opts = ["hdrcharset=BINARY"]
     lvl = spec.default_level if level is None else level
@@ -298,7 +297,7 @@ def read_xattrs(path: bytes) -> list[tuple[bytes, bytes]]:
 class _TarWriter:
     """Writes entries into an open libarchive write handle."""
 
-    def __init__(self, archive_p, root: bytes, epoch: Optional[int], keep_owner: bool):
+    def __init__(self, archive_p, root: bytes, epoch: int | None, keep_owner: bool):
         self.a = archive_p
         self.root = root
         self.epoch = epoch
@@ -328,7 +327,7 @@ class _TarWriter:
         laffi.write_data(self.a, data, len(data))
         laffi.write_finish_entry(self.a)
 
-    def add_node(self, node: Node, digest: Optional[str]) -> None:
+    def add_node(self, node: Node, digest: str | None) -> None:
         st = node.st
         path = os.path.join(self.root, node.rel)
         uid, gid = (st.st_uid, st.st_gid) if self.keep_owner else (0, 0)
@@ -357,7 +356,7 @@ class _TarWriter:
         self._copy_data(path, st.st_size, digest)
         laffi.write_finish_entry(self.a)
 
-    def _copy_data(self, path: bytes, size: int, digest: Optional[str]) -> None:
+    def _copy_data(self, path: bytes, size: int, digest: str | None) -> None:
         h = xxhash.xxh3_128()
         view = memoryview(self.buf)
         cbuf = (ctypes.c_char * len(self.buf)).from_buffer(self.buf)
@@ -380,7 +379,7 @@ class _TarWriter:
 
 
 def write_tar(fd: int, rootfs: str, order: list[Node], digests: dict[bytes, str],
-              spec: Format, *, level: Optional[int], threads: int, epoch: Optional[int],
+              spec: Format, *, level: int | None, threads: int, epoch: int | None,
               keep_owner: bool) -> None:
     """Write the tar archive of ``order`` into ``fd``, the digest list first."""
     options = tar_options(spec, level, threads)
@@ -482,7 +481,7 @@ def _remove_tree(path: str) -> None:
 
 
 def fs_image_command(spec: Format, stage: str, out: str, *, name: str, reference: str,
-                     level: Optional[int], threads: int, epoch: int,
+                     level: int | None, threads: int, epoch: int,
                      keep_owner: bool) -> list[str]:
     """The mksquashfs / mkfs.erofs command line that makes a reproducible image."""
     lvl = spec.default_level if level is None else level
@@ -502,7 +501,7 @@ def fs_image_command(spec: Format, stage: str, out: str, *, name: str, reference
 
 
 def write_fs_image(out: str, rootfs: str, nodes: list[Node], digests: dict[bytes, str],
-                   spec: Format, *, name: str, reference: str, level: Optional[int],
+                   spec: Format, *, name: str, reference: str, level: int | None,
                    threads: int, epoch: int, keep_owner: bool) -> None:
     """Make a squashfs or erofs image of ``rootfs`` plus its digest list at ``out``."""
     if shutil.which(spec.tool) is None:
@@ -570,8 +569,8 @@ def output_path(out_dir: str, name: str, reference: str, fmt: str) -> str:
 
 
 def pack_image(rootfs: str, name: str, reference: str, out_dir: str, *,
-               fmt: str = DEFAULT_FORMAT, level: Optional[int] = None,
-               threads: Optional[int] = None, epoch: Optional[int] = None,
+               fmt: str = DEFAULT_FORMAT, level: int | None = None,
+               threads: int | None = None, epoch: int | None = None,
                keep_owner: bool = False, overwrite: bool = False) -> PackResult:
     """Check ``rootfs``, then write ``out_dir/NAME:REF.torcx.FMT`` atomically.
 
@@ -655,7 +654,7 @@ def cmd_pack(ctx, args) -> int:
     return 0
 
 
-def resolve_archive(ctx, text: str) -> tuple[str, Optional[str]]:
+def resolve_archive(ctx, text: str) -> tuple[str, str | None]:
     """``(file to open, store that answered or None)`` for ``ARCHIVE`` or ``NAME:REF``."""
     if os.path.exists(text):
         return text, None

@@ -86,7 +86,7 @@ def build_rootfs(root: Path, *, big_bytes: int = 3 << 20, small_files: int = 150
         write(root / f"share/many/file-{i:04d}.txt", (b"line %d\n" % i) * (i % 17), 0o644,
               mtime=OLD + i)
     write(root / "share/ro.txt", b"read only\n", 0o444)
-    write(root / "share/\u00e9t\u00e9 \u2603.txt", "non-ASCII name\n".encode())
+    write(root / "share/\u00e9t\u00e9 \u2603.txt", b"non-ASCII name\n")
     deep = "share/" + "/".join(["d" * 40] * 4) + "/" + "long-name-" * 12
     write(root / deep, b"a path longer than 100 bytes (ustar prefix and pax)\n")
     x = write(root / "share/xattr.txt", b"has xattrs\n")
