@@ -169,3 +169,20 @@ def test_run_profile_keeps_remotes_as_v1(root):
         doc = json.load(f)
     assert doc == {"kind": "profile-manifest-v1", "value": {"images": [
         {"name": "hello", "reference": "1", "remote": "com.example"}]}}
+
+
+def test_mountable_image_is_skipped_without_mounts(root):
+    """Under --no-mount a squashfs image is reported as skipped (not failed); tarballs apply."""
+    import shutil
+
+    if shutil.which("mksquashfs") is None:
+        pytest.skip("mksquashfs not installed")
+    root.add_image("sq", "1", "squashfs", files={"f": "x"})
+    root.add_hello()
+    root.profile("vendor", [("sq", "1"), ("hello", "1")])
+    code, rep = apply_json(root.path)
+    assert code == 0
+    sq, hello = rep["images"]
+    assert (sq["status"], sq["error"]) == ("skipped", "squashfs image not mounted (--no-mount)")
+    assert hello["status"] == "ok"
+    assert rep["failed_images"] == []
