@@ -36,6 +36,8 @@ SUFFIXES = {
     "udev_rules": (".rules",),
 }
 UNIT_LINK_FOLDERS = (".wants", ".requires")
+PROPAGATED = {"network": "/run/systemd/network", "sysusers": "/run/sysusers.d",
+              "tmpfiles": "/run/tmpfiles.d", "udev_rules": "/run/udev/rules.d"}
 
 
 @dataclass(frozen=True)
@@ -186,16 +188,17 @@ def _check_link_folder(where: str, host: str) -> list[Problem]:
 
 def _check_suffixed(where: str, key: str, asset: str, host: str) -> list[Problem]:
     suffixes = SUFFIXES[key]
-    wanted = " or ".join(suffixes)
-    if not os.path.isdir(host):
-        if not os.path.isfile(host):
-            return [Problem(where, "not a regular file or a folder")]
-        if not asset.endswith(suffixes):
-            return [Problem(where, f"{key} files must end in {wanted}")]
-        return []
-    return [Problem(f"{where}/{name}", f"{key} files must end in {wanted}")
-            for name in sorted(os.listdir(host))
-            if not os.path.isdir(os.path.join(host, name)) and not name.endswith(suffixes)]
+    if os.path.isdir(host):
+        # Propagation recreates a folder one level down (/run/tmpfiles.d/NAME/), where
+        # the consuming tool does not look: only unit link folders make sense there.
+        return [Problem(where, f"is a folder; it would land in {PROPAGATED[key]}/"
+                               f"{posixpath.basename(posixpath.normpath(asset))}/, which is "
+                               "not read: list its files instead")]
+    if not os.path.isfile(host):
+        return [Problem(where, "not a regular file")]
+    if not asset.endswith(suffixes):
+        return [Problem(where, f"{key} files must end in {' or '.join(suffixes)}")]
+    return []
 
 
 def check_image(rootfs: str):

@@ -43,7 +43,7 @@ MANIFEST = {
                   "/usr/lib/systemd/system/multi-user.target.wants"],
         "network": ["/usr/lib/systemd/network/50-tool.network"],
         "sysusers": ["/usr/lib/sysusers.d/tool.conf"],
-        "tmpfiles": ["/usr/lib/tmpfiles.d"],
+        "tmpfiles": ["/usr/lib/tmpfiles.d/tool.conf"],
         "udev_rules": ["/usr/lib/udev/rules.d/50-tool.rules"],
     },
 }

@@ -114,8 +114,12 @@ def sysusers_suffix(root):
 
 
 def tmpfiles_suffix(root):
-    (root / "lib/tmpfiles.d").mkdir()
-    write(root / "lib/tmpfiles.d/tool.tmp", b"")
+    write(root / "lib/tool.tmp", b"")
+    add_to_manifest(root, "tmpfiles", "/lib/tool.tmp")
+
+
+def tmpfiles_folder(root):
+    write(root / "lib/tmpfiles.d/tool.conf", b"")
     add_to_manifest(root, "tmpfiles", "/lib/tmpfiles.d")
 
 
@@ -152,7 +156,8 @@ CASES = [
     (unit_plain_folder, "/lib/stuff", "not UNIT.wants, UNIT.requires or UNIT.d"),
     (network_suffix, "/lib/tool.net", ".network or .netdev or .link"),
     (sysusers_suffix, "/lib/tool.users", "must end in .conf"),
-    (tmpfiles_suffix, "/lib/tmpfiles.d/tool.tmp", "must end in .conf"),
+    (tmpfiles_suffix, "/lib/tool.tmp", "must end in .conf"),
+    (tmpfiles_folder, "/lib/tmpfiles.d", "is a folder; it would land in /run/tmpfiles.d/"),
     (udev_suffix, "/lib/tool.udev", "must end in .rules"),
     (socket_in_tree, "lib/control.sock", "is a socket"),
     (digests_folder, ".torcx/digests", "is a folder"),
