@@ -203,6 +203,9 @@ def plan(run: Run, log: Logger) -> None:
         if image.archive.mountable:
             continue  # loop-mounted: takes no room in the tmpfs
         try:
+            # Read from the compression framing in a few small reads, not by a
+            # decoding pass that would double the boot's unpack cost: see
+            # torcx.sizing for the formats and the margin.
             image.estimate = sizing.estimate(image.archive.host_path)
         except OSError as e:
             image.fail("lookup", f"{image.archive.path}: {e.strerror or e}")
