@@ -164,6 +164,24 @@ def expected_after_pack(source: dict, fmt: str, epoch: int) -> dict:
     return out
 
 
+def comparable(snap: dict) -> dict:
+    """``snap`` as far as an unprivileged extraction can reproduce it.
+
+    Without root nothing is chowned and, as with tar, setuid/setgid bits are not
+    applied: compare owners and those bits only when running as root.
+    """
+    if is_root():
+        return snap
+    out = {}
+    for rel, value in snap.items():
+        if rel.startswith("<"):
+            out[rel] = value
+            continue
+        kind, mode, size, link, digest, xattrs, mtime, _uid, _gid = value
+        out[rel] = (kind, mode & 0o1777, size, link, digest, xattrs, mtime)
+    return out
+
+
 def mounted_snapshot(image: str, fstype: str) -> dict:
     """Snapshot of a squashfs/erofs image, loop-mounted read-only in a private namespace."""
     def inner():
