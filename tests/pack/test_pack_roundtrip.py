@@ -115,3 +115,24 @@ def test_staging_across_file_systems_copies_with_metadata(rootfs, tmp_path):
         shutil.rmtree(store)
     mounted.pop("<root>")
     assert mounted == expected_after_pack(before, "squashfs", EPOCH)
+
+
+@needs_root
+@pytest.mark.parametrize("fmt", FS_FORMATS)
+def test_keep_owner_in_file_system_images(tmp_path, fmt):
+    """--keep-owner keeps numeric owners of files, folders and symlinks in squashfs/erofs."""
+    root = tmp_path / "rootfs"
+    (root / "data").mkdir(parents=True)
+    (root / "data/file").write_bytes(b"owned\n")
+    os.symlink("file", root / "data/link")
+    for path, ids in (("data", (2000, 2001)), ("data/file", (1234, 5678)),
+                      ("data/link", (3000, 3001))):
+        os.lchown(root / path, *ids)
+    result = pack_image(str(root), "own", "1", str(tmp_path / "store"), fmt=fmt,
+                        epoch=EPOCH, keep_owner=True)
+    owners = {rel: v[7:9] for rel, v in mounted_snapshot(result.path, fmt).items()
+              if not rel.startswith("<")}
+    assert owners["data"] == (2000, 2001)
+    assert owners["data/file"] == (1234, 5678)
+    assert owners["data/link"] == (3000, 3001)
+    assert owners[".torcx"] == (0, 0)
