@@ -131,6 +131,12 @@ def checks_script(units) -> str:
         lines.append(f"systemctl show {unit} -p LoadState,ActiveState,SubState,Result,"
                      f"FragmentPath,DropInPaths >$R/show-{unit} 2>&1")
         lines.append(f"systemctl status --no-pager -l {unit} >$R/status-{unit} 2>&1")
+    # A later daemon-reload (a package install, an admin) re-runs the generator: the
+    # addon units must stay loaded and active.
+    lines.append("systemctl daemon-reload >$R/reload.log 2>&1")
+    for unit in units:
+        lines.append(f"systemctl show {unit} -p LoadState,ActiveState,FragmentPath "
+                     f">$R/reloaded-{unit} 2>&1")
     return "\n".join(lines) + "\n"
 
 

@@ -120,6 +120,10 @@ def test_addons_start_in_the_boot_that_applies_them(suite, wheel, archives):
            and "Read-only" in boot.read("unpack-write.err"),
            "the unpack dir is writable", boot)
     expect(boot.read("failed-units").strip() == "", "some unit failed", boot)
+    for name in GOOD:
+        after = fx.show(boot.read(f"reloaded-{name}.service"))
+        expect((after.get("LoadState"), after.get("ActiveState")) == ("loaded", "active"),
+               f"{name}.service lost by a daemon-reload: {after}", boot)
 
 
 @pytest.mark.parametrize("suite", SUITES)
