@@ -492,9 +492,15 @@ def _read_record(root: str) -> list[str]:
 
 
 def uninstall_boot(root: str = "/", log=_log.NULL) -> list[str]:
-    """Remove what install_boot recorded (and folders it leaves empty); return the paths."""
+    """Remove what install_boot recorded, and the package folders it leaves empty.
+
+    Byte-code caches Python wrote into the package since are removed with it;
+    nothing else is touched. Returns the removed paths (logical).
+    """
     root = os.path.abspath(root or "/")
+    package_dir = _host(root, PACKAGE_DIR)
     removed = []
+    folders: set = set()
     for logical in _read_record(root):
         host = _host(root, logical)
         try:
@@ -504,23 +510,21 @@ def uninstall_boot(root: str = "/", log=_log.NULL) -> list[str]:
         removed.append(logical)
         log.info(f"removed {logical}")
         parent = os.path.dirname(host)
-        while parent.startswith(_host(root, PACKAGE_DIR) + "/"):
-            if parent.endswith("__pycache__"):
-                shutil.rmtree(parent, ignore_errors=True)
-            try:
-                os.rmdir(parent)
-            except OSError:
-                break
+        while parent.startswith(package_dir + "/"):
+            folders.add(parent)
             parent = os.path.dirname(parent)
-    for extra in (RECORD,):
+    for folder in sorted(folders, key=len, reverse=True):  # deepest first
+        shutil.rmtree(os.path.join(folder, "__pycache__"), ignore_errors=True)
         try:
-            os.unlink(_host(root, extra))
-        except FileNotFoundError:
+            os.rmdir(folder)
+        except OSError:
+            pass  # holds files we did not install: keep it
+    record = _host(root, RECORD)
+    for undo, path in ((os.unlink, record), (os.rmdir, os.path.dirname(record))):
+        try:
+            undo(path)
+        except OSError:
             pass
-    try:
-        os.rmdir(os.path.dirname(_host(root, RECORD)))
-    except OSError:
-        pass
     return removed
 
 
