@@ -101,6 +101,8 @@ class Run:
         self.status = APPLIED
         self.error = ""
         self.selection: profiles.Selection | None = None
+        # Faults of the config file or os-release tolerated while loading paths.
+        self.config_errors: list[str] = list(getattr(paths, "problems", ()))
         self.profile_errors: list[tuple[str, str]] = []
         self.profile_warnings: list[tuple[str, str]] = []
         self.images: list[Image] = []
@@ -122,7 +124,7 @@ class Run:
         if self.status in (APPLIED, ALREADY):
             return 0
         if self.status == DRY_RUN:
-            return 1 if (self.failed_images or self.profile_errors) else 0
+            return 1 if (self.failed_images or self.profile_errors or self.config_errors) else 0
         return 1
 
     def to_json(self) -> dict:
@@ -139,6 +141,7 @@ class Run:
             "dry_run": self.dry_run,
             "mount": self.mount,
             "root": p.root,
+            "config_problems": list(self.config_errors),
             "profiles": {
                 "lower": list(sel.lower) if sel else [],
                 "upper": sel.upper if sel else None,
@@ -421,7 +424,7 @@ def run(paths: Paths, log: Logger, *, mount: bool = True, dry_run: bool = False)
         if any(im.ok for im in r.images):
             _plan_propagation(r, unpack_host)
             _propagate(r)
-    if r.failed_images or r.profile_errors:
+    if r.failed_images or r.profile_errors or r.config_errors:
         r.status = FAILED
     with _Phase(r, "seal"):
         _seal(r, log)
@@ -526,13 +529,16 @@ def summary_line(r: Run) -> tuple[int, str]:
         note = f"; note: {r.error}" if r.error else ""
         return INFO, f"dry run, nothing changed; {what} would apply{note} ({total})"
     if r.status == FAILED:
-        bad = ", ".join(failed) or "none"
-        why = f"failed images: {bad}"
+        why = []
+        if failed:
+            why.append(f"failed images: {', '.join(failed)}")
         if r.profile_errors:
-            why += f"; broken profiles: {', '.join(n for n, _ in r.profile_errors)}"
+            why.append(f"broken profiles: {', '.join(n for n, _ in r.profile_errors)}")
+        if r.config_errors:
+            why.append("broken configuration (defaults used)")
         if r.error:
-            why += f"; {r.error}"
-        return ERROR, f"applied with errors, {what}; {why} ({total})"
+            why.append(r.error)
+        return ERROR, f"applied with errors, {what}; {'; '.join(why)} ({total})"
     return INFO, f"applied {what} ({total})"
 
 
@@ -541,6 +547,8 @@ def log_lines(r: Run) -> list[tuple[int, str]]:
     lines: list[tuple[int, str]] = []
     if r.status in (ALREADY, REFUSED):
         return [summary_line(r)]  # nothing was attempted: no per-image lines
+    for message in r.config_errors:
+        lines.append((ERROR, f"configuration: {message}"))
     for name, message in r.profile_errors:
         lines.append((ERROR, f"profile {name} not applied: {message}"))
     lines.extend(image_line(im) for im in r.images)
@@ -556,6 +564,8 @@ def human(r: Run) -> str:
         sel = r.selection
         out.append(f"profiles: lower [{', '.join(sel.lower)}], upper "
                    f"{sel.upper or '(none)'}")
+        for message in r.config_errors:
+            out.append(f"  error: configuration: {message}")
         for name, message in r.profile_errors:
             out.append(f"  error: profile {name}: {message}")
         for _name, message in r.profile_warnings:

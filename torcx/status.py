@@ -90,6 +90,7 @@ def collect(paths) -> dict:
         "profile_path": seal_keys.get(seal.PROFILE_PATH, paths.run_profile),
         "images": out_images,
         "failed_images": failed,
+        "config_problems": (record or {}).get("config_problems", []),
         "profile_problems": (record or {}).get("profiles", {}).get("problems", []),
         "conflicts": (record or {}).get("conflicts", []),
         "error": (record or {}).get("error", ""),
@@ -117,6 +118,8 @@ def _human(s: dict) -> str:
         out.append(f"run profile: {s['profile_path']}")
     if s["error"]:
         out.append(f"error: {s['error']}")
+    for message in s["config_problems"]:
+        out.append(f"configuration: {message}")
     for p in s["profile_problems"]:
         out.append(f"profile {p['profile']} ({p['severity']}): {p['message']}")
     for im in s["images"]:
@@ -138,9 +141,26 @@ def _human(s: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def _paths(ctx):
+    """The paths, leniently: a broken config file must not hide what the boot applied.
+
+    The apply itself used the defaults in that case (and recorded the fault),
+    so the defaults are where its results are.
+    """
+    from .errors import ConfigError, SchemaError
+
+    try:
+        return ctx.paths
+    except (ConfigError, SchemaError) as e:
+        from . import paths
+
+        ctx.log.warning(f"{e}; reading the status from the default locations")
+        return paths.load(ctx.root, environ=ctx.environ, strict=False)
+
+
 def main(ctx, args) -> int:
     """Print the status; exit 1 when this boot's apply failed or did not run."""
-    status = collect(ctx.paths)
+    status = collect(_paths(ctx))
     if getattr(args, "json", False):
         ctx.out(json.dumps({"kind": STATUS_KIND, "value": status}, indent=2, sort_keys=True))
     else:

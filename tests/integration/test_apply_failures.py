@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from apply_images import FakeRoot
+from apply_images import FakeRoot, write
 from applykit import apply_json, guard_root, read_seal, torcx
 
 
@@ -129,3 +129,19 @@ def test_failed_image_is_reported_by_status(root):
     assert res.code == 1
     assert "ghost:9" in res.out and "not found in any store" in res.out
     assert "failed images: ghost" in res.out
+
+
+def test_broken_config_file_keeps_vendor_addons(root):
+    """An invalid CONFDIR/config.json is an error; defaults are used and the images apply."""
+    root.add_hello()
+    root.profile("vendor", [("hello", "1")])
+    write(root.host("/etc/torcx/config.json"), '{"kind": "torcx-config-v0", "value": [}')
+    code, rep = apply_json(root.path)
+    assert code == 1
+    assert rep["status"] == "failed"
+    (problem,) = rep["config_problems"]
+    assert "etc/torcx/config.json" in problem and "invalid JSON" in problem
+    assert by_name(rep)["hello"]["status"] == "ok"
+    status = torcx(root.path, "status")
+    assert status.code == 1
+    assert "configuration: " in status.out and "etc/torcx/config.json" in status.out
