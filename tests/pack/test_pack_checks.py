@@ -247,7 +247,9 @@ def test_output_folder_inside_the_image_is_refused(tmp_path):
 def test_file_changed_between_the_passes_fails(tmp_path):
     """A file that changes after its digest was taken fails the pack, naming the file."""
     from torcx.errors import PackError
-    from torcx.pack import FORMATS, archive_order, compute_digests, scan_tree, write_tar
+    from torcx.imagetree import archive_order, compute_digests, scan_tree
+    from torcx.pack import FORMATS
+    from torcx.tarwriter import write_tar
 
     root = minimal_image(tmp_path / "rootfs")
     nodes, problems = scan_tree(str(root))
