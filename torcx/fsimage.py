@@ -16,10 +16,14 @@ import stat
 import subprocess
 import tempfile
 import uuid
+from typing import TYPE_CHECKING
 
 from . import digestlist
 from .errors import PackError
 from .imagetree import Node, read_xattrs, show
+
+if TYPE_CHECKING:
+    from .pack import Format
 
 CHUNK = digestlist.CHUNK
 TORCX_DIR_REL = b".torcx"
@@ -111,7 +115,7 @@ def _remove_tree(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def fs_image_command(spec, stage: str, out: str, *, name: str, reference: str,
+def fs_image_command(spec: Format, stage: str, out: str, *, name: str, reference: str,
                      level: int | None, threads: int, epoch: int,
                      keep_owner: bool) -> list[str]:
     """The mksquashfs / mkfs.erofs command line that makes a reproducible image."""
@@ -132,7 +136,7 @@ def fs_image_command(spec, stage: str, out: str, *, name: str, reference: str,
 
 
 def write_fs_image(out: str, rootfs: str, nodes: list[Node], digests: dict[bytes, str],
-                   spec, *, name: str, reference: str, level: int | None,
+                   spec: Format, *, name: str, reference: str, level: int | None,
                    threads: int, epoch: int, keep_owner: bool) -> None:
     """Make a squashfs or erofs image of ``rootfs`` plus its digest list at ``out``."""
     if shutil.which(spec.tool) is None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import os
 import stat
+from typing import TYPE_CHECKING
 
 import libarchive.ffi as laffi
 import xxhash
@@ -22,6 +23,9 @@ from libarchive.write import new_archive_write
 
 from . import digestlist
 from .imagetree import Node, changed, read_xattrs, resolve_epoch
+
+if TYPE_CHECKING:
+    from .pack import Format
 
 CHUNK = digestlist.CHUNK
 
@@ -43,7 +47,7 @@ _xattr_add = _lib("archive_entry_xattr_add_entry", [_VP, _CP, _VP, ctypes.c_size
 _entry_clear = _lib("archive_entry_clear", [_VP], _VP)
 
 
-def tar_options(spec, level: int | None, threads: int) -> str:
+def tar_options(spec: Format, level: int | None, threads: int) -> str:
     """libarchive write options for a tar format (paths as bytes, gzip without timestamp)."""
     opts = ["hdrcharset=BINARY"]
     lvl = spec.default_level if level is None else level
@@ -143,7 +147,7 @@ class _TarWriter:
 
 
 def write_tar(fd: int, rootfs: str, order: list[Node], digests: dict[bytes, str],
-              spec, *, level: int | None, threads: int, epoch: int | None,
+              spec: Format, *, level: int | None, threads: int, epoch: int | None,
               keep_owner: bool) -> None:
     """Write the tar archive of ``order`` into ``fd``, the digest list first."""
     options = tar_options(spec, level, threads)
