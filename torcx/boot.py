@@ -125,7 +125,13 @@ def generator_main(ctx, args) -> int:
     log = _boot_logger(ctx.log) if ctx.root == "/" else ctx.log
     ctx.log = log
     if not sandboxed:
-        log.info("in PID 1's mount namespace (or run by hand): applying now")
+        if ctx.root != "/":
+            why = f"--root {ctx.root}"
+        elif len(outputs) != 3:
+            why = "run by hand"
+        else:
+            why = "in PID 1's mount namespace"
+        log.info(f"{why}: applying now")
         from . import apply
 
         return apply.main(ctx, args)
