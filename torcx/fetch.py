@@ -144,8 +144,17 @@ def _opener(opts: FetchOptions) -> urllib.request.OpenerDirector:
     with _opener_lock:
         if key not in _openers:
             context = ssl.create_default_context(cafile=opts.ca_file)
-            _openers[key] = urllib.request.build_opener(
-                _HTTPHandler(opts.read_timeout), _HTTPSHandler(opts.read_timeout, context))
+            # Built by hand, not with build_opener: no ftp, file or data handlers, so
+            # a redirect can only lead to another http(s) URL (proxies still apply).
+            opener = urllib.request.OpenerDirector()
+            for handler in (urllib.request.ProxyHandler(), urllib.request.UnknownHandler(),
+                            _HTTPHandler(opts.read_timeout),
+                            _HTTPSHandler(opts.read_timeout, context),
+                            urllib.request.HTTPDefaultErrorHandler(),
+                            urllib.request.HTTPRedirectHandler(),
+                            urllib.request.HTTPErrorProcessor()):
+                opener.add_handler(handler)
+            _openers[key] = opener
         return _openers[key]
 
 

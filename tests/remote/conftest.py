@@ -12,6 +12,13 @@ import pytest
 from remotekit import FakeRoot, GpgKeys, serve
 
 
+@pytest.fixture(autouse=True)
+def no_proxy_for_loopback(monkeypatch):
+    """Test servers listen on 127.0.0.1: never send their requests to a proxy."""
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+
+
 @pytest.fixture(scope="session")
 def gpg_keys(tmp_path_factory) -> GpgKeys:
     if shutil.which("gpg") is None or shutil.which("gpgv") is None:

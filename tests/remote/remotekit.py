@@ -60,6 +60,7 @@ class Fault:
     status: int = 0          # send this status with an empty body
     truncate: bool = False   # announce the full length, send half, close
     stall: bool = False      # send headers and a few bytes, then go silent
+    redirect: str = ""       # answer 302 with this Location
 
 
 @dataclass
@@ -107,6 +108,12 @@ def _handler(state: ServerState):
         def do_GET(self):
             path = urllib.parse.unquote(self.path.split("?", 1)[0])
             fault = state.next_fault(path)
+            if fault and fault.redirect:
+                self.send_response(302)
+                self.send_header("Location", fault.redirect)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             if fault and fault.status:
                 self.send_response(fault.status)
                 self.send_header("Content-Length", "0")

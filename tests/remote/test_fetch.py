@@ -9,6 +9,7 @@ import os
 import threading
 
 import pytest
+from remotekit import Fault
 
 from torcx import fetch
 from torcx.errors import ConfigError, RemoteError
@@ -96,3 +97,27 @@ def test_oversized_document_is_refused(http_server):
     opts = fetch.FetchOptions(max_document=1024)
     with pytest.raises(RemoteError, match="larger than 1024 bytes"):
         fetch.fetch_document(f"{http_server.url}/big.asc", opts)
+
+
+def test_redirect_to_http_is_followed(http_server, tmp_path):
+    """A 302 to another http URL (a CDN, a mirror) is followed and still verified."""
+    (name, digest), = serve_blobs(http_server, 1)
+    http_server.state.fault("/moved.tgz", Fault(redirect=f"{http_server.url}/{name}"))
+    job = fetch.Download("img0:1", f"{http_server.url}/moved.tgz", str(tmp_path), name, digest)
+    outcome, = fetch.download_all([job], fetch.FetchOptions(), fetch.Progress(io.StringIO()))
+    assert outcome.error is None
+    assert os.path.isfile(job.path)
+
+
+@pytest.mark.parametrize("target", ["ftp://127.0.0.1:1/x.tgz", "file:///etc/passwd"])
+def test_redirect_to_other_schemes_is_refused(http_server, tmp_path, target):
+    """A redirect may not lead to ftp or file URLs; nothing is written."""
+    dest = tmp_path / "store"
+    dest.mkdir()
+    http_server.state.fault("/x.tgz", Fault(redirect=target))
+    job = fetch.Download("x:1", f"{http_server.url}/x.tgz", str(dest), "x:1.torcx.tgz",
+                         "0" * 128)
+    outcome, = fetch.download_all([job], fetch.FetchOptions(attempts=1),
+                                  fetch.Progress(io.StringIO()))
+    assert outcome.error is not None
+    assert os.listdir(dest) == []
