@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
+import sys
 
 import pytest
 from apply_images import FakeRoot, write
@@ -145,3 +149,25 @@ def test_broken_config_file_keeps_vendor_addons(root):
     status = torcx(root.path, "status")
     assert status.code == 1
     assert "configuration: " in status.out and "etc/torcx/config.json" in status.out
+
+
+def test_tmpfs_that_cannot_be_mounted_aborts_cleanly(root):
+    """Without the right to mount, the apply aborts before unpacking, records why, exits 1."""
+
+    root.add_hello()
+    root.profile("vendor", [("hello", "1")])
+    cmd = [sys.executable, "-m", "torcx", "--root", root.path, "apply", "--json"]
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("setpriv is needed to drop CAP_SYS_ADMIN as root")
+        cmd = ["setpriv", "--inh-caps=-sys_admin", "--bounding-set=-sys_admin", *cmd]
+    res = subprocess.run(cmd, capture_output=True, text=True, env={"PATH": os.environ["PATH"]})
+    assert res.returncode == 1, res.stderr
+    rep = json.loads(res.stdout)["value"]
+    assert rep["status"] == "aborted" and rep["sealed"] is False
+    assert "mounting tmpfs on" in rep["error"]
+    assert rep["images"][0]["error"].startswith("unpack dir not prepared")
+    assert not os.path.exists(root.host("/run/metadata/torcx"))
+    with open(root.host("/run/torcx/apply.json")) as f:
+        assert json.load(f)["value"]["status"] == "aborted"
+    assert torcx(root.path, "status").code == 1
