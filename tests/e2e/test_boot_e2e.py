@@ -26,6 +26,10 @@ pytestmark = [
 ]
 
 SUITES = ["bookworm", "trixie"]
+# Where the addon units come from: systemd 252 runs the generator in PID 1's mount
+# namespace, so it applies by itself; 257 sandboxes it, so it only plans (units in its
+# output folder) and torcx-apply.service applies.
+UNIT_SOURCE = {"bookworm": "/run/systemd/system/", "trixie": "/run/systemd/generator/"}
 GOOD = {"hello-tgz": "tgz", "hello-sqfs": "squashfs"}
 BROKEN = "broken-tgz"
 # Median guest boot times (systemd-analyze, ms) per suite, printed at the end of the run.
@@ -105,9 +109,15 @@ def test_addons_start_in_the_boot_that_applies_them(suite, wheel, archives):
         state = unit_state(boot, f"{name}.service")
         expect((state.get("ActiveState"), state.get("Result")) == ("active", "success"),
                f"{name}.service did not run: {state}", boot)
+        expect(state.get("FragmentPath", "").startswith(UNIT_SOURCE[suite]),
+               f"{name}.service not loaded from {UNIT_SOURCE[suite]}: {state}", boot)
         marker = boot.read(f"markers/{name}")
         expect(f"ran /run/torcx/bin/{name} -> /run/torcx/unpack/{name}/bin/{name}" in marker,
                f"{name} did not run from /run/torcx/bin (marker: {marker!r})", boot)
+    if suite == "trixie":
+        apply_unit = unit_state(boot, "torcx-apply.service")
+        expect(apply_unit.get("ActiveState") == "active", "torcx-apply.service did not run",
+               boot)
     images = status_images(boot)
     expect(boot.read("status.rc").strip() == "0", "torcx status did not report success", boot)
     for name in GOOD:
