@@ -31,9 +31,10 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Mapping, Optional, Sequence, TextIO
+from typing import Callable, TextIO
 
 from ._version import __version__
 from .errors import ConfigError, RemoteError
@@ -55,7 +56,7 @@ class FetchOptions:
     attempts: int = 3
     backoff: float = 0.5
     jobs: int = 4
-    ca_file: Optional[str] = None
+    ca_file: str | None = None
     max_document: int = 16 << 20
 
     @classmethod
@@ -175,7 +176,7 @@ def _describe(e: BaseException) -> str:
 class _Body:
     """A readable body plus the size announced for it (None if unknown)."""
 
-    def __init__(self, stream, size: Optional[int]):
+    def __init__(self, stream, size: int | None):
         self.stream = stream
         self.size = size
 
@@ -183,7 +184,8 @@ class _Body:
         try:
             return self.stream.read(n)
         except http.client.IncompleteRead as e:
-            raise _Transient(f"truncated: connection closed after {len(e.partial)} more bytes")
+            raise _Transient(
+                f"truncated: connection closed after {len(e.partial)} more bytes") from None
         except OSError as e:
             if _is_transient_oserror(e):
                 raise _Transient(_describe(e)) from None
@@ -240,7 +242,7 @@ def _open(url: str, opts: FetchOptions) -> _Body:
 
 
 def _retrying(url: str, opts: FetchOptions, attempt: Callable[[], object],
-              note: Callable[[str], None], cancel: Optional[threading.Event] = None):
+              note: Callable[[str], None], cancel: threading.Event | None = None):
     """Run attempt() until it succeeds, fails for good, or the attempts run out."""
     for n in range(1, opts.attempts + 1):
         try:
@@ -308,14 +310,14 @@ class Download:
 class Outcome:
     download: Download
     size: int = 0
-    error: Optional[str] = None
+    error: str | None = None
 
 
 class Progress:
     """A one-line progress bar on a terminal; plain start/end lines otherwise."""
 
-    def __init__(self, stream: Optional[TextIO] = None, tty: Optional[bool] = None,
-                 quiet: bool = False, notes: Optional[Callable[[str], None]] = None):
+    def __init__(self, stream: TextIO | None = None, tty: bool | None = None,
+                 quiet: bool = False, notes: Callable[[str], None] | None = None):
         self._out = stream if stream is not None else sys.stderr
         self._tty = self._out.isatty() if tty is None else tty
         self._quiet = quiet  # no bar, no start/end lines; notes still go out
@@ -335,7 +337,7 @@ class Progress:
             if not self._tty and not self._quiet:
                 self._print(f"fetching {label} from {url}")
 
-    def size(self, label: str, total: Optional[int]) -> None:
+    def size(self, label: str, total: int | None) -> None:
         with self._lock:
             self._sizes[label] = [0, total]
 
@@ -347,7 +349,7 @@ class Progress:
                 self._drawn = now
                 self._draw()
 
-    def end(self, label: str, message: Optional[str]) -> None:
+    def end(self, label: str, message: str | None) -> None:
         with self._lock:
             self._finished += 1
             self._sizes.pop(label, None)
@@ -479,7 +481,7 @@ def _run_one(job: Download, opts: FetchOptions, progress: Progress,
 
 
 def download_all(jobs: Sequence[Download], opts: FetchOptions,
-                 progress: Optional[Progress] = None) -> list[Outcome]:
+                 progress: Progress | None = None) -> list[Outcome]:
     """Fetch every job (at most opts.jobs at a time); one Outcome per job, in order."""
     progress = progress or Progress()
     progress.begin(len(jobs))

@@ -27,8 +27,9 @@ import os
 import re
 import urllib.parse
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Callable
 
 from . import openpgp, schemas
 from .errors import ConfigError, NotFound, RemoteError, SchemaError, TorcxError
@@ -271,8 +272,8 @@ def _resolve(image, entry) -> tuple[Remote, schemas.RemoteVersion, str]:
     return remote, version, location_url(remote, version.location)
 
 
-def populate(paths, images, *, log=NULL, opts: Optional[FetchOptions] = None,
-             progress: Optional[Progress] = None) -> int:
+def populate(paths, images, *, log=NULL, opts: FetchOptions | None = None,
+             progress: Progress | None = None) -> int:
     """Fetch every image of ``images`` that has a remote and that no store holds.
 
     Archives land in ``BASEDIR/store/OSVER`` (``paths.os_version``). Returns 0
@@ -329,7 +330,7 @@ def populate(paths, images, *, log=NULL, opts: Optional[FetchOptions] = None,
     return 1 if failures else 0
 
 
-def remote_problems(paths, images, *, opts: Optional[FetchOptions] = None) -> list[str]:
+def remote_problems(paths, images, *, opts: FetchOptions | None = None) -> list[str]:
     """What would stop ``populate`` for ``images`` (empty: nothing).
 
     For each image with a remote: the remote is configured, its contents verify
@@ -352,7 +353,7 @@ def remote_problems(paths, images, *, opts: Optional[FetchOptions] = None) -> li
 
 # ---------------------------------------------------------------- CLI handlers
 
-def _ctx_paths(ctx, os_version: Optional[str]):
+def _ctx_paths(ctx, os_version: str | None):
     return ctx.load_paths(os_version=os_version) if os_version else ctx.paths
 
 
@@ -379,7 +380,7 @@ def cmd_populate(ctx, args) -> int:
     return populate(paths, images, log=ctx.log, opts=FetchOptions.from_env(ctx.environ))
 
 
-def check_remote(ctx, images, os_version: Optional[str]) -> int:
+def check_remote(ctx, images, os_version: str | None) -> int:
     """``torcx profile check --remote-only``: every image's remote offers it, signed."""
     paths = _ctx_paths(ctx, os_version)
     wanted = [im for im in _wanted(images) if im.remote]
