@@ -387,6 +387,9 @@ def check_remote(ctx, images, os_version: str | None) -> int:
     for image in _wanted(images):
         if not image.remote:
             ctx.log.notice(f"{image}: has no remote, not checked")
+    if not wanted:
+        ctx.log.info("no image of the profile names a remote")
+        return 0
     problems = remote_problems(paths, wanted, opts=FetchOptions.from_env(ctx.environ))
     for line in problems:
         ctx.log.error(f"check: {line}")
@@ -426,7 +429,12 @@ def cmd_remote_contents(ctx, args) -> int:
 # ---------------------------------------------------------------- publishing
 
 def contents_doc(folder: str) -> dict:
-    """torcx-remote-contents-v1 for the ``NAME:VERSION.torcx.FORMAT`` archives in folder."""
+    """torcx-remote-contents-v1 for the ``NAME:VERSION.torcx.FORMAT`` archives in folder.
+
+    A file name without ``:`` has the vendor default version (``com.coreos.cl``),
+    as in a store. Locations are the file names, percent-encoded (``:`` too, so no
+    client can mistake ``docker:20.10...`` for a URL scheme).
+    """
     try:
         names = sorted(os.listdir(folder))
     except OSError as e:
@@ -435,7 +443,7 @@ def contents_doc(folder: str) -> dict:
     for filename in names:
         parsed = parse_archive_filename(filename)
         path = os.path.join(folder, filename)
-        if parsed is None or not os.path.isfile(path) or ":" not in filename:
+        if parsed is None or not os.path.isfile(path):
             continue
         name, version, fmt = parsed
         digest = hashlib.sha512()
