@@ -18,7 +18,7 @@ def pytest_terminal_summary(terminalreporter):
             continue
         line = (f"{suite}: {without:.0f} ms without torcx, {with_t:.0f} ms with two addons "
                 f"({with_t - without:+.0f} ms)")
-        for part in ("generator plan", "torcx-apply.service"):
+        for part in ("generator", "torcx-apply.service"):
             if t.get(part) is not None:
                 line += f"; {part} {t[part]:.0f} ms"
         terminalreporter.write_line(line)

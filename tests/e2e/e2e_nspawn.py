@@ -118,10 +118,10 @@ class Boot:
                 return _ms(" ".join(parts[:-1]))
         return None
 
-    def logged_ms(self, name: str, prefix: str) -> float | None:
-        """A duration logged as '<prefix> N ms' in the evidence file ``name``."""
-        m = re.search(re.escape(prefix) + r" ([\d.]+) ms", self.read(name))
-        return float(m.group(1)) if m else None
+    def logged_ms(self, name: str, pattern: str) -> float | None:
+        """A duration in ms: the (first matching) group of regex ``pattern`` in file ``name``."""
+        m = re.search(pattern, self.read(name), re.MULTILINE)
+        return float(next(g for g in m.groups() if g)) if m else None
 
     def evidence(self) -> str:
         """Everything a reader needs to see why a boot failed."""
