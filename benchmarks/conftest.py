@@ -90,4 +90,5 @@ def interpreter_rss_kib() -> int | None:
             modules.append(name)
         except ImportError:
             pass
-    return contenders.peak_rss_kib([sys.executable, "-c", f"import {', '.join(modules)}"])
+    found = contenders.probe([sys.executable, "-c", f"import {', '.join(modules)}"])
+    return found.peak_rss_kib if found else None

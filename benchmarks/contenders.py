@@ -4,12 +4,12 @@
 A contender extracts a list of images into an empty folder ``out``, one
 subfolder per image. ``prepare`` (untimed) empties ``out`` and creates the
 destination folders the tool needs; ``run`` is the timed part.
-``peak_rss_kib`` runs the contender once more in child processes and returns
-the largest maximum RSS that GNU time (``/usr/bin/time -f %M``) reports for
-them: the same method for every contender (a command-line tool runs as
-itself; a Python library runs in ``python3 contenders.py ...``).
+``probe`` runs the contender once more in child processes under GNU time
+(``/usr/bin/time -f "%M %U %S"``) and returns the largest maximum RSS and the
+total CPU time of them: the same method for every contender (a command-line
+tool runs as itself; a Python library runs in ``python3 contenders.py ...``).
 
-Run as a script, it extracts once in-process (that is what ``peak_rss_kib``
+Run as a script, it extracts once in-process (that is what ``probe``
 measures for the Python libraries):
 ``python3 benchmarks/contenders.py TOOL FORMAT WORKLOAD_FOLDER OUT IMAGE...``
 """
@@ -98,30 +98,42 @@ class Contender:
                                    f"{done.stderr.decode(errors='replace').strip()}")
         return []
 
-    def peak_rss_kib(self, images: Sequence[wl.Image], out: str) -> int | None:
-        """Extract once more in child processes; return their largest max RSS in KiB."""
+    def probe(self, images: Sequence[wl.Image], out: str) -> Probe | None:
+        """Extract once more in child processes under GNU time; None without GNU time."""
         self.prepare(images, out)
-        peaks = [peak_rss_kib(argv) for argv in self.commands(images, out)]
-        return None if None in peaks else max(peaks)
+        probes = [probe(argv) for argv in self.commands(images, out)]
+        if None in probes:
+            return None
+        return Probe(peak_rss_kib=max(p.peak_rss_kib for p in probes),
+                     cpu_s=sum(p.cpu_s for p in probes))
 
 
-def peak_rss_kib(argv: list[str]) -> int | None:
-    """Run ``argv`` under GNU time and return its max RSS in KiB (None without GNU time).
+@dataclass(frozen=True)
+class Probe:
+    peak_rss_kib: int  # largest max RSS of the child processes
+    cpu_s: float  # their user + system CPU seconds
+
+
+def probe(argv: list[str]) -> Probe | None:
+    """Run ``argv`` under GNU time; return its max RSS and CPU time (None without GNU time).
 
     GNU time forks the command from a small process: a child forked straight
     from this (large) Python process would report this process's own peak,
     which the kernel carries over fork and exec. For a command that forks
-    (tar and its gzip), %M is the larger of the two peaks, not their sum.
+    (tar and its gzip), %M is the larger of the two peaks, not their sum;
+    the CPU time covers both. CPU time is what the contender costs whatever
+    else the machine is doing, a check on wall-clock times taken on a busy one.
     """
     if not os.access(GNU_TIME, os.X_OK):
         return None
-    with tempfile.NamedTemporaryFile("r", prefix="torcx-bench-rss-") as report:
-        done = subprocess.run([GNU_TIME, "-f", "%M", "-o", report.name, *argv],
+    with tempfile.NamedTemporaryFile("r", prefix="torcx-bench-probe-") as report:
+        done = subprocess.run([GNU_TIME, "-f", "%M %U %S", "-o", report.name, *argv],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(argv)}: exit {done.returncode}: "
                                f"{done.stderr.decode(errors='replace').strip()}")
-        return int(report.read().split()[-1])
+        rss, user, system = report.read().split()[-3:]
+        return Probe(peak_rss_kib=int(rss), cpu_s=float(user) + float(system))
 
 
 def _run_in_process(tool: str, fmt: str, images: Sequence[wl.Image], out: str) -> list:

@@ -5,7 +5,9 @@
     python3 benchmarks/ratios.py bench.json
 
 Times are each contender's best round (min): on a shared machine the least
-disturbed round is the fairest comparison; medians are shown beside them.
+disturbed round is the fairest comparison; medians are shown beside them, and
+the CPU seconds (user + system, from one extra run under GNU time) show what
+each contender costs whatever else the machine was doing.
 Exit status: 0 when every target is met, 1 when one is missed, 2 on bad input.
 """
 
@@ -31,15 +33,16 @@ def _load(path: str) -> dict[tuple[str, str, str], dict]:
 
 def _table(rows: dict[tuple[str, str, str], dict]) -> None:
     print(f"{'set':17} {'contender':30} {'min s':>8} {'median s':>9} {'MB/s':>7} "
-          f"{'files/s':>8} {'peak RSS MB':>11}")
+          f"{'files/s':>8} {'peak RSS MB':>11} {'CPU s':>6}")
     for (group, tool, fmt), bench in sorted(rows.items(), key=lambda kv: (
             kv[0][0], kv[1]["stats"]["min"])):
         info, stats = bench["extra_info"], bench["stats"]
-        rss = info.get("peak_rss_kib")
+        rss, cpu = info.get("peak_rss_kib"), info.get("cpu_s")
         print(f"{group:17} {tool + ' (' + fmt + ')':30} {stats['min']:8.3f} "
               f"{stats['median']:9.3f} {info['unpacked_bytes'] / MB / stats['min']:7.0f} "
               f"{info['files'] / stats['min']:8.0f} "
-              f"{'n/a' if rss is None else f'{rss / 1024:.1f}':>11}")
+              f"{'n/a' if rss is None else f'{rss / 1024:.1f}':>11} "
+              f"{'n/a' if cpu is None else f'{cpu:.2f}':>6}")
 
 
 def main(argv: list[str]) -> int:

@@ -78,7 +78,9 @@ def _measure(benchmark, contender: Contender, images: Sequence[Image], out: str,
         best = benchmark.stats.stats.min
         benchmark.extra_info.update(mb_per_s=round(size / MB / best, 1),
                                     files_per_s=round(files / best))
-    benchmark.extra_info["peak_rss_kib"] = contender.peak_rss_kib(images, out)
+    found = contender.probe(images, out)
+    benchmark.extra_info.update(peak_rss_kib=found and found.peak_rss_kib,
+                                cpu_s=found and round(found.cpu_s, 3))
     if contender.commands(images, out)[0][0] == sys.executable:
         benchmark.extra_info["interpreter_rss_kib"] = interpreter_rss_kib
 
