@@ -87,6 +87,10 @@ def build_rootfs(root: Path, *, big_bytes: int = 3 << 20, small_files: int = 150
               mtime=OLD + i)
     write(root / "share/ro.txt", b"read only\n", 0o444)
     write(root / "share/\u00e9t\u00e9 \u2603.txt", b"non-ASCII name\n")
+    latin1 = os.path.join(os.fsencode(root), b"share/latin1-\xe9t\xe9.txt")
+    with open(latin1, "wb") as f:
+        f.write(b"a name that is not UTF-8: packed as the bytes it is\n")
+    os.utime(latin1, (OLD, OLD))
     deep = "share/" + "/".join(["d" * 40] * 4) + "/" + "long-name-" * 12
     write(root / deep, b"a path longer than 100 bytes (ustar prefix and pax)\n")
     x = write(root / "share/xattr.txt", b"has xattrs\n")

@@ -50,11 +50,11 @@ def test_digest_list_checks_out_with_xxh128sum(rootfs, tmp_path, fmt):
     dest = tmp_path / "unpacked"
     engine.extract(result.path, str(dest), allow_devices=True)
     proc = subprocess.run(["xxh128sum", "--strict", "-c", ".torcx/digests"], cwd=dest,
-                          capture_output=True, text=True)
+                          capture_output=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    listed = sorted(line.split("  ", 1)[1] for line in
-                    (dest / ".torcx/digests").read_text().splitlines())
-    regular = sorted(rel for rel, v in before.items()
+    listed = sorted(line.split(b"  ", 1)[1] for line in
+                    (dest / ".torcx/digests").read_bytes().splitlines())
+    regular = sorted(os.fsencode(rel) for rel, v in before.items()
                      if rel != "<hardlinks>" and v[0] == 0o100000)
     assert listed == regular
     assert result.files == len(regular)
