@@ -136,3 +136,14 @@ def test_file_system_image_as_non_root_says_why_it_cannot(image):
         assert "needs root" in text
     finally:
         shutil.rmtree(folder)
+
+
+@needs_root
+@pytest.mark.parametrize("fmt", FS_FORMATS)
+def test_pinned_digest_of_a_file_system_image(image, tmp_path, fmt):
+    """squashfs/erofs: the pack's sha512 pins the image; another digest fails it."""
+    result = pack_image(str(image), "tool", "1", str(tmp_path), fmt=fmt)
+    assert verify_archive(result.path, result.sha512).pinned == result.sha512
+    assert verify_archive(result.path, "xxh3-" + result.xxh3).files == 4
+    with pytest.raises(DigestMismatch, match="sha512"):
+        verify_archive(result.path, "sha512-" + "f" * 128)
