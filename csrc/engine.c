@@ -552,7 +552,7 @@ static int do_file(struct job *j, struct archive_entry *e, char *path) {
         int ar = archive_read_data_block(j->ar, &buf, &len, &off);
         if (ar == ARCHIVE_EOF)
             break;
-        if (ar < ARCHIVE_WARN) {
+        if (ar != ARCHIVE_OK && ar != ARCHIVE_WARN) { /* RETRY too: damaged data */
             job_fail(j, TORCX_E_FORMAT, 0, "%s", archive_error_string(j->ar) ?: "read error");
             goto out;
         }
@@ -813,6 +813,7 @@ static int do_special(struct job *j, struct archive_entry *e, char *path, mode_t
 }
 
 static int do_entry(struct job *j, struct archive_entry *e) {
+    j->entry = NULL;
     const char *raw = archive_entry_pathname(e);
     if (!raw)
         raw = archive_entry_pathname_utf8(e);
@@ -1022,7 +1023,7 @@ static int read_entries(struct job *j) {
         int r = archive_read_next_header(j->ar, &e);
         if (r == ARCHIVE_EOF)
             return 0;
-        if (r < ARCHIVE_WARN) {
+        if (r != ARCHIVE_OK && r != ARCHIVE_WARN) { /* RETRY: a damaged header */
             j->entry = NULL;
             if (j->src.error)
                 return source_failed(j);
