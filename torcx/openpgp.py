@@ -8,8 +8,9 @@ and no agent: a signature is good exactly when it was made by a key in the
 keyrings we name on its command line.
 
 The trust rule: the verified payload is taken ONLY from what gpgv writes to its
-``--output`` file, and only when gpgv exits 0 and its status lines report one good
-signature and nothing bad. The ``.asc`` text is never parsed here: text around the
+``--output`` file, and only when gpgv's status lines report a good signature by a
+configured key and nothing bad (a further signature by a key we lack is tolerated,
+as apt does, so publishers can rotate keys). The ``.asc`` text is never parsed here: text around the
 signed block, or a second block, cannot reach the caller. (gpgv writes the plaintext
 before it has checked the signature, so the output file is thrown away unless
 every check passes.)
@@ -39,8 +40,9 @@ _ARMOR_BEGIN = b"-----BEGIN PGP PUBLIC KEY BLOCK-----"
 _ARMOR_END = b"-----END PGP PUBLIC KEY BLOCK-----"
 _TAG_PUBLIC_KEY = 6
 _GPGV_TIMEOUT_S = 60
-# Status keywords that mean a signature is unusable (gpg's doc/DETAILS).
-_BAD_STATUS = ("BADSIG", "ERRSIG", "EXPSIG", "EXPKEYSIG", "REVKEYSIG", "NO_PUBKEY")
+# Status keywords that condemn the whole document (gpg's doc/DETAILS).
+_BAD_STATUS = ("BADSIG", "EXPSIG", "EXPKEYSIG", "REVKEYSIG")
+_ERRSIG_NO_PUBKEY = "9"  # the <rc> field of ERRSIG: the signing key is not in our keyrings
 
 
 @dataclass(frozen=True)
@@ -171,20 +173,31 @@ def _gpgv() -> str:
 
 
 def _judge(rc: int, status: str) -> str:
-    """Return '' when gpgv accepted exactly one signed text, else the reason it did not."""
-    words = [line.split()[1] for line in status.splitlines()
-             if line.startswith("[GNUPG:] ") and len(line.split()) > 1]
-    bad = [w for w in words if w in _BAD_STATUS]
-    if "NODATA" in words and "NEWSIG" not in words:
+    """Return '' when gpgv vouched for exactly one signed text, else the reason it did not.
+
+    One good signature by a configured key is enough, even when other signatures
+    on the same text are by keys we do not have (gpgv then exits 2): that is how
+    a publisher rotates keys, and how apt judges gpgv's verdict. Any bad,
+    expired or revoked signature, or an error other than a missing key, fails.
+    """
+    records = [line.split()[1:] for line in status.splitlines()
+               if line.startswith("[GNUPG:] ") and len(line.split()) > 1]
+    words = [r[0] for r in records]
+    if "NEWSIG" not in words:
         return "not signed (no OpenPGP signature found)"
-    if "NO_PUBKEY" in bad:
-        return "signed by an unknown key"
-    if bad:
-        return f"bad signature ({', '.join(sorted(set(bad)))})"
-    if rc != 0 or "VALIDSIG" not in words:
-        return f"gpgv rejected it (exit status {rc})"
     if words.count("PLAINTEXT") != 1:
         return "more than one signed text"
+    bad = sorted({w for w in words if w in _BAD_STATUS})
+    if bad:
+        return f"bad signature ({', '.join(bad)})"
+    errors = [r for r in records if r[0] == "ERRSIG"]
+    unknown = [r for r in errors if len(r) > 6 and r[6] == _ERRSIG_NO_PUBKEY]
+    if len(unknown) != len(errors):
+        return "a signature cannot be checked (unsupported or malformed)"
+    if "VALIDSIG" not in words:
+        return "signed by an unknown key" if unknown else f"gpgv rejected it (exit status {rc})"
+    if rc != 0 and not (rc == 2 and unknown):
+        return f"gpgv rejected it (exit status {rc})"
     return ""
 
 

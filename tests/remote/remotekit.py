@@ -45,8 +45,11 @@ class GpgKeys:
     def armored(self, who: str) -> bytes:
         return self._gpg("--armor", "--export", self.fingerprints[who])
 
-    def clearsign(self, data: bytes, who: str = "trusted") -> bytes:
-        return self._gpg("--clearsign", "--local-user", self.fingerprints[who], data=data)
+    def clearsign(self, data: bytes, *who: str) -> bytes:
+        """Clear-sign ``data`` with each of the named keys ('trusted' by default)."""
+        users = [arg for w in (who or ("trusted",)) for arg in ("--local-user",
+                                                                 self.fingerprints[w])]
+        return self._gpg("--clearsign", *users, data=data)
 
 
 

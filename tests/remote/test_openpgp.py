@@ -46,6 +46,12 @@ def test_unknown_key_is_rejected(trusted, gpg_keys):
     assert gpg_keys.fingerprints["trusted"] in str(info.value)
 
 
+def test_second_signature_by_unknown_key_is_tolerated(trusted, gpg_keys):
+    """Signed by the configured key and another one (key rotation): the good one suffices."""
+    signed = gpg_keys.clearsign(DOC, "trusted", "stranger")
+    assert openpgp.verify_clearsigned(signed, [trusted], what="remote t") == DOC
+
+
 def test_unsigned_document_is_rejected(trusted):
     """Plain JSON without a signature is refused."""
     with pytest.raises(RemoteError, match="not signed"):
