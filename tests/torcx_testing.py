@@ -1,5 +1,9 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Shared test helpers: the root guard and running code in a private mount namespace."""
+"""Shared test helpers: the root guard and running code in a private mount namespace.
+
+Imported by name (`from torcx_testing import ...`): tests/ is on sys.path, and a
+unique module name avoids the ambiguity of importing "conftest" beside benchmarks/.
+"""
 
 from __future__ import annotations
 

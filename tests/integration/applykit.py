@@ -7,25 +7,9 @@ import io
 import json
 import os
 
+from torcx_testing import guard_root, in_mount_namespace, needs_root  # noqa: F401
+
 from torcx import cli
-
-
-def _shared_helpers():
-    """tests/conftest.py loaded by path: its module name 'conftest' is ambiguous."""
-    import importlib.util
-
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                        "conftest.py")
-    spec = importlib.util.spec_from_file_location("torcx_tests_apply_shared", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_shared = _shared_helpers()
-guard_root = _shared.guard_root
-needs_root = _shared.needs_root
-in_mount_namespace = _shared.in_mount_namespace
 
 
 class Outcome:

@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 
-from conftest import guard_root
+from torcx_testing import guard_root
 
 from torcx import cli
 
