@@ -7,6 +7,7 @@ import errno
 import os
 
 import pytest
+import tarkit
 from tarkit import reg
 
 from torcx import engine, errors
@@ -84,3 +85,49 @@ def test_many_jobs_more_than_threads(sandbox):
     for job in jobs:
         with open(os.path.join(job.dest, members[-1].info.name), "rb") as f:
             assert f.read() == members[-1].data
+
+
+# One job with spare threads decodes ahead of the writer on its own thread: the
+# same streams must give the same trees and errors as the single-threaded path.
+
+
+def _big_members():
+    """About 8 MiB of compressible, non-repeating text: several turns of the decode ring."""
+    return [reg(f"big{i}", "".join(f"{i} line {n} {n * n % 99991}\n" for n in range(70_000))
+                .encode()) for i in range(6)]
+
+
+@pytest.mark.parametrize("compress", [None, "gzip", "zstd"])
+def test_decode_ahead_extracts_the_same_tree(sandbox, compress):
+    """A single job on two threads (decode-ahead ring) extracts several MiB exactly."""
+    members = _big_members()
+    archive = sandbox.archive(members, digests=True, compress=compress)
+    (result,) = engine.extract_many([engine.Job(str(archive), str(sandbox.dest))], threads=2)
+    assert result.ok, result.error
+    assert result.verified
+    assert result.archive_xxh3 == tarkit.xxh3(archive.read_bytes())
+    for m in members:
+        assert (sandbox.dest / m.info.name).read_bytes() == m.data
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "truncated"])
+def test_decode_ahead_corrupt_gzip_fails_cleanly(sandbox, damage):
+    """A damaged gzip on the decode-ahead path fails with CorruptArchive and leaves nothing."""
+    archive = sandbox.archive(_big_members(), compress="gzip")
+    data = archive.read_bytes()
+    if damage == "corrupt":
+        archive.write_bytes(tarkit.corrupt_deflate(data))
+    else:
+        archive.write_bytes(data[:len(data) * 2 // 3])
+    (result,) = engine.extract_many([engine.Job(str(archive), str(sandbox.dest))], threads=2)
+    assert isinstance(result.error, errors.CorruptArchive)
+    sandbox.assert_clean_failure()
+
+
+def test_decode_ahead_unsafe_entry_fails_cleanly(sandbox):
+    """An unsafe entry after MiBs of data stops the decode-ahead job cleanly."""
+    members = _big_members() + [reg("../sentinel/pwned", b"x")]
+    archive = sandbox.archive(members, compress="gzip")
+    (result,) = engine.extract_many([engine.Job(str(archive), str(sandbox.dest))], threads=2)
+    assert isinstance(result.error, errors.UnsafeArchive)
+    sandbox.assert_clean_failure()

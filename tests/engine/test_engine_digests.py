@@ -144,3 +144,10 @@ def test_verify_checks_the_stream_too(sandbox):
     archive.write_bytes(tarkit.flip_middle(archive.read_bytes()))
     with pytest.raises(errors.CorruptArchive):
         engine.verify(str(archive))
+
+
+def test_hard_link_listed_too(sandbox):
+    """A list that also names a hard link's path (as a tree walk would) verifies."""
+    members = [reg("f", b"shared"), hardlink("h", "f")]
+    listing = f"{xxh3(b'shared')}  f\n{xxh3(b'shared')}  h\n"
+    assert sandbox.extract(sandbox.archive(members, digests=listing)).verified

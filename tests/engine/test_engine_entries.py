@@ -173,3 +173,29 @@ def test_empty_archive(sandbox):
     result = sandbox.extract(sandbox.archive([]))
     assert list(sandbox.dest.iterdir()) == []
     assert result.entries == 0
+
+
+def test_destination_mode_without_dot_entry(sandbox):
+    """Without a './' entry the destination is 0755 (not the staging folder's 0700)."""
+    sandbox.extract(sandbox.archive([reg("f", b"x")]))
+    assert stat.S_IMODE(os.stat(sandbox.dest).st_mode) == 0o755
+
+
+def test_relative_destination(sandbox, monkeypatch):
+    """A destination given relative to the current folder lands there."""
+    archive = sandbox.archive([reg("f", b"relative")])
+    monkeypatch.chdir(sandbox.parent)
+    from torcx import engine
+
+    engine.extract(str(archive), "dest")
+    assert (sandbox.dest / "f").read_bytes() == b"relative"
+    sandbox.assert_outside_untouched()
+
+
+def test_destination_with_trailing_slash(sandbox):
+    """A destination spelled with a trailing slash lands at the same folder."""
+    from torcx import engine
+
+    engine.extract(str(sandbox.archive([reg("f", b"slash")])), f"{sandbox.dest}/")
+    assert (sandbox.dest / "f").read_bytes() == b"slash"
+    sandbox.assert_outside_untouched()

@@ -12,6 +12,7 @@ import errno
 import os
 import tarfile
 
+import pytest
 import tarkit
 from tarkit import directory, hardlink, reg, symlink
 
@@ -95,6 +96,13 @@ def test_file_replacing_a_symlink_is_not_written_through_it(sandbox):
     sandbox.extract(sandbox.archive(members))
     assert not os.path.islink(sandbox.dest / "f")
     assert (sandbox.dest / "f").read_bytes() == b"pwned"
+
+
+def test_directory_replaced_by_symlink(sandbox):
+    """An empty directory replaced by a later symlink extracts as the symlink."""
+    members = [directory("d", mode=0o700), symlink("d", "elsewhere")]
+    sandbox.extract(sandbox.archive(members))
+    assert os.readlink(sandbox.dest / "d") == "elsewhere"
 
 
 # --- hard links ---------------------------------------------------------------------
@@ -288,7 +296,8 @@ def test_corrupt_tar_header_checksum(sandbox):
     second = 512 + 1024  # first header, 600 bytes of data padded to 1024, then the second
     data[second] ^= 0x01  # change the name: the stored checksum no longer matches
     archive.write_bytes(bytes(data))
-    sandbox.refuses(archive, errors.CorruptArchive)
+    err = sandbox.refuses(archive, errors.CorruptArchive)
+    assert err.entry in ("", "b", "c"), "the error names a stale entry"
 
 
 # --- the destination and the archive file -------------------------------------------------------
@@ -307,6 +316,15 @@ def test_destination_already_exists(sandbox):
     else:
         raise AssertionError("extracting over an existing destination succeeded")
     assert tarkit.tree_snapshot(sandbox.root) == before
+
+
+def test_destination_parent_missing(sandbox):
+    """A destination whose parent folder does not exist fails with ENOENT, creating nothing."""
+    archive = sandbox.archive([reg("f", b"x")])
+    with pytest.raises(errors.ExtractError) as info:
+        engine.extract(str(archive), str(sandbox.parent / "missing" / "dest"))
+    assert info.value.errno == errno.ENOENT
+    sandbox.assert_clean_failure()
 
 
 def test_missing_archive(sandbox):
