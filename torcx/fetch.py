@@ -323,7 +323,8 @@ class Progress:
         self._quiet = quiet  # no bar, no start/end lines; notes still go out
         self._notes = notes  # where notes (retries) go; the stream by default
         self._lock = threading.Lock()
-        self._sizes: dict = {}  # label -> [done, total or None]
+        self._sizes: dict = {}  # label -> [done, total or None], finished ones kept
+        self._running: set = set()
         self._drawn = 0.0
         self._finished = 0
         self._count = 0
@@ -334,6 +335,7 @@ class Progress:
     def start(self, label: str, url: str) -> None:
         with self._lock:
             self._sizes[label] = [0, None]
+            self._running.add(label)
             if not self._tty and not self._quiet:
                 self._print(f"fetching {label} from {url}")
 
@@ -352,14 +354,14 @@ class Progress:
     def end(self, label: str, message: str | None) -> None:
         with self._lock:
             self._finished += 1
-            self._sizes.pop(label, None)
+            self._running.discard(label)
             if self._quiet:
                 return
             if message:
                 self._print(message)
             elif self._tty:
                 self._out.write("\r\x1b[K")
-            if self._tty and self._sizes:
+            if self._tty and self._running:
                 self._draw()
 
     def note(self, message: str) -> None:
@@ -390,7 +392,7 @@ class Progress:
             bar = "?" * width
             amount = f"{_mib(done)} MiB"
         self._out.write(f"\r\x1b[K[{bar}] {amount}  {self._finished}/{self._count} done, "
-                        f"{len(self._sizes)} running")
+                        f"{len(self._running)} running")
         self._out.flush()
 
 
