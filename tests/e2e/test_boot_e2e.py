@@ -33,8 +33,6 @@ SUITES = ["bookworm", "trixie"]
 UNIT_SOURCE = {"bookworm": "/run/systemd/system/", "trixie": "/run/systemd/generator/"}
 GOOD = {"hello-tgz": "tgz", "hello-sqfs": "squashfs"}
 BROKEN = "broken-tgz"
-# Median guest boot times (systemd-analyze, ms) per suite, printed at the end of the run.
-BOOT_MS: dict = {}
 
 
 @pytest.fixture(scope="session")
@@ -167,7 +165,7 @@ def test_corrupt_addon_fails_alone(suite, wheel, archives):
 
 
 @pytest.mark.parametrize("suite", SUITES)
-def test_boot_time_with_and_without_torcx(suite, wheel, archives):
+def test_boot_time_with_and_without_torcx(suite, wheel, archives, request):
     """The same root folder boots with and without torcx (two addons), alternately, three
     times each; the guest's own boot times (systemd-analyze) give the cost of torcx."""
     runs: dict = {"without torcx": [], "with torcx": [], "torcx-apply.service": [],
@@ -186,4 +184,17 @@ def test_boot_time_with_and_without_torcx(suite, wheel, archives):
         runs["torcx-apply.service"].append(timed.unit_ms("torcx-apply.service"))
         runs["generator"].append(timed.logged_ms(  # plan (257) or whole apply (252)
             "torcx-generator.log", r"planned in ([\d.]+) ms|applied .*\(([\d.]+) ms\)$"))
-    BOOT_MS[suite] = {k: statistics.median(v) for k, v in runs.items() if None not in v}
+    t = {k: statistics.median(v) for k, v in runs.items() if None not in v}
+    line = (f"torcx boot cost, {suite} (median guest boot, systemd-analyze): "
+            f"{t['without torcx']:.0f} ms without torcx, {t['with torcx']:.0f} ms with two "
+            f"addons ({t['with torcx'] - t['without torcx']:+.0f} ms)")
+    for part in ("generator", "torcx-apply.service"):
+        if part in t:
+            line += f"; {part} {t[part]:.0f} ms"
+    print(line)
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None and capture is not None:  # in the run's output, pass or fail
+        with capture.global_and_fixture_disabled():
+            reporter.ensure_newline()
+            reporter.write_line(line)
