@@ -8,7 +8,6 @@ real command-line tools so the engine sees the streams users actually produce.
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import os
 import stat
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import xxhash
+from torcx_testing import in_mount_namespace, needs_root  # noqa: F401 - re-exported
 
 DIGESTS_PATH = ".torcx/digests"
 MTIME = 1_600_000_000  # a fixed, recognisable mtime for every member
@@ -259,17 +259,3 @@ def tree_snapshot(root: str | Path) -> dict:
             else:
                 snap[rel] = (stat.S_IFMT(st.st_mode), st.st_mode)
     return snap
-
-
-def _shared_test_helpers():
-    """tests/conftest.py loaded under its own name: every conftest is called 'conftest'."""
-    path = Path(__file__).resolve().parent.parent / "conftest.py"
-    spec = importlib.util.spec_from_file_location("torcx_tests_shared_conftest", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_shared = _shared_test_helpers()
-needs_root = _shared.needs_root
-in_mount_namespace = _shared.in_mount_namespace
