@@ -444,6 +444,10 @@ def install_boot(root: str = "/", *, generator_dir: str = GENERATOR_DIRS[0],
     installed: list[str] = []
     if wheel:
         installed += _unpack_wheel(root, wheel)
+    elif root != "/" and not _has_package(root):
+        log.warning(f"no torcx package for the python3 of {root} (looked in "
+                    f"{PACKAGE_DIR} and /usr/local/lib/python3*/dist-packages); its boot "
+                    "will fail until one is installed: pass --wheel")
     files = [
         (LAUNCHER, launcher_text(interpreter), 0o755),
         (f"{generator_dir}/torcx-generator", launcher_text(interpreter), 0o755),
@@ -462,6 +466,14 @@ def install_boot(root: str = "/", *, generator_dir: str = GENERATOR_DIRS[0],
     _write_file(_host(root, RECORD), "".join(
         p + "\n" for p in dict.fromkeys(previous + installed)))
     return installed
+
+
+def _has_package(root: str) -> bool:
+    import glob
+
+    patterns = [PACKAGE_DIR, "/usr/lib/python3.*/dist-packages",
+                "/usr/local/lib/python3.*/dist-packages"]
+    return any(glob.glob(os.path.join(_host(root, p), "torcx", "cli.py")) for p in patterns)
 
 
 def _unpack_wheel(root: str, wheel: str) -> list[str]:

@@ -238,3 +238,13 @@ def test_install_boot_command_line(tmp_path):
     assert cli.main(["uninstall-boot", "--root", str(root)], stdout=out) == 0
     assert not (root / "etc/systemd/system-generators/torcx-generator").exists()
     assert not (root / "usr/bin/torcx").exists()
+
+
+def test_install_boot_warns_when_the_image_has_no_torcx_package(tmp_path):
+    """install-boot into a root without the torcx package (and no --wheel) says so."""
+    root = tmp_path / "img"
+    root.mkdir()
+    err = io.StringIO()
+    assert cli.main(["install-boot", "--root", str(root)], stdout=io.StringIO(),
+                    stderr=err) == 0
+    assert "no torcx package for the python3 of" in err.getvalue()
