@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import statistics
 
@@ -131,6 +132,10 @@ def test_addons_start_in_the_boot_that_applies_them(suite, wheel, archives):
            and "Read-only" in boot.read("unpack-write.err"),
            "the unpack dir is writable", boot)
     expect(boot.read("failed-units").strip() == "", "some unit failed", boot)
+    complaints = [ln for ln in boot.read("journal").splitlines()
+                  if re.search(r"(torcx-apply\.service|50-torcx-apply\.conf).*"
+                               r"(Unknown|Failed to parse|Ignoring|cycle)", ln)]
+    expect(not complaints, f"systemd complains about the torcx units: {complaints}", boot)
     for name in GOOD:
         after = fx.show(boot.read(f"reloaded-{name}.service"))
         expect((after.get("LoadState"), after.get("ActiveState")) == ("loaded", "active"),
