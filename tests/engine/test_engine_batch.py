@@ -131,3 +131,18 @@ def test_decode_ahead_unsafe_entry_fails_cleanly(sandbox):
     (result,) = engine.extract_many([engine.Job(str(archive), str(sandbox.dest))], threads=2)
     assert isinstance(result.error, errors.UnsafeArchive)
     sandbox.assert_clean_failure()
+
+
+def test_two_jobs_same_destination(sandbox):
+    """Two jobs racing for one destination: exactly one lands, the other fails and cleans up."""
+    a, members_a = _good(sandbox, 0)
+    b, members_b = _good(sandbox, 1)
+    results = engine.extract_many([engine.Job(str(a), str(sandbox.dest)),
+                                   engine.Job(str(b), str(sandbox.dest))], threads=2)
+    assert sorted(r.ok for r in results) == [False, True]
+    loser = next(r for r in results if not r.ok)
+    assert isinstance(loser.error, errors.ExtractError)
+    assert loser.error.errno == errno.EEXIST
+    assert sorted(os.listdir(sandbox.parent)) == ["dest", "sentinel"]
+    winner = members_a if results[0].ok else members_b
+    assert {p.name for p in sandbox.dest.iterdir()} == {".torcx", winner[0].info.name.split("/")[0]}
