@@ -128,12 +128,12 @@ def digest_list(members: Iterable[Member]) -> bytes:
     for m in members:
         if m.info.type in (tarfile.REGTYPE, tarfile.AREGTYPE):
             digests[image_path(m.info.name)] = xxh3(m.data)
-    return "".join(f"{d}  {p}\n" for p, d in digests.items()).encode()
+    return "".join(f"{d}  {p}\n" for p, d in digests.items()).encode("utf-8", "surrogateescape")
 
 
 def digests_member(content: bytes | str) -> Member:
     if isinstance(content, str):
-        content = content.encode()
+        content = content.encode("utf-8", "surrogateescape")
     return reg(DIGESTS_PATH, content)
 
 

@@ -199,3 +199,10 @@ def test_destination_with_trailing_slash(sandbox):
     engine.extract(str(sandbox.archive([reg("f", b"slash")])), f"{sandbox.dest}/")
     assert (sandbox.dest / "f").read_bytes() == b"slash"
     sandbox.assert_outside_untouched()
+
+
+def test_non_utf8_name(sandbox):
+    """A file name that is not UTF-8 keeps its exact bytes and verifies against the list."""
+    result = sandbox.extract(sandbox.archive([reg("caf\udce9", b"latin-1")], digests=True))
+    assert b"caf\xe9" in os.listdir(os.fsencode(sandbox.dest))
+    assert result.verified

@@ -209,6 +209,18 @@ def test_name_beyond_max_path(sandbox):
     assert err.entry_index == 0
 
 
+def test_name_exactly_max_path(sandbox):
+    """A name of exactly Job(max_path) bytes is accepted (the limit is inclusive)."""
+    sandbox.extract(sandbox.archive([reg("x" * 128, b"x")]), max_path=128)
+    assert (sandbox.dest / ("x" * 128)).read_bytes() == b"x"
+
+
+def test_component_beyond_name_max(sandbox):
+    """A 300-byte path component fails cleanly with ENAMETOOLONG."""
+    err = sandbox.refuses(sandbox.archive([reg("y" * 300, b"x")]), errors.ExtractError)
+    assert err.errno == errno.ENAMETOOLONG
+
+
 def test_name_beyond_default_max_path(sandbox):
     """A pax name of 5000 bytes is refused with LimitExceeded under the default limit."""
     name = "/".join(["c" * 99] * 50)
@@ -350,6 +362,13 @@ def test_destination_parent_missing(sandbox):
         engine.extract(str(archive), str(sandbox.parent / "missing" / "dest"))
     assert info.value.errno == errno.ENOENT
     sandbox.assert_clean_failure()
+
+
+def test_archive_is_a_folder(sandbox):
+    """An archive path that is a folder fails with ExtractError, creating nothing."""
+    folder = sandbox.archives / "folder.tar"
+    folder.mkdir()
+    sandbox.refuses(folder, errors.ExtractError)
 
 
 def test_missing_archive(sandbox):

@@ -66,9 +66,11 @@ def test_special_bits_dropped_without_ownership(sandbox):
 def test_numeric_ownership_as_root(sandbox):
     """As root, numeric uid/gid of files, directories and symlinks are applied."""
     members = [directory("d", uid=2001, gid=2002), reg("d/f", b"x", uid=1234, gid=5678),
-               symlink("d/l", "f", uid=3001, gid=3002)]
+               symlink("d/l", "f", uid=3001, gid=3002),
+               reg("d/big", b"x", uid=3_000_000, gid=4_000_000)]  # beyond octal: pax records
     sandbox.extract(sandbox.archive(members))
-    for name, ids in (("d", (2001, 2002)), ("d/f", (1234, 5678)), ("d/l", (3001, 3002))):
+    for name, ids in (("d", (2001, 2002)), ("d/f", (1234, 5678)), ("d/l", (3001, 3002)),
+                      ("d/big", (3_000_000, 4_000_000))):
         st = os.lstat(sandbox.dest / name)
         assert (st.st_uid, st.st_gid) == ids, name
 
@@ -90,6 +92,14 @@ def test_mtimes_of_files_dirs_and_symlinks(sandbox):
            for name in ("d", "d/f", "d/l", "d/sub", "d/sub/g")}
     assert got == {"d": 1_000_000_000, "d/f": 1_100_000_000, "d/l": 1_200_000_000,
                    "d/sub": 1_300_000_000, "d/sub/g": 1_400_000_000}
+
+
+def test_sub_second_mtime(sandbox):
+    """A pax mtime with a fraction of a second is kept to the nanosecond."""
+    member = reg("f", b"x")
+    member.info.mtime = 1_600_000_000.25
+    sandbox.extract(sandbox.archive([member]))
+    assert os.lstat(sandbox.dest / "f").st_mtime_ns == 1_600_000_000_250_000_000
 
 
 def test_user_xattrs(sandbox):
