@@ -299,11 +299,34 @@ def read_unit_members(archive_path: str, dest: str):
     if text is None:
         return None
     manifest = schemas.parse_image_manifest(schemas.load_json(text, where), where)
-    if not complete:
-        wanted = {m for m in (_member(u) for u in manifest.units) if m}
-        if wanted:
-            _stream_members(archive_path, dest, wanted)
+    wanted = {m for m in (_member(u) for u in manifest.units) if m}
+    if not complete and wanted:
+        _stream_members(archive_path, dest, wanted)
+    # A unit may be a relative symlink to a file elsewhere in the image (an alias):
+    # fetch the targets too, following chains a few links deep.
+    for _ in range(8):
+        targets = _dangling_targets(dest, wanted)
+        if not targets:
+            break
+        wanted |= targets
+        _stream_members(archive_path, dest, targets)
     return manifest
+
+
+def _dangling_targets(dest: str, wanted: set) -> set:
+    """Image paths that wanted symlinks point to but that were not read yet."""
+    found = set()
+    for path in wanted:
+        host = os.path.join(dest, path)
+        if not os.path.islink(host) or os.path.exists(host):
+            continue
+        link = os.readlink(host)
+        if link.startswith("/"):
+            continue  # resolves outside the image: propagation refuses it anyway
+        target = _member(posixpath.normpath(posixpath.join("/", posixpath.dirname(path), link)))
+        if target and target not in wanted:
+            found.add(target)
+    return found
 
 
 def _stream_members(archive_path: str, dest: str, wanted: set | None):

@@ -93,6 +93,24 @@ def test_unit_reader_finds_units_placed_before_the_manifest(tmp_path):
     assert (dest / "lib/systemd/system/demo.service").read_text() == UNIT
 
 
+def test_unit_reader_follows_a_unit_that_is_a_symlink(tmp_path):
+    """A unit listed as a relative symlink to a file later in the archive is read through
+    the link, so the generated unit has the real content."""
+    tree = image_tree(tmp_path)
+    real = tree / "usr/lib/systemd/system"
+    real.mkdir(parents=True)
+    (real / "real.service").write_text(UNIT)
+    os.symlink("../../../usr/lib/systemd/system/real.service",
+               tree / "lib/systemd/system/alias.service")
+    (tree / ".torcx/manifest.json").write_text(
+        '{"kind": "image-manifest-v0", "value": {"bin": ["/bin/demo"], "units": '
+        '["/lib/systemd/system/alias.service"]}}')
+    archive = pack(tree, "demo", tmp_path / "s")
+    dest = tmp_path / "out"
+    boot.read_unit_members(str(archive), str(dest))
+    assert (dest / "lib/systemd/system/alias.service").read_text() == UNIT
+
+
 def test_unit_reader_ignores_members_that_climb_out(tmp_path):
     """A unit path written as ../ in the archive is never created outside the destination."""
     archive = tmp_path / "evil.tgz"
