@@ -326,6 +326,13 @@ def test_not_an_archive(sandbox):
     sandbox.refuses(archive, errors.CorruptArchive)
 
 
+def test_zero_byte_archive(sandbox):
+    """A zero-byte file (an interrupted download) is refused with CorruptArchive."""
+    archive = sandbox.archives / "empty.tar.gz"
+    archive.write_bytes(b"")
+    sandbox.refuses(archive, errors.CorruptArchive)
+
+
 def test_corrupt_tar_header_checksum(sandbox):
     """A tar header whose checksum does not match is refused with CorruptArchive."""
     archive = sandbox.archive([reg("a", b"x" * 600), reg("b", b"y")])

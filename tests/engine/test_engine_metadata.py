@@ -122,6 +122,15 @@ def test_file_capability_as_root(sandbox):
     assert os.getxattr(sandbox.dest / "bin/server", "security.capability") == cap
 
 
+@pytest.mark.skipif(os.geteuid() == 0, reason="checks the unprivileged behaviour")
+def test_file_capability_skipped_without_root(sandbox):
+    """Without root, security.capability is skipped silently and the file still lands."""
+    sandbox.extract(sandbox.archive([reg("bin/server", b"\x7fELF", mode=0o755,
+                                         xattrs={"security.capability":
+                                                 tarkit.CAP_NET_BIND_SERVICE_EP})]))
+    assert (sandbox.dest / "bin/server").read_bytes() == b"\x7fELF"
+
+
 def test_read_only_directory_with_contents(sandbox):
     """A 0555 directory, nested in another, still receives its files (modes applied last)."""
     members = [directory("ro", mode=0o555), directory("ro/inner", mode=0o555),
