@@ -46,10 +46,10 @@ ffibuilder.cdef(_cdef())
 ffibuilder.set_source(
     "torcx._native",
     '#include "torcx_engine.h"',
-    sources=[os.path.join("csrc", name) for name in ("engine.c", "source.c", "sha256.c", "mounts.c")],
+    sources=[os.path.join("csrc", f) for f in ("engine.c", "source.c", "sha256.c", "mounts.c")],
     include_dirs=[HERE],
     libraries=["archive", "xxhash", "isal", "pthread"],
-    define_macros=[("TORCX_VERSION", '"%s"' % _version()), ("_GNU_SOURCE", "1")],
+    define_macros=[("TORCX_VERSION", f'"{_version()}"'), ("_GNU_SOURCE", "1")],
     extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
     py_limited_api=True,
 )

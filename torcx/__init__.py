@@ -11,24 +11,28 @@ from .errors import (
     CorruptArchive,
     DigestMismatch,
     ExtractError,
+    InvalidImage,
     LimitExceeded,
     MountError,
     NotFound,
+    PackError,
     RemoteError,
     SchemaError,
     TorcxError,
     UnsafeArchive,
 )
 
-__all__ = sorted([
+__all__ = [
     "ConfigError",
     "CorruptArchive",
     "DigestMismatch",
     "ExtractError",
+    "InvalidImage",
     "Job",
     "LimitExceeded",
     "MountError",
     "NotFound",
+    "PackError",
     "RemoteError",
     "Result",
     "SchemaError",
@@ -38,7 +42,7 @@ __all__ = sorted([
     "extract",
     "extract_many",
     "verify",
-])
+]
 
 _ENGINE_NAMES = {"Job", "Result", "extract", "extract_many", "verify"}
 

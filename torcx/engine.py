@@ -9,8 +9,8 @@ verify). The GIL is released for the whole batch by cffi.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
 
 from . import errors
 from ._version import __version__
@@ -45,11 +45,11 @@ class Job:
     """
 
     archive: str
-    dest: Optional[str]
-    pin_xxh3: Optional[str] = None
-    pin_sha256: Optional[str] = None
+    dest: str | None
+    pin_xxh3: str | None = None
+    pin_sha256: str | None = None
     sha256: bool = False
-    ownership: Optional[bool] = None
+    ownership: bool | None = None
     allow_devices: bool = False
     require_digests: bool = False
     max_entries: int = DEFAULT_MAX_ENTRIES
@@ -62,7 +62,7 @@ class Result:
     """Outcome of one job; ``error`` is None on success."""
 
     archive: str
-    dest: Optional[str]
+    dest: str | None
     entries: int = 0
     files: int = 0
     dirs: int = 0
@@ -76,7 +76,7 @@ class Result:
     compression: str = ""
     verified: bool = False
     seconds: float = 0.0
-    error: Optional[errors.ExtractError] = field(default=None, repr=False)
+    error: errors.ExtractError | None = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
