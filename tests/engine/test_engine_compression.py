@@ -91,8 +91,6 @@ def test_zstd_multi_frame(sandbox):
     assert result.compression == "zstd"
 
 
-@pytest.mark.xfail(strict=True, reason="engine: compression is named at the first header, "
-                   "so an archive without members reports '' (reported)")
 @pytest.mark.parametrize("tool,expected", [(None, "none"), ("zstd", "zstd")])
 def test_compression_named_for_an_archive_without_members(sandbox, tool, expected):
     """An archive with no members still reports its compression."""
