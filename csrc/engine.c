@@ -161,6 +161,7 @@ struct job {
     int cache_fd;
     struct map files;  /* regular files extracted: path -> content digest */
     struct map listed; /* .torcx/digests: path -> expected digest */
+    struct map nondirs; /* verify-only: paths of entries that are not folders */
     bool have_list;
     struct dir_fixup *fixups;
     size_t nfixups, capfixups;
@@ -812,6 +813,26 @@ static int do_special(struct job *j, struct archive_entry *e, char *path, mode_t
     return 0;
 }
 
+/* Verify-only jobs write nothing, so the filesystem cannot refuse a path
+ * through an earlier symlink or file for them: track non-folders instead. */
+static int track_nondirs(struct job *j, char *path, mode_t type, bool hardlink) {
+    for (char *slash = strchr(path, '/'); slash; slash = strchr(slash + 1, '/')) {
+        *slash = '\0';
+        bool blocked = map_find(&j->nondirs, path) != NULL;
+        *slash = '/';
+        if (blocked)
+            return job_fail(j, TORCX_E_UNSAFE, 0, "path goes through a symlink or file");
+    }
+    if (type == AE_IFDIR && !hardlink) {
+        map_del(&j->nondirs, path);
+        return 0;
+    }
+    XXH128_hash_t none = {0, 0};
+    if (!map_put(&j->nondirs, path, none))
+        return job_fail(j, TORCX_E_OS, ENOMEM, "out of memory");
+    return 0;
+}
+
 static int do_entry(struct job *j, struct archive_entry *e) {
     j->entry = NULL;
     const char *raw = archive_entry_pathname(e);
@@ -831,6 +852,10 @@ static int do_entry(struct job *j, struct archive_entry *e) {
     mode_t type = archive_entry_filetype(e);
     if (!*path && (type != AE_IFDIR || archive_entry_hardlink(e)))
         return job_fail(j, TORCX_E_UNSAFE, 0, "entry replaces the image root");
+    if (strcmp(path, DIGESTS_PATH) == 0 && (type != AE_IFREG || archive_entry_hardlink(e)))
+        return job_fail(j, TORCX_E_DIGEST_LIST, 0, DIGESTS_PATH " must be a regular file");
+    if (!j->write && track_nondirs(j, path, type, archive_entry_hardlink(e) != NULL) < 0)
+        return -1;
     if (archive_entry_hardlink(e))
         return do_hardlink(j, e, path);
     switch (type) {
@@ -1017,12 +1042,22 @@ static bool pin_matches(const char *pin, const char *actual) {
     return strcasecmp(pin, actual) == 0;
 }
 
+static void name_compression(struct job *j) {
+    if (j->out->compression[0])
+        return;
+    const char *name = archive_filter_name(j->ar, 0);
+    snprintf(j->out->compression, sizeof(j->out->compression), "%s",
+             archive_filter_count(j->ar) <= 1 ? "none" : name ? name : "unknown");
+}
+
 static int read_entries(struct job *j) {
     for (;;) {
         struct archive_entry *e;
         int r = archive_read_next_header(j->ar, &e);
-        if (r == ARCHIVE_EOF)
+        if (r == ARCHIVE_EOF) {
+            name_compression(j); /* an archive without members too */
             return 0;
+        }
         if (r != ARCHIVE_OK && r != ARCHIVE_WARN) { /* RETRY: a damaged header */
             j->entry = NULL;
             if (j->src.error)
@@ -1030,11 +1065,8 @@ static int read_entries(struct job *j) {
             return job_fail(j, TORCX_E_FORMAT, 0, "%s",
                             archive_error_string(j->ar) ?: "cannot read archive");
         }
-        if (j->index == 0 && !j->src.gzip) {
-            const char *name = archive_filter_name(j->ar, 0);
-            snprintf(j->out->compression, sizeof(j->out->compression), "%s",
-                     archive_filter_count(j->ar) <= 1 ? "none" : name ? name : "unknown");
-        }
+        if (j->index == 0)
+            name_compression(j);
         if (do_entry(j, e) < 0) {
             if (j->src.error) { /* a decode failure surfaced as a short entry */
                 j->out->code = TORCX_OK;
@@ -1127,7 +1159,14 @@ static void run_job(const struct torcx_job *in, struct torcx_result *out, bool t
     }
     archive_read_support_format_tar(j.ar);
     archive_read_support_format_gnutar(j.ar);
-    archive_read_support_filter_all(j.ar);
+    /* Built-in decoders only: filter_all would let an archive's magic pick
+     * an external program (lrzip, lzop, grzip) to run at boot. */
+    archive_read_support_filter_gzip(j.ar);
+    archive_read_support_filter_bzip2(j.ar);
+    archive_read_support_filter_xz(j.ar);
+    archive_read_support_filter_lzma(j.ar);
+    archive_read_support_filter_lz4(j.ar);
+    archive_read_support_filter_zstd(j.ar);
     if (archive_read_open(j.ar, &j, NULL, read_cb, NULL) != ARCHIVE_OK) {
         if (j.src.error)
             source_failed(&j);
@@ -1171,6 +1210,7 @@ done:
         XXH3_freeState(j.fxxh);
     map_free(&j.files);
     map_free(&j.listed);
+    map_free(&j.nondirs);
     for (size_t i = 0; i < j.nfixups; i++)
         free(j.fixups[i].path);
     free(j.fixups);

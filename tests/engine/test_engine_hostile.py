@@ -329,8 +329,6 @@ def test_zero_byte_archive(sandbox):
     sandbox.refuses(archive, errors.CorruptArchive)
 
 
-@pytest.mark.xfail(strict=True, reason="engine: archive_read_support_filter_all lets content "
-                   "pick an external decoder (lrzip, lzop, grzip) to run (reported)")
 def test_no_external_decoder_is_run(sandbox, tmp_path, monkeypatch):
     """An archive with lrzip magic is refused without running any 'lrzip' program."""
     bin_dir = tmp_path / "bin"
