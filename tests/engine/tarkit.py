@@ -8,16 +8,22 @@ real command-line tools so the engine sees the streams users actually produce.
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import io
 import os
+import pickle
+import platform
 import stat
 import subprocess
 import tarfile
+import traceback
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import xxhash
 from torcx_testing import in_mount_namespace, needs_root  # noqa: F401 - re-exported
 
@@ -259,3 +265,75 @@ def tree_snapshot(root: str | Path) -> dict:
             else:
                 snap[rel] = (stat.S_IFMT(st.st_mode), st.st_mode)
     return snap
+
+
+# --- running the engine where openat2 does not exist ---------------------------------
+
+_NR_OPENAT2 = 437  # the same number on every Linux architecture
+_AUDIT_ARCH_X86_64 = 0xC000003E
+_PR_SET_NO_NEW_PRIVS = 38
+_PR_SET_SECCOMP = 22
+_SECCOMP_MODE_FILTER = 2
+_SECCOMP_RET_ALLOW = 0x7FFF0000
+_SECCOMP_RET_ERRNO = 0x00050000
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte),
+                ("k", ctypes.c_uint32)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+def _deny_openat2() -> None:
+    """Install a seccomp filter making openat2 fail with ENOSYS, as on kernels before 5.6."""
+    ld_w_abs, jeq_k, ret_k = 0x20, 0x15, 0x06
+    program = [
+        (ld_w_abs, 0, 0, 4),                                  # A = arch
+        (jeq_k, 1, 0, _AUDIT_ARCH_X86_64),                    # other arches: allow all
+        (ret_k, 0, 0, _SECCOMP_RET_ALLOW),
+        (ld_w_abs, 0, 0, 0),                                  # A = syscall number
+        (jeq_k, 0, 1, _NR_OPENAT2),
+        (ret_k, 0, 0, _SECCOMP_RET_ERRNO | errno.ENOSYS),
+        (ret_k, 0, 0, _SECCOMP_RET_ALLOW),
+    ]
+    filters = (_SockFilter * len(program))(*[_SockFilter(*ins) for ins in program])
+    prog = _SockFprog(len(program), filters)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 or \
+            libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "installing the seccomp filter")
+
+
+def without_openat2(fn, *args):
+    """Run fn(*args) in a forked child where openat2 fails with ENOSYS; return its result.
+
+    This exercises the engine's component-by-component fallback walk, the path
+    taken on kernels without openat2. The result must be picklable.
+    """
+    if platform.machine() != "x86_64":
+        pytest.skip("the seccomp filter is written for x86_64")
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        os.close(rfd)
+        status = 0
+        try:
+            _deny_openat2()
+            payload = ("ok", fn(*args))
+        except BaseException as e:  # noqa: BLE001 - reported to the parent
+            payload = ("error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}")
+            status = 1
+        with os.fdopen(wfd, "wb") as w:
+            w.write(pickle.dumps(payload))
+        os._exit(status)
+    os.close(wfd)
+    with os.fdopen(rfd, "rb") as r:
+        data = r.read()
+    os.waitpid(pid, 0)
+    kind, value = pickle.loads(data) if data else ("error", "child died without a report")
+    if kind == "error":
+        raise AssertionError(f"without openat2: {value}")
+    return value
