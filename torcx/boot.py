@@ -43,6 +43,7 @@ from .errors import ConfigError, TorcxError
 
 __all__ = [
     "APPLY_UNIT",
+    "BOOT_UNITS",
     "generator_main",
     "in_pid1_mount_namespace",
     "install_boot",
@@ -52,6 +53,8 @@ __all__ = [
 ]
 
 APPLY_UNIT = "torcx-apply.service"
+SYSUSERS_UNIT = "torcx-sysusers.service"
+BOOT_UNITS = (APPLY_UNIT, SYSUSERS_UNIT)  # shipped in torcx/units, pulled in by sysinit.target
 DROPIN_NAME = "50-torcx-apply.conf"
 GENERATOR_DIRS = ("/usr/lib/systemd/system-generators", "/etc/systemd/system-generators")
 UNIT_DIRS = {"/usr/lib/systemd/system-generators": "/usr/lib/systemd/system",
@@ -157,7 +160,7 @@ def plan_generator_units(paths, normal_dir: str, late_dir: str, log=_log.NULL) -
         log.info(f"{paths.run_dir} exists: torcx already ran this boot, units are in "
                  f"{SYSTEMD_UNIT_DIR}; nothing to generate")
         return 0
-    _write_apply_unit(late_dir)
+    _write_boot_units(late_dir)
     sel = profiles.select(paths, log)
     store = Store(paths, log=log)
     failed = 0
@@ -179,18 +182,19 @@ def plan_generator_units(paths, normal_dir: str, late_dir: str, log=_log.NULL) -
     return 1 if failed else 0
 
 
-def _write_apply_unit(late_dir: str) -> None:
-    """Fallback copy of torcx-apply.service (a shipped one wins) and its sysinit link.
+def _write_boot_units(late_dir: str) -> None:
+    """Fallback copies of the boot units (shipped ones win) and their sysinit.target links.
 
-    It runs torcx with this very interpreter, so it works however torcx was installed.
+    They run torcx with this very interpreter, so they work however torcx was installed.
     """
-    _write_file(os.path.join(late_dir, APPLY_UNIT),
-                apply_unit_text(f"{sys.executable} -I -m torcx"))
     wants = os.path.join(late_dir, "sysinit.target.wants")
     os.makedirs(wants, exist_ok=True)
-    link = os.path.join(wants, APPLY_UNIT)
-    if not os.path.lexists(link):
-        os.symlink("../" + APPLY_UNIT, link)
+    for unit in BOOT_UNITS:
+        _write_file(os.path.join(late_dir, unit),
+                    unit_text(unit, f"{sys.executable} -I -m torcx"))
+        link = os.path.join(wants, unit)
+        if not os.path.lexists(link):
+            os.symlink("../" + unit, link)
 
 
 @contextlib.contextmanager
@@ -408,15 +412,11 @@ def _store(entry, dest: str, path: str, data: bytes | None = None) -> None:
 
 # -- torcx-apply.service and install-boot --------------------------------------------
 
-def apply_unit_text(launcher: str) -> str:
-    """torcx-apply.service with ExecStart pointing at ``launcher``."""
-    return _unit_file_text().replace("/usr/bin/torcx ", launcher + " ")
-
-
-def _unit_file_text() -> str:
+def unit_text(unit: str, launcher: str) -> str:
+    """A shipped boot unit (torcx/units/UNIT), running torcx as ``launcher``."""
     here = os.path.dirname(os.path.abspath(__file__))
-    with open(os.path.join(here, "units", APPLY_UNIT), encoding="utf-8") as f:
-        return f.read()
+    with open(os.path.join(here, "units", unit), encoding="utf-8") as f:
+        return f.read().replace("/usr/bin/torcx ", launcher + " ")
 
 
 def _write_file(path: str, text: str, mode: int = 0o644) -> None:
@@ -474,8 +474,8 @@ def install_boot(root: str = "/", *, generator_dir: str = GENERATOR_DIRS[0],
     files = [
         (LAUNCHER, launcher_text(interpreter), 0o755),
         (f"{generator_dir}/torcx-generator", launcher_text(interpreter), 0o755),
-        (f"{UNIT_DIRS[generator_dir]}/{APPLY_UNIT}", apply_unit_text(LAUNCHER), 0o644),
-    ]
+    ] + [(f"{UNIT_DIRS[generator_dir]}/{unit}", unit_text(unit, LAUNCHER), 0o644)
+         for unit in BOOT_UNITS]
     for logical, _text, _mode in files:
         host = _host(root, logical)
         if os.path.lexists(host) and not force and not _ours(host):

@@ -69,11 +69,15 @@ def addon_tree(parent: str, name: str) -> str:
                 "WantedBy=multi-user.target\n")
     os.symlink(f"../{name}.service",
                os.path.join(units, "multi-user.target.wants", f"{name}.service"))
+    os.makedirs(os.path.join(root, "lib/sysusers.d"))
+    with open(os.path.join(root, "lib/sysusers.d", f"{name}.conf"), "w") as f:
+        f.write(f"g {name} -\n")  # the addon's own group, as docker's images ship
     with open(os.path.join(root, ".torcx", "manifest.json"), "w") as f:
         f.write('{"kind": "image-manifest-v0", "value": {'
                 f'"bin": ["/bin/{name}"], '
                 f'"units": ["/lib/systemd/system/{name}.service", '
-                '"/lib/systemd/system/multi-user.target.wants"]}}\n')
+                '"/lib/systemd/system/multi-user.target.wants"], '
+                f'"sysusers": ["/lib/sysusers.d/{name}.conf"]}}}}\n')
     return root
 
 
@@ -122,6 +126,7 @@ def checks_script(units) -> str:
         "echo $? >$R/unpack-write.rc",
         "grep ' /run/torcx/unpack' /proc/self/mountinfo >$R/unpack-mounts 2>&1",
         "systemctl is-active multi-user.target >$R/multi-user 2>&1",
+        "getent group >$R/groups 2>&1",
         f"cp -r {MARKERS} $R/markers 2>/dev/null",
         "cp /run/log/torcx-generator.log /run/torcx/generator.log $R/ 2>/dev/null",
         "ls -lR /run/torcx/bin /run/systemd/generator /run/systemd/generator.late "

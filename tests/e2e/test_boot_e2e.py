@@ -99,7 +99,8 @@ def unit_state(boot, unit: str) -> dict:
 @pytest.mark.parametrize("suite", SUITES)
 def test_addons_start_in_the_boot_that_applies_them(suite, wheel, archives):
     """A tgz and a squashfs addon are applied, verified and sealed; their units run their
-    binaries from /run/torcx/bin in that same boot, with /run noexec."""
+    binaries from /run/torcx/bin and their sysusers groups exist in that same boot, with
+    /run noexec."""
     units = [f"{n}.service" for n in GOOD] + ["torcx-apply.service"]
     with torcx_guest(suite, f"{suite}-torcx", wheel, archives, list(GOOD)) as guest:
         boot = guest.boot(fx.checks_script(units), bind_loop=True)
@@ -120,6 +121,9 @@ def test_addons_start_in_the_boot_that_applies_them(suite, wheel, archives):
         apply_unit = unit_state(boot, "torcx-apply.service")
         expect(apply_unit.get("ActiveState") == "active", "torcx-apply.service did not run",
                boot)
+    groups = {line.split(":")[0] for line in boot.read("groups").splitlines()}
+    expect(set(GOOD) <= groups, f"the addons' sysusers groups were not created: {groups}",
+           boot)
     images = status_images(boot)
     expect(boot.read("status.rc").strip() == "0", "torcx status did not report success", boot)
     for name in GOOD:

@@ -157,8 +157,9 @@ def test_plan_writes_units_links_dropins_and_the_apply_unit(tmp_path):
     assert "AssertPathExists=/run/torcx/unpack/demo/.torcx/manifest.json" in dropin
     assert f"ExecStart={sys.executable} -I -m torcx apply" in \
         (late / boot.APPLY_UNIT).read_text()
-    assert os.readlink(late / "sysinit.target.wants" / boot.APPLY_UNIT) == "../" + \
-        boot.APPLY_UNIT
+    for unit in boot.BOOT_UNITS:
+        assert os.readlink(late / "sysinit.target.wants" / unit) == "../" + unit
+    assert "ExecStart=systemd-sysusers" in (late / "torcx-sysusers.service").read_text()
     assert not (root / "run/torcx").exists()  # planning claims nothing: the apply does
 
 
@@ -221,6 +222,7 @@ def test_install_boot_then_uninstall_leaves_the_root_as_it_was(tmp_path):
     assert os.access(root / "usr/lib/systemd/system-generators/torcx-generator", os.X_OK)
     assert "ExecStart=/usr/bin/torcx apply" in \
         (root / "usr/lib/systemd/system/torcx-apply.service").read_text()
+    assert (root / "usr/lib/systemd/system/torcx-sysusers.service").exists()
     assert (root / "usr/lib/python3/dist-packages/torcx/cli.py").exists()
     assert not any(".data/" in p for p in installed)
     cache = root / "usr/lib/python3/dist-packages/torcx/__pycache__"
