@@ -19,7 +19,9 @@ namespace. Hence two modes:
   ``torcx-apply.service`` and asserts that its image was applied; and it pulls
   in ``torcx-apply.service`` (shipped by ``install-boot``; a copy goes into
   the generator's late folder as a fallback), which runs ``torcx apply`` in
-  PID 1's mount namespace before ``sysinit.target``.
+  PID 1's mount namespace before ``sysinit.target``; ``torcx-sysusers.service``
+  then creates the users and groups of the addons (systemd-sysusers.service
+  has run by then: it cannot be ordered after the apply without a cycle).
 
 Per-image assertions rather than ``Requires=torcx-apply.service``: one corrupt
 image makes the apply exit non-zero, and Requires= would then fail every addon
