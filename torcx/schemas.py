@@ -231,6 +231,14 @@ class _Checker:
     def typed(self, value, path: str, typename: str):
         if not isinstance(value, _TYPES[typename]):
             self.fail(path, f"expected {typename}, got {_json_type(value)}")
+        if typename == "string":
+            # JSON lets "\ud800" through; such a string cannot name a file or be
+            # written back, and would fail far from here (at unpack, at seal).
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as e:
+                self.fail(path, f"not valid Unicode text (lone surrogate "
+                                f"U+{ord(value[e.start]):04X})")
         return value
 
     def field(self, obj: dict, key: str, path: str, typename: str, required: bool = True):
@@ -278,17 +286,23 @@ def _json_type(value) -> str:
     return type(value).__name__
 
 
+def _has_control(text: str) -> bool:
+    return any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text)
+
+
 def _check_image_name(c: _Checker, name: str, path: str) -> None:
-    # The name becomes a folder (unpack/NAME) and part of a file name (NAME:REF).
+    # The name becomes a folder (unpack/NAME), part of a file name (NAME:REF)
+    # and of the seal file's one-line values: no control characters.
     if not name:
         c.fail(path, "must not be empty")
-    if name in (".", "..") or "/" in name or ":" in name or "\0" in name:
-        c.fail(path, f"invalid image name {name!r} (no '/', ':', '.' or '..')")
+    if name in (".", "..") or "/" in name or ":" in name or _has_control(name):
+        c.fail(path, f"invalid image name {name!r} "
+                     "(no '/', ':', control characters, '.' or '..')")
 
 
 def _check_reference(c: _Checker, ref: str, path: str) -> None:
-    if ref in (".", "..") or "/" in ref or "\0" in ref:
-        c.fail(path, f"invalid reference {ref!r} (no '/', '.' or '..')")
+    if ref in (".", "..") or "/" in ref or _has_control(ref):
+        c.fail(path, f"invalid reference {ref!r} (no '/', control characters, '.' or '..')")
 
 
 def _check_image_path(c: _Checker, value: str, path: str) -> None:

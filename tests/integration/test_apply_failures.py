@@ -171,3 +171,33 @@ def test_tmpfs_that_cannot_be_mounted_aborts_cleanly(root):
     with open(root.host("/run/torcx/apply.json")) as f:
         assert json.load(f)["value"]["status"] == "aborted"
     assert torcx(root.path, "status").code == 1
+
+
+def test_upper_profile_naming_an_unwritable_image_keeps_lower_profiles(root):
+    """An upper profile whose image name holds a newline is an error; vendor images apply, sealed."""
+    root.add_hello()
+    root.profile("vendor", [("hello", "1")])
+    root.raw_profile("user", json.dumps({"kind": "profile-manifest-v0", "value": {
+        "images": [{"name": "a\nb", "reference": "1"}]}}))
+    root.next_profile("user")
+    code, rep = apply_json(root.path)
+    assert code == 1
+    (problem,) = rep["profiles"]["problems"]
+    assert problem["profile"] == "user" and "images[0].name" in problem["message"]
+    assert by_name(rep)["hello"]["status"] == "ok"
+    assert read_seal(root.path)["TORCX_UPPER_PROFILE"] == '""'
+
+
+def test_manifest_path_that_is_not_unicode_fails_that_image_only(root):
+    """A manifest path with a lone surrogate (\\ud800) fails its image; the others are sealed."""
+    root.add_image("odd", "1", files={"bin/odd": "x"},
+                   manifest='{"kind": "image-manifest-v0", "value": {"bin": ["/bin/\\ud800"]}}')
+    root.add_hello()
+    root.profile("vendor", [("odd", "1"), ("hello", "1")])
+    code, rep = apply_json(root.path)
+    assert code == 1
+    odd = by_name(rep)["odd"]
+    assert (odd["status"], odd["stage"]) == ("failed", "manifest")
+    assert "$.value.bin[0]" in odd["error"]
+    assert by_name(rep)["hello"]["status"] == "ok"
+    assert read_seal(root.path)["TORCX_FAILED_IMAGES"] == '"odd"'
