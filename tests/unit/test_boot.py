@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import os
 import sys
@@ -11,23 +10,11 @@ import tarfile
 import zipfile
 
 import pytest
+from torcx_testing import in_mount_namespace, needs_root
 
 from torcx import boot, cli
 from torcx import paths as torcx_paths
 from torcx.errors import ConfigError
-
-
-def _shared():
-    """tests/conftest.py by path: the module name 'conftest' is ambiguous."""
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                        "conftest.py")
-    spec = importlib.util.spec_from_file_location("torcx_tests_boot_shared", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-shared = _shared()
 
 UNIT = "[Unit]\nDescription=demo\n\n[Service]\nExecStart=/run/torcx/bin/demo\n"
 MANIFEST = ('{"kind": "image-manifest-v0", "value": {"bin": ["/bin/demo"], "units": '
@@ -188,13 +175,13 @@ def test_plan_reports_a_missing_image_and_keeps_the_others(tmp_path):
     assert (normal / "demo.service").exists()
 
 
-@shared.needs_root
+@needs_root
 def test_mount_namespace_detection():
     """A process shares its own mount namespace; a child in a new one (as a sandboxed
     generator) does not share its parent's."""
     parent = os.getpid()
     assert boot.in_pid1_mount_namespace(parent) is True
-    assert shared.in_mount_namespace(boot.in_pid1_mount_namespace, parent) is False
+    assert in_mount_namespace(boot.in_pid1_mount_namespace, parent) is False
 
 
 def fake_wheel(tmp_path):
