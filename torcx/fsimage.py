@@ -20,13 +20,12 @@ from typing import TYPE_CHECKING
 
 from . import digestlist
 from .errors import PackError
-from .imagetree import Node, read_xattrs, show
+from .imagetree import TORCX_DIR_REL, Node, read_xattrs, show
 
 if TYPE_CHECKING:
     from .pack import Format
 
 CHUNK = digestlist.CHUNK
-TORCX_DIR_REL = b".torcx"
 
 
 def stage_tree(rootfs: str, nodes: list[Node], stage: str, digests_blob: bytes,

@@ -87,34 +87,69 @@ def load_manifest(rootfs: str):
         return None, [Problem(MANIFEST_PATH, f"cannot read: {e.strerror}")]
 
 
+_MAX_SYMLINKS = 40  # as the kernel's path walk (ELOOP)
+
+
 class _Image:
-    """The image root folder, resolving manifest paths confined to it."""
+    """The image root folder, resolving manifest paths as they resolve once unpacked.
+
+    Symlinks are followed inside the image only: an absolute target resolves on
+    the host once the image is unpacked, and a relative one climbing above the
+    image root leaves ``unpack/NAME``, whatever they happen to reach on the
+    machine that packs.
+    """
 
     def __init__(self, rootfs: str):
         self.real = os.path.realpath(rootfs)
 
-    def inside(self, real: str) -> bool:
-        return real == self.real or real.startswith(self.real + "/")
-
     def resolve(self, asset: str) -> tuple[str, str]:
         """``(host path, problem)``: the path with every symlink followed, or why it fails."""
-        norm = posixpath.normpath(asset)
-        if norm == "/":
+        parts = [p for p in asset.split("/") if p not in ("", ".")]
+        if not parts:
             return "", "is the image root"
-        parent, base = posixpath.split(norm)
-        host_parent = os.path.realpath(self.real + parent)
-        if not self.inside(host_parent):
-            return "", "leads outside the image (a parent folder is a symlink out of it)"
-        host = os.path.join(host_parent, base)
-        if not os.path.lexists(host):
-            return "", "no such file in the image"
-        real = os.path.realpath(host)
-        if not self.inside(real):
-            return "", ("is a symlink leading outside the image (absolute symlinks resolve "
-                        "on the host once unpacked)")
-        if not os.path.exists(real):
-            return "", "is a dangling symlink"
-        return real, ""
+        # (component, belongs to the final component of asset), next one last
+        todo = [(p, i == len(parts) - 1) for i, p in reversed(list(enumerate(parts)))]
+        done: list[str] = []  # resolved components below the root, none a symlink
+        links = 0
+        final_link = False  # the final component is a symlink being followed
+        while todo:
+            part, final = todo.pop()
+            if part == "..":
+                if not done:
+                    return "", _escape_problem(final_link)
+                done.pop()
+                continue
+            host = os.path.join(self.real, *done, part)
+            try:
+                st = os.lstat(host)
+            except (FileNotFoundError, NotADirectoryError):
+                return "", "is a dangling symlink" if final_link else "no such file in the image"
+            except OSError as e:
+                return "", f"cannot stat {os.path.join('/', *done, part)}: {e.strerror}"
+            if stat.S_ISLNK(st.st_mode):
+                links += 1
+                final_link = final_link or final
+                if links > _MAX_SYMLINKS:
+                    return "", "too many levels of symlinks"
+                target = os.readlink(host)
+                if target.startswith("/"):
+                    return "", _escape_problem(final)
+                todo.extend((p, final) for p in reversed(target.split("/"))
+                            if p not in ("", "."))
+                continue
+            if todo and not stat.S_ISDIR(st.st_mode):
+                return "", "no such file in the image (a parent is not a folder)"
+            done.append(part)
+        if not done:
+            return "", "is the image root"
+        return os.path.join(self.real, *done), ""
+
+
+def _escape_problem(final_link: bool) -> str:
+    if final_link:
+        return ("is a symlink leading outside the image (once unpacked, an absolute target "
+                "resolves on the host and '..' above the image root leaves it)")
+    return "leads outside the image (a parent folder is a symlink out of it)"
 
 
 def check_manifest_paths(rootfs: str, manifest) -> list[Problem]:

@@ -17,6 +17,7 @@ from . import digestlist
 from .errors import PackError
 from .imagecheck import Problem
 
+TORCX_DIR_REL = b".torcx"
 MANIFEST_REL = b".torcx/manifest.json"
 # xattrs an image may carry: user data and file capabilities (e.g. ping's cap_net_raw).
 KEPT_XATTR_PREFIXES = (b"user.", b"security.capability")
@@ -33,8 +34,9 @@ class Node:
 def scan_tree(rootfs: str) -> tuple[list[Node], list[Problem]]:
     """Every entry below ``rootfs`` depth first, names sorted by bytes, never following links.
 
-    ``.torcx/digests`` is left out (the pack writes its own). Sockets and names
-    holding a newline (which the digest list cannot name) are problems.
+    ``.torcx/digests`` is left out (the pack writes its own). Sockets, names
+    holding a newline (which the digest list cannot name) and a ``.torcx`` that
+    is not a folder are problems.
     """
     root = os.fsencode(rootfs)
     nodes: list[Node] = []
@@ -58,6 +60,11 @@ def scan_tree(rootfs: str) -> tuple[list[Node], list[Problem]]:
             if b"\n" in name:
                 problems.append(Problem(show(rel), "name holds a newline; the digest list "
                                                     "cannot name it"))
+                continue
+            if rel == TORCX_DIR_REL and not stat.S_ISDIR(st.st_mode):
+                # The pack writes .torcx/digests: through a symlink it would land on the host.
+                problems.append(Problem(show(rel), "must be a folder (the pack writes "
+                                                    ".torcx/digests into it)"))
                 continue
             if rel == digestlist.DIGESTS_PATH:
                 if stat.S_ISDIR(st.st_mode):

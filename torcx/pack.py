@@ -31,9 +31,9 @@ from libarchive.exception import ArchiveError
 
 from . import digestlist, imagecheck
 from .errors import ConfigError, InvalidImage, NotFound, PackError
-from .fsimage import TORCX_DIR_REL, write_fs_image
+from .fsimage import write_fs_image
 from .imagecheck import Problem
-from .imagetree import archive_order, compute_digests, resolve_epoch, scan_tree
+from .imagetree import TORCX_DIR_REL, archive_order, compute_digests, resolve_epoch, scan_tree
 from .tarwriter import write_tar
 
 CHUNK = digestlist.CHUNK

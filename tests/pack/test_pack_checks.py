@@ -71,6 +71,21 @@ def bin_absolute_symlink(root):
     add_to_manifest(root, "bin", "/bin/sh-link")
 
 
+def bin_absolute_symlink_back_into_rootfs(root):
+    os.symlink(root / "bin/tool", root / "bin/abs-link")  # inside ROOTFS only on this host
+    add_to_manifest(root, "bin", "/bin/abs-link")
+
+
+def bin_symlink_climbing_out_and_back(root):
+    os.symlink("../../rootfs/bin/tool", root / "bin/climb-link")  # leaves unpack/NAME
+    add_to_manifest(root, "bin", "/bin/climb-link")
+
+
+def parent_symlink_back_into_rootfs(root):
+    os.symlink(root / "bin", root / "hostbin")
+    add_to_manifest(root, "bin", "/hostbin/tool")
+
+
 def bin_not_executable(root):
     write(root / "bin/data", b"", 0o644)
     add_to_manifest(root, "bin", "/bin/data")
@@ -147,6 +162,9 @@ CASES = [
     (missing_file, "$.value.bin[1] /bin/missing", "no such file in the image"),
     (parent_symlink_out, "/hostusr/bin/env", "leads outside the image"),
     (bin_absolute_symlink, "/bin/sh-link", "symlink leading outside the image"),
+    (bin_absolute_symlink_back_into_rootfs, "/bin/abs-link", "symlink leading outside"),
+    (bin_symlink_climbing_out_and_back, "/bin/climb-link", "symlink leading outside"),
+    (parent_symlink_back_into_rootfs, "/hostbin/tool", "leads outside the image"),
     (bin_not_executable, "/bin/data", "not executable"),
     (bin_fifo, "/bin/pipe", "not a regular file or a folder"),
     (unit_bad_name, "/lib/tool.txt", "not a valid systemd unit file name"),
@@ -261,3 +279,18 @@ def test_file_changed_between_the_passes_fails(tmp_path):
         write_tar(out.fileno(), str(root), archive_order(nodes), digests, FORMATS["tar"],
                   level=None, threads=1, epoch=None, keep_owner=False)
     assert "lib/tool.service: changed while packing" in str(info.value)
+
+
+def test_torcx_folder_as_symlink_is_refused_and_nothing_lands_where_it_points(tmp_path):
+    """A .torcx symlink (the pack writes .torcx/digests) is refused; its target stays empty."""
+    root = tmp_path / "rootfs"
+    write(root / "data.txt", b"x")
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    os.symlink(victim, root / ".torcx")
+    with pytest.raises(InvalidImage) as info:
+        pack_image(str(root), "data", "1", str(tmp_path / "store"), fmt="squashfs")
+    assert [p.path for p in info.value.problems] == [".torcx"], info.value.problems
+    assert "must be a folder" in info.value.problems[0].message
+    assert os.listdir(victim) == []
+    assert not (tmp_path / "store").exists()
