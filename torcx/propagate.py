@@ -202,13 +202,14 @@ def _plan_bin(img: _Image, asset: str, bindir: str) -> list[Entry]:
 def _plan_unit(img: _Image, kind: str, asset: str) -> list[Entry]:
     destdir = UNIT_DIRS[kind]
     host = img.locate(asset, follow=True)
+    # Named as listed (an alias link keeps its own name), without a trailing "/".
+    dest = posixpath.join(destdir, posixpath.basename(posixpath.normpath(asset)))
     if not os.path.isdir(host):
         if not os.path.isfile(host):
             raise AssetError(f"{asset}: not a regular file or a folder")
-        return [Entry(img.name, kind, COPY, img.target_of(host),
-                      posixpath.join(destdir, posixpath.basename(asset)))]
+        return [Entry(img.name, kind, COPY, img.target_of(host), dest)]
     # A folder (e.g. multi-user.target.wants/) is recreated one level deep.
-    sub = posixpath.join(destdir, posixpath.basename(posixpath.normpath(asset)))
+    sub = dest
     out = [Entry(img.name, kind, MKDIR, img.target_of(host), sub)]
     for name in sorted(os.listdir(host)):
         path = os.path.join(host, name)

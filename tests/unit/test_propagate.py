@@ -197,3 +197,11 @@ def test_bin_symlinked_folder_inside_image_is_walked(root):
     os.symlink("usr/bin", f"{host}/bin")
     entries = plan(root, "lay", {"bin": ["/bin"]})
     assert [(e.dest, e.link) for e in entries] == [(f"{BINDIR}/x", f"{UNPACK}/lay/usr/bin/x")]
+
+
+def test_unit_path_with_trailing_slash_is_copied_under_its_name(root):
+    """A unit file listed as '/u/a.service/' lands as a.service, as upstream's Clean does."""
+    host, _ = make_image(root, "slash")
+    write(f"{host}/u/a.service", "[Unit]\n")
+    entries = plan(root, "slash", {"units": ["/u/a.service/"]})
+    assert [(e.action, e.dest) for e in entries] == [(COPY, "/run/systemd/system/a.service")]
