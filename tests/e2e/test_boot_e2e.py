@@ -205,5 +205,5 @@ def test_boot_time_with_and_without_torcx(suite, wheel, archives, request):
     capture = request.config.pluginmanager.get_plugin("capturemanager")
     if reporter is not None and capture is not None:  # in the run's output, pass or fail
         with capture.global_and_fixture_disabled():
-            reporter.ensure_newline()
+            reporter.write("\n")  # progress dots or the test's name precede it
             reporter.write_line(line)
