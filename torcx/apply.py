@@ -356,15 +356,22 @@ def _seal(run: Run, log: Logger) -> None:
     outcome; RUNDIR itself is not on the sealed tmpfs.
     """
     paths, sel = run.paths, run.selection
-    seal.write_run_profile(paths, sel.images)
-    seal.write_seal(paths, sel.lower, sel.upper or "", run.failed_images)
-    run.sealed = True
+    try:
+        seal.write_run_profile(paths, sel.images)
+        seal.write_seal(paths, sel.lower, sel.upper or "", run.failed_images)
+        run.sealed = True
+    except OSError as e:
+        # Still freeze what was unpacked and record why the seal is missing.
+        where = f"{e.filename}: " if e.filename else ""
+        run.status, run.error = FAILED, f"cannot seal: {where}{e.strerror or e}"
+        log.error(run.error)
     if run.mount:
         try:
             seal.remount_read_only(paths)
             run.read_only = True
         except MountError as e:
-            run.status, run.error = FAILED, str(e)
+            run.status = FAILED
+            run.error = f"{run.error}; {e}" if run.error else str(e)
             log.error(str(e))
 
 

@@ -201,3 +201,17 @@ def test_manifest_path_that_is_not_unicode_fails_that_image_only(root):
     assert "$.value.bin[0]" in odd["error"]
     assert by_name(rep)["hello"]["status"] == "ok"
     assert read_seal(root.path)["TORCX_FAILED_IMAGES"] == '"odd"'
+
+
+def test_seal_that_cannot_be_written_is_recorded(root):
+    """When /run/metadata is not a folder the apply fails naming it, and still records why."""
+    root.add_hello()
+    root.profile("vendor", [("hello", "1")])
+    write(root.host("/run/metadata"), "not a folder")
+    code, rep = apply_json(root.path)
+    assert code == 1
+    assert rep["status"] == "failed" and rep["sealed"] is False
+    assert "run/metadata" in rep["error"]
+    assert by_name(rep)["hello"]["status"] == "ok"
+    with open(root.host("/run/torcx/apply.json")) as f:
+        assert json.load(f)["value"]["error"] == rep["error"]
