@@ -20,7 +20,7 @@ import time
 
 from . import profiles, schemas, seal, sizing
 from ._version import __version__
-from .errors import MountError, NotFound, SchemaError
+from .errors import MountError, NotFound, SchemaError, TorcxError
 from .log import Logger
 from .paths import Paths
 from .store import Store
@@ -237,11 +237,21 @@ def _unpack(run: Run, unpack_host: str, log: Logger) -> None:
     mountable = [im for im in run.images if im.ok and im.archive.mountable]
     if not (batch or mountable):
         return
-    from . import engine  # the native engine loads only when there is work
-
+    try:
+        from . import engine  # the native engine loads only when there is work
+    except ImportError as e:
+        for image in batch + mountable:
+            image.fail("unpack", str(e))
+        return
     jobs = [engine.Job(im.archive.host_path, os.path.join(unpack_host, im.name))
             for im in batch]
-    for image, result in zip(batch, engine.extract_many(jobs)):
+    try:
+        results = engine.extract_many(jobs)
+    except TorcxError as e:  # the batch could not run at all (ENOMEM)
+        results = []
+        for image in batch:
+            image.fail("unpack", str(e))
+    for image, result in zip(batch, results):
         image.unpack = {
             "method": "extract", "compression": result.compression,
             "entries": result.entries, "files": result.files, "dirs": result.dirs,
@@ -420,9 +430,10 @@ def run(paths: Paths, log: Logger, *, mount: bool = True, dry_run: bool = False)
 
                 engine.mount_tmpfs(unpack_host, r.tmpfs_size, 0o755)
                 r.tmpfs_mounted = True
-        except OSError as e:
+        except (OSError, ImportError) as e:
             r.status = ABORTED
-            r.error = str(e) if isinstance(e, MountError) else f"{e.filename}: {e.strerror}"
+            r.error = (f"{e.filename}: {e.strerror}" if isinstance(e, OSError)
+                       and not isinstance(e, MountError) else str(e))
             for image in r.images:
                 if image.ok:
                     image.fail("unpack", f"unpack dir not prepared: {r.error}")

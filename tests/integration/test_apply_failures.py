@@ -215,3 +215,22 @@ def test_seal_that_cannot_be_written_is_recorded(root):
     assert by_name(rep)["hello"]["status"] == "ok"
     with open(root.host("/run/torcx/apply.json")) as f:
         assert json.load(f)["value"]["error"] == rep["error"]
+
+
+def test_extraction_batch_that_cannot_start_fails_its_images_and_seals(root, monkeypatch):
+    """If the engine cannot run the batch at all (ENOMEM), its images fail; the run still seals."""
+    from torcx import engine, errors
+
+    def no_memory(jobs, threads=0):
+        raise errors.ExtractError("cannot run extraction batch: Cannot allocate memory",
+                                  err_no=12)
+
+    monkeypatch.setattr(engine, "extract_many", no_memory)  # ENOMEM cannot be provoked
+    root.add_hello()
+    root.profile("vendor", [("hello", "1")])
+    code, rep = apply_json(root.path)
+    assert code == 1
+    hello = by_name(rep)["hello"]
+    assert (hello["status"], hello["stage"]) == ("failed", "unpack")
+    assert "Cannot allocate memory" in hello["error"]
+    assert read_seal(root.path)["TORCX_FAILED_IMAGES"] == '"hello"'
