@@ -113,9 +113,11 @@ class Outcome:
 
 
 def _lexists(path: str) -> bool:
+    """Whether ``path`` is taken; when it cannot even be looked at (a parent that
+    is a file, no permission), creating it will fail and say why (never overwrite)."""
     try:
         os.lstat(path)
-    except FileNotFoundError:
+    except OSError:
         return False
     return True
 

@@ -205,3 +205,16 @@ def test_unit_path_with_trailing_slash_is_copied_under_its_name(root):
     write(f"{host}/u/a.service", "[Unit]\n")
     entries = plan(root, "slash", {"units": ["/u/a.service/"]})
     assert [(e.action, e.dest) for e in entries] == [(COPY, "/run/systemd/system/a.service")]
+
+
+def test_wants_folder_blocked_by_a_file_is_left_alone(root):
+    """A file where a .wants folder should go is kept; its links are reported, nothing raises."""
+    host, _ = make_image(root, "docker")
+    os.makedirs(f"{host}/u/multi-user.target.wants")
+    os.symlink("../docker.service", f"{host}/u/multi-user.target.wants/docker.service")
+    write(f"{root}/run/systemd/system/multi-user.target.wants", "admin's file")
+    res, out = apply_all(root, plan(root, "docker", {"units": ["/u/multi-user.target.wants"]}))
+    assert out.created == []
+    assert open(f"{root}/run/systemd/system/multi-user.target.wants").read() == "admin's file"
+    assert "/run/systemd/system/multi-user.target.wants/docker.service" in {
+        e.dest for e in res.existing + out.existing + [f[0] for f in out.failed]}
