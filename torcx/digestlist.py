@@ -69,9 +69,10 @@ def check_tree(root: str, digests: Mapping[bytes, str], regular_files: Iterable[
     """Raise DigestMismatch for the first file of ``root`` that is unlisted, missing or differs.
 
     ``regular_files`` are the relative paths of every regular file found in the
-    tree (the digest list itself excluded).
+    tree (the digest list itself excluded). A file that cannot be read (a damaged
+    squashfs/erofs image reads as EIO) is a CorruptArchive naming it.
     """
-    from .errors import DigestMismatch
+    from .errors import CorruptArchive, DigestMismatch
 
     root_b = os.fsencode(root)
     found = set()
@@ -82,7 +83,11 @@ def check_tree(root: str, digests: Mapping[bytes, str], regular_files: Iterable[
         if expected is None:
             raise DigestMismatch("regular file not listed in .torcx/digests",
                                  filename=root, entry=name)
-        actual, _ = hash_file(os.path.join(root_b, rel))
+        try:
+            actual, _ = hash_file(os.path.join(root_b, rel))
+        except OSError as e:
+            raise CorruptArchive(f"cannot read: {e.strerror or e}", filename=root, entry=name,
+                                 err_no=e.errno or 0) from None
         if actual != expected:
             raise DigestMismatch(f"content digest {actual} does not match {expected} "
                                  "listed in .torcx/digests", filename=root, entry=name)

@@ -210,28 +210,44 @@ def inspect_tar(path: str, report: Report) -> Report:
 
 
 def summarize_tree(root: str, report: Report) -> Report:
-    """Fill ``report`` from an unpacked or mounted image at ``root`` (hard links as files)."""
+    """Fill ``report`` from an unpacked or mounted image at ``root`` (hard links as files).
+
+    A damaged image reads as EIO or EUCLEAN: CorruptArchive naming the entry.
+    """
     s = Summary(report)
     root_b = os.fsencode(root)
-    for top, dirs, files in os.walk(root_b):
-        dirs.sort()
-        for name in sorted(dirs + files):
-            full = os.path.join(top, name)
-            rel = os.fsdecode(os.path.relpath(full, root_b))
-            st = os.lstat(full)
-            link = os.fsdecode(os.readlink(full)) if stat.S_ISLNK(st.st_mode) else ""
-            s.add(rel, st.st_mode, st.st_size if stat.S_ISREG(st.st_mode) else 0, link=link,
-                  rdev=(os.major(st.st_rdev), os.minor(st.st_rdev)))
-    for rel, setter in ((MANIFEST, s.set_manifest), (DIGESTS, None)):
-        full = os.path.join(root, rel)
-        if os.path.isfile(full) and not os.path.islink(full):
-            with open(full, "rb") as f:
-                data = f.read(MAX_SMALL_READ)
-            if setter is None:
-                s.set_digests(data, first=True)  # file systems have no member order
-            else:
-                setter(data)
+    where = root_b
+    try:
+        for top, dirs, files in os.walk(root_b, onerror=walk_error):
+            dirs.sort()
+            for name in sorted(dirs + files):
+                where = os.path.join(top, name)
+                st = os.lstat(where)
+                link = os.fsdecode(os.readlink(where)) if stat.S_ISLNK(st.st_mode) else ""
+                s.add(os.fsdecode(os.path.relpath(where, root_b)), st.st_mode,
+                      st.st_size if stat.S_ISREG(st.st_mode) else 0, link=link,
+                      rdev=(os.major(st.st_rdev), os.minor(st.st_rdev)))
+        for rel, setter in ((MANIFEST, s.set_manifest), (DIGESTS, None)):
+            where = os.path.join(root_b, os.fsencode(rel))
+            if os.path.isfile(where) and not os.path.islink(where):
+                with open(where, "rb") as f:
+                    data = f.read(MAX_SMALL_READ)
+                if setter is None:
+                    s.set_digests(data, first=True)  # file systems have no member order
+                else:
+                    setter(data)
+    except OSError as e:
+        if e.filename:  # os.walk reports the folder it could not list
+            where = os.fsencode(e.filename)
+        raise CorruptArchive(f"cannot read: {e.strerror or e}", filename=report.path,
+                             entry=os.fsdecode(os.path.relpath(where, root_b)),
+                             err_no=e.errno or 0) from None
     return report
+
+
+def walk_error(e: OSError) -> None:
+    """``os.walk(onerror=)``: a folder that cannot be listed is an error, not a silent skip."""
+    raise e
 
 
 def _unsquashfs_listing(path: str, report: Report) -> Report:

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import xxhash
 
 from . import digestlist, mountns
-from .errors import ConfigError, DigestMismatch, MountError
-from .imageinspect import FS_FORMATS, detect_format
+from .errors import ConfigError, CorruptArchive, DigestMismatch, ExtractError, MountError
+from .imageinspect import FS_FORMATS, detect_format, walk_error
 
 _HEX = re.compile(r"^[0-9a-f]+$")
 _PIN_LENGTHS = {"xxh3": 32, "sha256": 64, "sha512": 128}
@@ -71,27 +71,35 @@ def _check_pin_in_python(path: str, algo: str, expected: str) -> None:
 
 def _check_mounted(mnt: str, archive: str) -> int:
     """Hash every regular file of the mounted image against its digest list; file count."""
+    try:
+        return _check_tree_at(mnt)
+    except ExtractError as e:  # name the archive, not the temporary mount point
+        raise type(e)(e.message, filename=archive, entry=e.entry, err_no=e.errno) from None
+
+
+def _check_tree_at(mnt: str) -> int:
     listing = os.path.join(mnt, digestlist.DIGESTS_PATH.decode())
     if not os.path.isfile(listing) or os.path.islink(listing):
-        raise DigestMismatch("the image has no .torcx/digests; its files cannot be verified",
-                             filename=archive)
-    with open(listing, "rb") as f:
-        try:
-            digests = digestlist.parse(f.read())
-        except ValueError as e:
-            raise DigestMismatch(str(e), filename=archive) from None
+        raise DigestMismatch("the image has no .torcx/digests; its files cannot be verified")
     root = os.fsencode(mnt)
     files = []
-    for top, _dirs, names in os.walk(root):
-        for name in names:
-            full = os.path.join(top, name)
-            rel = os.path.relpath(full, root)
-            if rel != digestlist.DIGESTS_PATH and stat.S_ISREG(os.lstat(full).st_mode):
-                files.append(rel)
     try:
-        digestlist.check_tree(mnt, digests, files)
-    except DigestMismatch as e:  # name the archive, not the temporary mount point
-        raise DigestMismatch(e.message, filename=archive, entry=e.entry) from None
+        with open(listing, "rb") as f:
+            digests = digestlist.parse(f.read())
+        for top, _dirs, names in os.walk(root, onerror=walk_error):
+            for name in names:
+                full = os.path.join(top, name)
+                rel = os.path.relpath(full, root)
+                if rel != digestlist.DIGESTS_PATH and stat.S_ISREG(os.lstat(full).st_mode):
+                    files.append(rel)
+    except ValueError as e:
+        raise DigestMismatch(str(e)) from None
+    except OSError as e:  # a damaged image reads as EIO or EUCLEAN
+        where = os.fsencode(e.filename) if e.filename else os.fsencode(listing)
+        raise CorruptArchive(f"cannot read: {e.strerror or e}",
+                             entry=os.fsdecode(os.path.relpath(where, root)),
+                             err_no=e.errno or 0) from None
+    digestlist.check_tree(mnt, digests, files)
     return len(files)
 
 

@@ -133,3 +133,25 @@ def test_file_system_image_as_non_root(rootfs, fmt):
             assert "needs root" in note and not has_manifest
     finally:
         shutil.rmtree(folder)
+
+
+@needs_root
+@pytest.mark.parametrize("fmt", ["squashfs", "erofs"])
+def test_damaged_manifest_in_a_mounted_image_is_corrupt(tmp_path, fmt):
+    """A mounted image whose manifest cannot be read is CorruptArchive naming it, no crash."""
+    import random
+
+    root = tmp_path / "rootfs"
+    (root / ".torcx").mkdir(parents=True)
+    rng = random.Random(1)
+    blanks = "".join(rng.choice(" \n\t\r") for _ in range(300000))  # barely compressible
+    (root / ".torcx/manifest.json").write_text(
+        '{"kind": "image-manifest-v0",' + blanks + '"value": {}}')
+    path = pack_image(str(root), "tool", "1", str(tmp_path), fmt=fmt).path
+    data = bytearray(open(path, "rb").read())
+    data[len(data) // 2] ^= 0x55  # inside the manifest's compressed data
+    open(path, "wb").write(bytes(data))
+    with pytest.raises(CorruptArchive) as info:
+        inspect_archive(path)
+    assert info.value.filename == path
+    assert info.value.entry == ".torcx/manifest.json"

@@ -13,7 +13,7 @@ import pytest
 import xxhash
 from packkit import ALL_FORMATS, FS_FORMATS, as_nobody, is_root, needs_root, write
 
-from torcx.errors import ConfigError, CorruptArchive, DigestMismatch
+from torcx.errors import ConfigError, CorruptArchive, DigestMismatch, ExtractError
 from torcx.imageverify import parse_pin, verify_archive
 from torcx.pack import pack_image
 
@@ -147,3 +147,19 @@ def test_pinned_digest_of_a_file_system_image(image, tmp_path, fmt):
     assert verify_archive(result.path, "xxh3-" + result.xxh3).files == 4
     with pytest.raises(DigestMismatch, match="sha512"):
         verify_archive(result.path, "sha512-" + "f" * 128)
+
+
+@needs_root
+@pytest.mark.parametrize("fmt", FS_FORMATS)
+def test_damaged_file_system_image_names_the_unreadable_file(tmp_path, fmt):
+    """squashfs/erofs: a flipped byte in compressed file data fails naming the file, no crash."""
+    root = tmp_path / "rootfs"
+    write(root / "data", b"".join(b"line %06d of the data\n" % i for i in range(40000)))
+    result = pack_image(str(root), "data", "1", str(tmp_path), fmt=fmt)
+    data = bytearray(open(result.path, "rb").read())
+    data[len(data) // 2] ^= 0x55  # the middle of the image: compressed data of 'data'
+    open(result.path, "wb").write(bytes(data))
+    with pytest.raises(ExtractError) as info:
+        verify_archive(result.path)
+    assert info.value.filename == result.path
+    assert info.value.entry == "data"
