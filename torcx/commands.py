@@ -92,13 +92,19 @@ def _create_exclusive(path: str, text: str) -> None:
         raise ConfigError(f"{path} already exists, not overwriting it")
     folder, base = os.path.split(path)
     tmp = os.path.join(folder, f".{base}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    except OSError as e:  # name the file asked for, not our temporary one
+        raise OSError(e.errno, e.strerror, path) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.link(tmp, path)  # fails if the file appeared meanwhile; never replaces
+        try:
+            os.link(tmp, path)  # fails if the file appeared meanwhile; never replaces
+        except FileExistsError:
+            raise ConfigError(f"{path} already exists, not overwriting it") from None
     finally:
         os.unlink(tmp)
 

@@ -154,6 +154,14 @@ def test_new_file_refuses_to_overwrite(tmp_path):
     assert target.read_text() == "keep"
 
 
+def test_new_file_in_a_missing_folder_names_the_file(tmp_path):
+    """--file in a folder that does not exist fails naming that file, not a temporary one."""
+    target = tmp_path / "missing" / "p.json"
+    r = torcx(tmp_path / "root", "profile", "new", "--file", str(target))
+    assert r.status == 1
+    assert f"error: {target}: No such file or directory" in r.err
+
+
 @pytest.mark.parametrize("args", [
     ["profile", "new"],
     ["profile", "new", "--name", "a", "--file", "/tmp/a.json"],
