@@ -140,11 +140,20 @@ _opener_lock = threading.Lock()
 _openers: dict = {}
 
 
+def _tls_context(ca_file: str | None) -> ssl.SSLContext:
+    """Certificates and host names verified: against ca_file only, or the system's CAs."""
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ValueError) as e:
+        raise RemoteError(f"TORCX_CA_FILE {ca_file}: cannot load: "
+                          f"{getattr(e, 'strerror', None) or e}") from None
+
+
 def _opener(opts: FetchOptions) -> urllib.request.OpenerDirector:
     key = (opts.read_timeout, opts.ca_file)
     with _opener_lock:
         if key not in _openers:
-            context = ssl.create_default_context(cafile=opts.ca_file)
+            context = _tls_context(opts.ca_file)
             # Built by hand, not with build_opener: no ftp, file or data handlers, so
             # a redirect can only lead to another http(s) URL (proxies still apply).
             opener = urllib.request.OpenerDirector()
@@ -186,6 +195,8 @@ class _Body:
         except http.client.IncompleteRead as e:
             raise _Transient(
                 f"truncated: connection closed after {len(e.partial)} more bytes") from None
+        except http.client.HTTPException as e:  # e.g. an overlong chunk-size line
+            raise _Transient(f"bad HTTP response: {e!r}") from None
         except OSError as e:
             if _is_transient_oserror(e):
                 raise _Transient(_describe(e)) from None

@@ -108,6 +108,11 @@ def _dearmor(text: bytes, path: str) -> bytes:
 
 def _packets(data: bytes, path: str) -> Iterator[tuple[int, bytes]]:
     """Yield (tag, body) for each OpenPGP packet (RFC 4880 section 4.2)."""
+    def number(at: int, size: int) -> int:
+        if at + size > len(data):
+            raise RemoteError(f"{path}: truncated OpenPGP packet header at {pos}")
+        return int.from_bytes(data[at:at + size], "big")
+
     pos = 0
     while pos < len(data):
         ctb = data[pos]
@@ -115,29 +120,25 @@ def _packets(data: bytes, path: str) -> Iterator[tuple[int, bytes]]:
             raise RemoteError(f"{path}: not an OpenPGP keyring (bad packet header at {pos})")
         if ctb & 0x40:  # new format
             tag = ctb & 0x3F
-            first = data[pos + 1] if pos + 1 < len(data) else 0
+            first = number(pos + 1, 1)
             if first < 192:
-                length, pos = first, pos + 2
+                length, start = first, pos + 2
             elif first < 224:
-                length = ((first - 192) << 8) + data[pos + 2] + 192
-                pos += 3
+                length = ((first - 192) << 8) + number(pos + 2, 1) + 192
+                start = pos + 3
             elif first == 255:
-                length = int.from_bytes(data[pos + 2:pos + 6], "big")
-                pos += 6
+                length, start = number(pos + 2, 4), pos + 6
             else:
                 raise RemoteError(f"{path}: partial-length packet in a keyring")
         else:  # old format
             tag = (ctb >> 2) & 0x0F
             size = (1, 2, 4, 0)[ctb & 3]
-            if size == 0:
-                length = len(data) - pos - 1
-            else:
-                length = int.from_bytes(data[pos + 1:pos + 1 + size], "big")
-            pos += 1 + size
-        if pos + length > len(data):
+            length = number(pos + 1, size) if size else len(data) - pos - 1
+            start = pos + 1 + size
+        if start + length > len(data):
             raise RemoteError(f"{path}: truncated OpenPGP packet")
-        yield tag, data[pos:pos + length]
-        pos += length
+        yield tag, data[start:start + length]
+        pos = start + length
 
 
 def _fingerprint(body: bytes) -> str:

@@ -130,8 +130,12 @@ def _load(paths, name: str, folder: str, values: dict) -> Remote:
     manifest_path = f"{folder}/{MANIFEST_FILE}"
     manifest = schemas.read_remote_manifest(paths.host(manifest_path))
     base_url = expand_base_url(manifest.base_url, values, manifest_path, paths.os_release)
+    try:
+        scheme = urllib.parse.urlsplit(base_url).scheme
+    except ValueError as e:
+        raise ConfigError(f"{manifest_path}: $.value.base_url: not a valid URL: {e}") from None
     fetch_base = base_url
-    if urllib.parse.urlsplit(base_url).scheme == "file":
+    if scheme == "file":
         fetch_base = _host_file_url(paths, base_url, manifest_path)
     keyrings = tuple(f"{folder}/{ring}" for ring in manifest.keyrings)
     return Remote(name, folder, manifest.base_url, base_url, fetch_base, keyrings)
@@ -224,6 +228,10 @@ def location_url(remote: Remote, location: str) -> str:
     if scheme:
         if scheme.group(1).lower() not in ("http", "https"):
             raise RemoteError(f"{where}: only http and https absolute URLs are allowed")
+        try:
+            urllib.parse.urlsplit(location)
+        except ValueError as e:
+            raise RemoteError(f"{where}: not a valid URL: {e}") from None
         return location
     if location.startswith("/"):
         raise RemoteError(f"{where}: must be relative to the remote's base_url")

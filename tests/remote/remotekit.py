@@ -64,6 +64,7 @@ class Fault:
     truncate: bool = False   # announce the full length, send half, close
     stall: bool = False      # send headers and a few bytes, then go silent
     redirect: str = ""       # answer 302 with this Location
+    bad_chunk: bool = False  # a chunked body whose chunk-size line is far too long
 
 
 @dataclass
@@ -116,6 +117,13 @@ def _handler(state: ServerState):
                 self.send_header("Location", fault.redirect)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
+                return
+            if fault and fault.bad_chunk:
+                self.send_response(200)
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                self.wfile.write(b"1" * 70000 + b"\r\n")
+                self.close_connection = True
                 return
             if fault and fault.status:
                 self.send_response(fault.status)

@@ -88,3 +88,11 @@ def test_not_a_keyring_is_refused(tmp_path):
     path.write_text("hello\n")
     with pytest.raises(RemoteError, match="notes.txt"):
         openpgp.load_keyring(str(path))
+
+
+def test_keyring_cut_inside_a_packet_header_is_refused(tmp_path):
+    """A binary keyring ending inside a two-byte packet length is refused naming the file."""
+    path = tmp_path / "cut.gpg"
+    path.write_bytes(b"\xc6\xc0")  # new-format public key packet, length needs one more byte
+    with pytest.raises(RemoteError, match="cut.gpg: truncated"):
+        openpgp.load_keyring(str(path))

@@ -167,6 +167,27 @@ def test_stalled_server_times_out_cleanly(fake_root, http_server, fast_fetch):
     assert fake_root.store_files() == []
 
 
+def test_malformed_chunked_body_fails_cleanly(fake_root, http_server, fast_fetch):
+    """A chunked body with an overlong chunk-size line fails the image, not the whole run."""
+    one_image_remote(fake_root, http_server)
+    http_server.state.fault("/docker:20.10.torcx.tgz", Fault(bad_chunk=True),
+                            Fault(bad_chunk=True))
+    rc, err = run_populate(fake_root, DOCKER)
+    assert rc == 1
+    assert "docker:20.10" in err and "bad HTTP response" in err
+    assert fake_root.store_files() == []
+
+
+def test_missing_ca_file_is_named(fake_root, https_server, monkeypatch):
+    """A TORCX_CA_FILE that cannot be read is named in the error, not a vague ENOENT."""
+    one_image_remote(fake_root, https_server)
+    monkeypatch.setenv("TORCX_CA_FILE", "/nonexistent/ca.pem")
+    rc, err = run_populate(fake_root, DOCKER)
+    assert rc == 1
+    assert "TORCX_CA_FILE /nonexistent/ca.pem" in err
+    assert fake_root.store_files() == []
+
+
 def test_location_escaping_the_remote_is_refused(fake_root, http_server):
     """A signed location with '../' is refused before any archive request."""
     data = make_archive("docker", "20.10")
@@ -180,6 +201,29 @@ def test_location_escaping_the_remote_is_refused(fake_root, http_server):
     assert "docker:20.10" in err and "'..'" in err
     assert http_server.state.total == 1  # the contents file only
     assert fake_root.store_files() == []
+
+
+def test_malformed_absolute_location_fails_cleanly(fake_root, http_server):
+    """A signed location that is no valid URL (an unclosed IPv6 host) fails the image cleanly."""
+    data = make_archive("docker", "20.10")
+    doc = contents_doc([{"name": "docker", "version": "20.10",
+                         "location": "http://[::1/docker:20.10.torcx.tgz",
+                         "sha512": hashlib.sha512(data).hexdigest()}])
+    write_contents(http_server.state.root, doc, fake_root.keys)
+    fake_root.add_remote("main", http_server.url)
+    rc, err = run_populate(fake_root, DOCKER)
+    assert rc == 1
+    assert "docker:20.10" in err and "not a valid URL" in err
+    assert fake_root.store_files() == []
+
+
+def test_malformed_base_url_names_the_remote_manifest(fake_root):
+    """A base_url that is no valid URL fails the image, naming the remote's remote.json."""
+    manifest = fake_root.add_remote("main", "http://[::1/torcx/")
+    rc, err = run_populate(fake_root, DOCKER)
+    assert rc == 1
+    assert "docker:20.10" in err and "not a valid URL" in err
+    assert manifest.split(fake_root.path, 1)[1] in err
 
 
 def test_version_missing_from_contents_is_an_error(fake_root, http_server):
