@@ -411,6 +411,16 @@ def test_destination_already_exists(sandbox):
     assert tarkit.tree_snapshot(sandbox.root) == before
 
 
+def test_destination_is_a_dangling_symlink(sandbox):
+    """A dangling symlink at dest is an existing destination: never followed, left as it was."""
+    os.symlink(sandbox.sentinel / "planted", sandbox.dest)
+    before = tarkit.tree_snapshot(sandbox.root)
+    with pytest.raises(errors.ExtractError) as info:
+        engine.extract(str(sandbox.archive([reg("f", b"x")])), str(sandbox.dest))
+    assert info.value.errno == errno.EEXIST
+    assert tarkit.tree_snapshot(sandbox.root) == before
+
+
 def test_destination_parent_missing(sandbox):
     """A destination whose parent folder does not exist fails with ENOENT, creating nothing."""
     archive = sandbox.archive([reg("f", b"x")])
