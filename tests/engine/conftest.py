@@ -47,9 +47,6 @@ class Sandbox:
         plain = tarkit.write_tar(path.with_name(path.name + ".plain"), members, **kwargs)
         return tarkit.compress(plain, compress, out=path)
 
-    def dest_path(self, name: str) -> Path:
-        return self.dest / name
-
     def outside(self) -> dict:
         """The sandbox snapshot without the destination subtree."""
         prefix = os.path.relpath(self.dest, self.root)
