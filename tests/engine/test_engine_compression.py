@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import tarfile
+import zlib
 
 import pytest
 import tarkit
@@ -96,3 +98,34 @@ def test_compression_named_for_an_archive_without_members(sandbox, tool, expecte
     """An archive with no members still reports its compression."""
     result = sandbox.extract(sandbox.archive([], compress=tool))
     assert result.compression == expected
+
+
+def _gzip_with_header(raw: bytes, flags: int, fields: bytes) -> bytes:
+    """A one-member gzip of ``raw`` with the optional header ``fields`` its ``flags`` announce."""
+    head = b"\x1f\x8b\x08" + bytes([flags]) + bytes(4) + b"\x00\x03" + fields
+    if flags & 0x02:  # FHCRC: low 16 bits of the CRC-32 of the header so far
+        head += struct.pack("<H", zlib.crc32(head) & 0xFFFF)
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15)
+    body = deflate.compress(raw) + deflate.flush()
+    return head + body + struct.pack("<II", zlib.crc32(raw), len(raw) & 0xFFFFFFFF)
+
+
+_EXTRA = b"AB\x04\x00data"
+
+
+@pytest.mark.parametrize("flags,fields", [
+    (0x04, struct.pack("<H", len(_EXTRA)) + _EXTRA),
+    (0x08 | 0x10, b"image.tar\x00made by hand\x00"),
+    (0x02, b""),
+    (0x02 | 0x04 | 0x08 | 0x10, struct.pack("<H", len(_EXTRA)) + _EXTRA + b"n\x00c\x00"),
+], ids=["fextra", "fname-fcomment", "fhcrc", "all"])
+def test_gzip_optional_header_fields(sandbox, flags, fields):
+    """gzip members with FEXTRA, FNAME, FCOMMENT or FHCRC header fields are read."""
+    members = _members()
+    plain = tarkit.write_tar(sandbox.archives / "plain.tar", members, digests=True)
+    archive = sandbox.archives / "hand.tar.gz"
+    archive.write_bytes(_gzip_with_header(plain.read_bytes(), flags, fields))
+    result = sandbox.extract(archive)
+    _check_tree(sandbox.dest, members)
+    assert result.compression == "gzip"
+    assert result.verified
