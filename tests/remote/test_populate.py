@@ -188,14 +188,18 @@ def test_missing_ca_file_is_named(fake_root, https_server, monkeypatch):
     assert fake_root.store_files() == []
 
 
+def signed_location(fake_root, server, location):
+    """Remote 'main' on ``server`` offering docker:20.10 at ``location``, signed."""
+    data = make_archive("docker", "20.10")
+    doc = contents_doc([{"name": "docker", "version": "20.10", "location": location,
+                         "sha512": hashlib.sha512(data).hexdigest()}])
+    write_contents(server.state.root, doc, fake_root.keys)
+    fake_root.add_remote("main", server.url)
+
+
 def test_location_escaping_the_remote_is_refused(fake_root, http_server):
     """A signed location with '../' is refused before any archive request."""
-    data = make_archive("docker", "20.10")
-    doc = contents_doc([{"name": "docker", "version": "20.10",
-                         "location": "../docker:20.10.torcx.tgz",
-                         "sha512": hashlib.sha512(data).hexdigest()}])
-    write_contents(http_server.state.root, doc, fake_root.keys)
-    fake_root.add_remote("main", http_server.url)
+    signed_location(fake_root, http_server, "../docker:20.10.torcx.tgz")
     rc, err = run_populate(fake_root, DOCKER)
     assert rc == 1
     assert "docker:20.10" in err and "'..'" in err
@@ -205,12 +209,7 @@ def test_location_escaping_the_remote_is_refused(fake_root, http_server):
 
 def test_malformed_absolute_location_fails_cleanly(fake_root, http_server):
     """A signed location that is no valid URL (an unclosed IPv6 host) fails the image cleanly."""
-    data = make_archive("docker", "20.10")
-    doc = contents_doc([{"name": "docker", "version": "20.10",
-                         "location": "http://[::1/docker:20.10.torcx.tgz",
-                         "sha512": hashlib.sha512(data).hexdigest()}])
-    write_contents(http_server.state.root, doc, fake_root.keys)
-    fake_root.add_remote("main", http_server.url)
+    signed_location(fake_root, http_server, "http://[::1/docker:20.10.torcx.tgz")
     rc, err = run_populate(fake_root, DOCKER)
     assert rc == 1
     assert "docker:20.10" in err and "not a valid URL" in err
