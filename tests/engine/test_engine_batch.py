@@ -146,3 +146,17 @@ def test_two_jobs_same_destination(sandbox):
     assert sorted(os.listdir(sandbox.parent)) == ["dest", "sentinel"]
     winner = members_a if results[0].ok else members_b
     assert {p.name for p in sandbox.dest.iterdir()} == {".torcx", winner[0].info.name.split("/")[0]}
+
+
+def test_results_follow_job_order_whatever_the_sizes(sandbox):
+    """Jobs of very different sizes (scheduled largest first) report in job order."""
+    sizes = [1_000, 3_000_000, 10_000, 300_000]
+    jobs = []
+    for i, size in enumerate(sizes):
+        archive = sandbox.archive([reg("blob", bytes([i]) * size)], compress="zstd")
+        jobs.append(engine.Job(str(archive), str(sandbox.parent / f"d{i}")))
+    results = engine.extract_many(jobs, threads=2)
+    assert [r.bytes for r in results] == sizes
+    assert [r.dest for r in results] == [j.dest for j in jobs]
+    for i, size in enumerate(sizes):
+        assert (sandbox.parent / f"d{i}" / "blob").read_bytes() == bytes([i]) * size
