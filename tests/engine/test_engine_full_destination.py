@@ -41,6 +41,23 @@ def test_full_tmpfs_fails_cleanly(sandbox):
     assert left == []
 
 
+def _extract_decoding_ahead(mountpoint, archive, size):
+    engine.mount_tmpfs(mountpoint, size, 0o755)
+    (result,) = engine.extract_many([engine.Job(archive, os.path.join(mountpoint, "dest"))],
+                                    threads=2)
+    err = result.error
+    return type(err).__name__, err.errno if err else 0, sorted(os.listdir(mountpoint))
+
+
+def test_full_tmpfs_while_decoding_ahead(sandbox):
+    """A gzip job decoding ahead on its own thread also fails cleanly with ENOSPC."""
+    members = [reg(f"f{i}", os.urandom(64 << 10) * 4) for i in range(8)]
+    archive = sandbox.archive(members, compress="gzip")
+    kind, err_no, left = in_mount_namespace(
+        _extract_decoding_ahead, str(sandbox.parent), str(archive), 1 << 20)
+    assert (kind, err_no, left) == ("ExtractError", errno.ENOSPC, [])
+
+
 def test_read_only_tmpfs_fails_cleanly(sandbox):
     """Extracting into a read-only tmpfs fails with EROFS and creates nothing."""
     archive = sandbox.archive([reg("f", b"x")])
