@@ -508,4 +508,5 @@ def download_all(jobs: Sequence[Download], opts: FetchOptions,
             return [f.result() for f in futures]
         except BaseException:
             cancel.set()  # workers stop at their next chunk and remove their temp files
+            pool.shutdown(wait=False, cancel_futures=True)  # queued ones never start
             raise

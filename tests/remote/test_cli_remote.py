@@ -124,3 +124,30 @@ def test_interrupted_download_leaves_nothing(fake_root, http_server):
             proc.wait()
     assert proc.returncode == 130, err.decode()
     assert fake_root.store_files() == []
+
+
+def test_interrupt_starts_no_queued_download(fake_root, http_server):
+    """Ctrl-C during the first of two downloads (one at a time): the second is never requested."""
+    publish(http_server.state.root, [("docker", "20.10"), ("kubelet", "1.30")], fake_root.keys)
+    http_server.state.fault("/docker:20.10.torcx.tgz", Fault(stall=True))
+    fake_root.add_remote("main", http_server.url)
+    fake_root.add_profile("fleet", [("docker", "20.10", "main"), ("kubelet", "1.30", "main")])
+    env = {**os.environ, "TORCX_FETCH_JOBS": "1", "TORCX_FETCH_READ_TIMEOUT": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "torcx", "--root", fake_root.path, "profile", "populate",
+         "--name", "fleet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        for _ in range(200):  # bounded wait until the first download is streaming
+            if any(f.endswith(".part") for f in fake_root.store_files()) or proc.poll() is not None:
+                break
+            time.sleep(0.025)
+        assert any(f.endswith(".part") for f in fake_root.store_files())
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err.decode()
+    assert http_server.state.requests["/kubelet:1.30.torcx.tgz"] == 0
+    assert fake_root.store_files() == []
