@@ -122,6 +122,17 @@ def test_file_capability_as_root(sandbox):
     assert os.getxattr(sandbox.dest / "bin/server", "security.capability") == cap
 
 
+@tarkit.needs_root
+def test_owner_setuid_and_capability_together(sandbox):
+    """As root, a file's owner, setuid bit and capability all survive (chown clears neither)."""
+    cap = tarkit.CAP_NET_BIND_SERVICE_EP
+    sandbox.extract(sandbox.archive([reg("bin/ping", b"\x7fELF", mode=0o4750, uid=0, gid=1234,
+                                         xattrs={"security.capability": cap})]))
+    st = os.lstat(sandbox.dest / "bin/ping")
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 1234, 0o4750)
+    assert os.getxattr(sandbox.dest / "bin/ping", "security.capability") == cap
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="checks the unprivileged behaviour")
 def test_file_capability_skipped_without_root(sandbox):
     """Without root, security.capability is skipped silently and the file still lands."""
