@@ -223,6 +223,8 @@ def _open(url: str, opts: FetchOptions) -> _Body:
             return _Body(f, os.fstat(f.fileno()).st_size)
         except OSError as e:
             raise RemoteError(e.strerror or str(e)) from None
+        except ValueError as e:  # a NUL byte in the path
+            raise RemoteError(f"invalid path: {e}") from None
     if scheme not in ("http", "https"):
         raise RemoteError(f"unsupported URL scheme {scheme!r} (http, https, file)")
     req = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT,

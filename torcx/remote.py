@@ -213,12 +213,13 @@ def fetch_contents(paths, remote: Remote, opts: FetchOptions,
 def location_url(remote: Remote, location: str) -> str:
     """The URL of an archive: ``location`` relative to base_url, or an http(s) URL.
 
-    Refused: ``..`` segments (also percent-encoded), absolute paths, host-relative
-    ``//host`` forms, other schemes, backslashes and control characters.
+    Refused: ``..`` segments, backslashes and control characters (each also
+    percent-encoded), absolute paths, host-relative ``//host`` forms, other schemes.
     """
     where = f"remote {remote.name}: location {location!r}"
-    if any(ord(c) < 0x20 or c == "\\" for c in location):
-        raise RemoteError(f"{where}: control character or backslash, refusing")
+    if any(ord(c) < 0x20 or c == "\\" for c in location + urllib.parse.unquote(location)):
+        raise RemoteError(f"{where}: control character or backslash (also percent-encoded), "
+                          "refusing")
     # Not urlsplit: a relative "docker:20.10.torcx.tgz" would read as scheme "docker".
     scheme = _URL_SCHEME_RE.match(location)
     rest = location[scheme.end():] if scheme else location

@@ -252,6 +252,21 @@ def test_file_remote_under_root(fake_root, gpg_keys):
         assert f.read() == archives["docker:20.10"]
 
 
+def test_file_remote_location_with_encoded_nul_fails_cleanly(fake_root, gpg_keys):
+    """A file:// remote whose signed location decodes to a NUL byte fails the image cleanly."""
+    mirror = os.path.join(fake_root.path, "srv/mirror")
+    os.makedirs(mirror)
+    data = make_archive("docker", "20.10")
+    doc = contents_doc([{"name": "docker", "version": "20.10", "location": "docker%00.tgz",
+                         "sha512": hashlib.sha512(data).hexdigest()}])
+    write_contents(mirror, doc, gpg_keys)
+    fake_root.add_remote("main", "file:///srv/mirror")
+    rc, err = run_populate(fake_root, DOCKER)
+    assert rc == 1
+    assert "docker:20.10" in err and "control character" in err
+    assert fake_root.store_files() == []
+
+
 def test_https_without_trusted_ca_fails_cleanly(fake_root, https_server):
     """A self-signed server is refused unless TORCX_CA_FILE trusts it."""
     one_image_remote(fake_root, https_server)
