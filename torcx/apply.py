@@ -27,6 +27,7 @@ from .store import Store
 
 REPORT_KIND = "torcx-apply-report-v0"
 MANIFEST = ".torcx/manifest.json"
+MANIFEST_LIMIT = 4 << 20  # bytes; a manifest lists paths, it is never this big
 GENERATOR_LOG = "generator.log"
 
 # Statuses of a whole run.
@@ -289,12 +290,14 @@ def _unpack(run: Run, unpack_host: str, log: Logger) -> None:
 # -- propagate --------------------------------------------------------------------
 
 def _read_assets(image_host: str, image_target: str) -> dict:
-    """The image manifest's assets; an image without a manifest propagates nothing."""
-    path = os.path.join(image_host, MANIFEST)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
+    """The image manifest's assets; an image without a manifest propagates nothing.
+
+    Read without leaving the image (raises propagate.AssetError otherwise).
+    """
+    from . import propagate
+
+    data = propagate.read_image_file(image_host, "/" + MANIFEST, MANIFEST_LIMIT)
+    if data is None:
         return {}
     shown = f"{image_target}/{MANIFEST}"
     manifest = schemas.parse_image_manifest(schemas.load_json(data, shown), shown)
@@ -315,6 +318,9 @@ def _plan_propagation(run: Run, unpack_host: str) -> None:
             assets = _read_assets(host, target)
         except SchemaError as e:
             image.fail("manifest", str(e))
+            continue
+        except propagate.AssetError as e:
+            image.fail("manifest", f"{target}/{MANIFEST}: {e}")
             continue
         except OSError as e:
             image.fail("manifest", f"{target}/{MANIFEST}: {e.strerror or e}")

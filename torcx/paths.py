@@ -17,6 +17,7 @@ at boot and its start-up time counts.
 
 from __future__ import annotations
 
+import errno
 import os
 
 from .errors import ConfigError
@@ -41,6 +42,7 @@ __all__ = [
     "cmdline_config_path",
     "load",
     "parse_os_release",
+    "read_text_file",
     "split_storepath",
 ]
 
@@ -104,12 +106,20 @@ def cmdline_config_path(cmdline: str) -> str | None:
     return found or None
 
 
-def _read_text(path: str) -> str | None:
+def read_text_file(path: str) -> str | None:
+    """The text of regular file ``path``, None when it does not exist.
+
+    A FIFO or device (an admin's mistake in /etc) raises OSError at once
+    instead of blocking the boot on open() or read().
+    """
     try:
-        with open(path, encoding="utf-8", errors="surrogateescape") as f:
-            return f.read()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except (FileNotFoundError, NotADirectoryError):
         return None
+    with open(fd, encoding="utf-8", errors="surrogateescape") as f:
+        if (os.fstat(fd).st_mode & 0o170000) != 0o100000:
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        return f.read()
 
 
 class Paths:
@@ -294,7 +304,7 @@ def load(root: str = "/", *, environ: dict | None = None,
     config_file = conf_dir + "/config.json"
     explicit = False
     try:
-        cmdline = _read_text(host(PROC_CMDLINE))
+        cmdline = read_text_file(host(PROC_CMDLINE))
         from_cmdline = cmdline_config_path(cmdline) if cmdline else None
         if from_cmdline:
             config_file = _absolute(from_cmdline, "torcx_config= on the kernel command line")
@@ -306,7 +316,7 @@ def load(root: str = "/", *, environ: dict | None = None,
     store_extra: tuple[str, ...] = ()
     used_config = None
     try:
-        text = _read_text(host(config_file))
+        text = read_text_file(host(config_file))
         if text is None:
             if explicit and log is not None:
                 log.warning(f"config file {config_file} from the kernel command line "
@@ -337,7 +347,7 @@ def load(root: str = "/", *, environ: dict | None = None,
 
     detected = ""
     try:
-        release = _read_text(host(usr + "/lib/os-release"))
+        release = read_text_file(host(usr + "/lib/os-release"))
     except OSError as e:
         release = None
         tolerate(e, "no versioned stores")

@@ -21,6 +21,7 @@ import re
 from . import schemas
 from .errors import ConfigError, NotFound, SchemaError
 from .log import NULL
+from .paths import read_text_file
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9._-]{1,512}$")
 VENDOR_PROFILE = "vendor"
@@ -104,11 +105,8 @@ def parse_next_profile(text: str, filename: str = "next-profile") -> str | None:
 
 def read_next_profile(paths) -> str | None:
     """The name in ``CONFDIR/next-profile``; None when the file is missing or blank."""
-    try:
-        with open(paths.host(paths.next_profile), encoding="utf-8",
-                  errors="surrogateescape") as f:
-            text = f.read()
-    except (FileNotFoundError, NotADirectoryError):
+    text = read_text_file(paths.host(paths.next_profile))
+    if text is None:
         return None
     return parse_next_profile(text, paths.next_profile)
 

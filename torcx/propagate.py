@@ -160,6 +160,32 @@ class _Image:
         return self.target + host[len(self.real):]
 
 
+def read_image_file(host_dir: str, path: str, limit: int) -> bytes | None:
+    """The bytes of regular file ``path`` (absolute, inside the image at ``host_dir``).
+
+    None when nothing is there. Symlinks are followed only while they stay in
+    the image, so a link to /etc/shadow or /dev/zero is never opened; a FIFO or
+    device is refused without opening it for long (no hang), and so is a file
+    above ``limit`` bytes. Raises AssetError (the problem, without the path).
+    """
+    img = _Image("", host_dir, "")
+    rel = posixpath.normpath("/" + path).lstrip("/")
+    if not rel or not os.path.lexists(os.path.join(img.real, rel)):
+        return None
+    real = os.path.realpath(os.path.join(img.real, rel))
+    if not real.startswith(img.real + "/"):
+        raise AssetError("resolves outside the image")
+    fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise AssetError("not a regular file")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise AssetError(f"larger than {limit} bytes")
+    return data
+
+
 def _bin_folder(img: _Image, asset: str, host: str):
     """The folder to walk for bin ``asset``, or None to link the asset itself.
 

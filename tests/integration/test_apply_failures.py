@@ -174,7 +174,7 @@ def test_tmpfs_that_cannot_be_mounted_aborts_cleanly(root):
 
 
 def test_upper_profile_naming_an_unwritable_image_keeps_lower_profiles(root):
-    """An upper profile whose image name holds a newline is an error; vendor images apply, sealed."""
+    """An upper profile naming an image "a\\nb" is an error; vendor images apply and seal."""
     root.add_hello()
     root.profile("vendor", [("hello", "1")])
     root.raw_profile("user", json.dumps({"kind": "profile-manifest-v0", "value": {
@@ -234,3 +234,59 @@ def test_extraction_batch_that_cannot_start_fails_its_images_and_seals(root, mon
     assert (hello["status"], hello["stage"]) == ("failed", "unpack")
     assert "Cannot allocate memory" in hello["error"]
     assert read_seal(root.path)["TORCX_FAILED_IMAGES"] == '"hello"'
+
+
+def test_next_profile_that_is_a_fifo_does_not_hang_the_boot(root):
+    """A FIFO at CONFDIR/next-profile is refused at once, naming it; the lower profiles apply."""
+    root.add_hello()
+    root.profile("vendor", [("hello", "1")])
+    os.makedirs(root.host("/etc/torcx"), exist_ok=True)
+    os.mkfifo(root.host("/etc/torcx/next-profile"))
+    code, rep = apply_json(root.path)
+    assert code == 1
+    (problem,) = rep["profiles"]["problems"]
+    assert problem["profile"] == "next-profile"
+    assert "/etc/torcx/next-profile: not a regular file" in problem["message"]
+    assert by_name(rep)["hello"]["status"] == "ok"
+
+
+def test_config_file_that_is_a_fifo_does_not_hang_the_boot(root):
+    """A FIFO at CONFDIR/config.json is refused at once, naming it; the defaults are used."""
+    root.add_hello()
+    root.profile("vendor", [("hello", "1")])
+    os.makedirs(root.host("/etc/torcx"), exist_ok=True)
+    os.mkfifo(root.host("/etc/torcx/config.json"))
+    code, rep = apply_json(root.path)
+    assert code == 1
+    (problem,) = rep["config_problems"]
+    assert "etc/torcx/config.json: not a regular file" in problem
+    assert by_name(rep)["hello"]["status"] == "ok"
+
+
+def test_manifest_symlinked_out_of_the_image_is_refused(root):
+    """A .torcx/manifest.json linking to a host file (say /dev/zero) is never read."""
+    outside = root.host("/srv/manifest.json")
+    write(outside, json.dumps({"kind": "image-manifest-v0", "value": {"bin": ["/bin/a"]}}))
+    root.add_image("sly", "1", files={"bin/a": ("#!/bin/sh\n", 0o755)},
+                   links={".torcx/manifest.json": outside})
+    root.add_hello()
+    root.profile("vendor", [("sly", "1"), ("hello", "1")])
+    code, rep = apply_json(root.path)
+    assert code == 1
+    sly = by_name(rep)["sly"]
+    assert (sly["status"], sly["stage"]) == ("failed", "manifest")
+    assert "/run/torcx/unpack/sly/.torcx/manifest.json: resolves outside the image" in sly["error"]
+    assert sorted(os.listdir(root.host("/run/torcx/bin"))) == ["hello"]
+
+
+def test_manifest_symlinked_inside_the_image_is_read(root):
+    """A .torcx/manifest.json that is a relative link to a file of the image is followed."""
+    root.add_image("lnk", "1", files={
+        "bin/a": ("#!/bin/sh\n", 0o755),
+        "meta/manifest.json": json.dumps({"kind": "image-manifest-v0",
+                                          "value": {"bin": ["/bin/a"]}})},
+        links={".torcx/manifest.json": "../meta/manifest.json"})
+    root.profile("vendor", [("lnk", "1")])
+    code, rep = apply_json(root.path)
+    assert code == 0, rep
+    assert os.readlink(root.host("/run/torcx/bin/a")) == "/run/torcx/unpack/lnk/bin/a"

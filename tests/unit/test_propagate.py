@@ -218,3 +218,12 @@ def test_wants_folder_blocked_by_a_file_is_left_alone(root):
     assert open(f"{root}/run/systemd/system/multi-user.target.wants").read() == "admin's file"
     assert "/run/systemd/system/multi-user.target.wants/docker.service" in {
         e.dest for e in res.existing + out.existing + [f[0] for f in out.failed]}
+
+
+def test_read_image_file_refuses_a_fifo_without_blocking(root):
+    """A FIFO where a manifest should be is refused at once (a squashfs image may hold one)."""
+    host, _ = make_image(root, "pipe")
+    os.makedirs(f"{host}/.torcx")
+    os.mkfifo(f"{host}/.torcx/manifest.json")
+    with pytest.raises(AssetError, match="not a regular file"):
+        propagate.read_image_file(host, "/.torcx/manifest.json", 1 << 20)
