@@ -148,3 +148,13 @@ def test_hard_link_listed_too(sandbox):
     members = [reg("f", b"shared"), hardlink("h", "f")]
     listing = f"{xxh3(b'shared')}  f\n{xxh3(b'shared')}  h\n"
     assert sandbox.extract(sandbox.archive(members, digests=listing)).verified
+
+
+def test_oversized_digest_list(sandbox):
+    """A .torcx/digests declaring 100 MiB (a sparse member, tiny on disk) is refused."""
+    member = tarkit.digests_member(f"{xxh3(b'x')}  f\n")
+    member.info.pax_headers = {"GNU.sparse.size": str(100 << 20),
+                               "GNU.sparse.map": f"0,{len(member.data)}"}
+    archive = sandbox.archive([member, reg("f", b"x")])
+    err = sandbox.refuses(archive, errors.LimitExceeded)
+    assert err.entry == tarkit.DIGESTS_PATH
