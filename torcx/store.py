@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import os
+import posixpath
 
 from .errors import NotFound
 from .log import NULL
@@ -158,9 +159,14 @@ class Store:
             self._candidates.setdefault((name, ref), []).append(archive)
 
     def _regular_file(self, host_path: str):
-        """(resolved host path, size) if ``host_path`` leads to a regular file, else None."""
-        path = host_path
+        """(resolved host path, size) if ``host_path`` leads to a regular file, else None.
+
+        Links are resolved on logical paths, so under --root neither an absolute
+        target nor a relative one's '..' leaves the root (as in a chroot).
+        """
+        logical = self.paths.logical(host_path)
         for _ in range(_MAX_SYMLINKS):
+            path = self.paths.host(logical)
             try:
                 st = os.lstat(path)
             except OSError:
@@ -173,10 +179,8 @@ class Store:
                 target = os.readlink(path)
             except OSError:
                 return None
-            if target.startswith("/"):
-                path = self.paths.host(target)
-            else:
-                path = os.path.normpath(os.path.join(os.path.dirname(path), target))
+            # normpath("/a/../../x") is "/x": a '..' at the root stays there.
+            logical = posixpath.normpath(posixpath.join(posixpath.dirname(logical), target))
         return None
 
     # -- queries -------------------------------------------------------------

@@ -136,6 +136,17 @@ def test_absolute_symlink_resolves_inside_the_root(tmp_path):
     assert make_store(tmp_path).lookup("docker", "1").host_path == str(real)
 
 
+def test_relative_symlink_cannot_climb_above_the_root(tmp_path):
+    """A relative link's '..' stops at --root, as in a chroot: a host file is never used."""
+    root = tmp_path / "root"
+    put(tmp_path, "/", "outside.bin")  # next to the root, reachable by one '..' too many
+    real = put(root, "/", "outside.bin", b"inside")
+    store_dir = root / VENDOR.lstrip("/")
+    store_dir.mkdir(parents=True)
+    os.symlink("../../../../../outside.bin", store_dir / "docker:1.torcx.tgz")
+    assert make_store(root).lookup("docker", "1").host_path == str(real)
+
+
 def test_symlinks_only_to_regular_files(tmp_path):
     """Links to folders, dangling links and link loops are ignored; folders too."""
     store_dir = tmp_path / VENDOR.lstrip("/")
