@@ -265,14 +265,19 @@ def _describe(e: BaseException) -> str:
     return str(e)
 
 
-def _resolve(image, entry) -> tuple[Remote, schemas.RemoteVersion, str]:
-    """(remote, version, url) of an image, or RemoteError naming what is wrong."""
-    if isinstance(entry, str):
-        raise RemoteError(entry)
+def _check_file_name_parts(image) -> None:
+    """RemoteError unless name and reference can form the store file name NAME:REF.torcx.EXT."""
     for part in (image.name, image.reference):
-        # Both become the store file name; the profile parser checks them too.
+        # The profile parser checks them too; this guards every other caller.
         if not part or "/" in part or "\0" in part or part in (".", ".."):
             raise RemoteError(f"{part!r} cannot be part of a store file name")
+
+
+def _resolve(image, entry) -> tuple[Remote, schemas.RemoteVersion, str]:
+    """(remote, version, url) of an image, or RemoteError naming what is wrong."""
+    _check_file_name_parts(image)
+    if isinstance(entry, str):
+        raise RemoteError(entry)
     remote, contents = entry
     version = contents.find(image.name, image.reference)
     if version is None:
@@ -296,7 +301,13 @@ def populate(paths, images, *, log=NULL, opts: FetchOptions | None = None,
     store = Store(paths, log=log)
     dest = paths.user_store(paths.os_version)
     missing = []
+    failures: list[str] = []
     for image in _wanted(images):
+        try:
+            _check_file_name_parts(image)
+        except RemoteError as e:
+            failures.append(f"{image}: {e}")
+            continue
         found = store.find(image.name, image.reference)
         if found is not None:
             log.info(f"{image}: present in {found.path}")
@@ -304,14 +315,13 @@ def populate(paths, images, *, log=NULL, opts: FetchOptions | None = None,
             log.notice(f"{image}: in no store and has no remote, skipping")
         else:
             missing.append(image)
-    if not missing:
+    if not missing and not failures:
         log.info("populate: nothing to fetch")
         return 0
 
     progress = progress or Progress(log.stream, quiet=not log.enabled(INFO), notes=log.warning)
     remotes = sorted({im.remote for im in missing})
     contents = _contents_by_remote(paths, remotes, opts, progress.note)
-    failures: list[str] = []
     downloads: list[Download] = []
     host_dest = paths.host(dest)
     for image in missing:

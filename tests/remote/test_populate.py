@@ -225,6 +225,20 @@ def test_malformed_base_url_names_the_remote_manifest(fake_root):
     assert manifest.split(fake_root.path, 1)[1] in err
 
 
+@pytest.mark.parametrize("name,reference", [("docker", "../../etc/x"), ("a/b", "1"),
+                                            ("docker", "..")])
+def test_name_or_reference_that_is_a_path_is_refused_before_any_request(
+        fake_root, http_server, name, reference):
+    """A profile entry that cannot be a store file name fails naming it; nothing is fetched."""
+    one_image_remote(fake_root, http_server)
+    rc, err = run_populate(fake_root, [ImageRef(name, reference, "main")])
+    assert rc == 1
+    assert f"{reference!r} cannot be part of a store file name" in err or \
+        f"{name!r} cannot be part of a store file name" in err
+    assert http_server.state.total == 0
+    assert fake_root.store_files() == []
+
+
 def test_version_missing_from_contents_is_an_error(fake_root, http_server):
     """A reference the remote does not offer is named in the error."""
     one_image_remote(fake_root, http_server)
