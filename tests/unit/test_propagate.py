@@ -227,3 +227,22 @@ def test_read_image_file_refuses_a_fifo_without_blocking(root):
     os.mkfifo(f"{host}/.torcx/manifest.json")
     with pytest.raises(AssetError, match="not a regular file"):
         propagate.read_image_file(host, "/.torcx/manifest.json", 1 << 20)
+
+
+def test_unit_that_is_an_absolute_symlink_out_of_the_image_is_refused(root):
+    """A units entry linking to a host file (/etc/shadow) is refused: nothing is copied."""
+    host, _ = make_image(root, "evil")
+    write(f"{root}/etc/shadow", "secret", 0o600)
+    os.makedirs(f"{host}/u")
+    os.symlink(f"{root}/etc/shadow", f"{host}/u/x.service")
+    with pytest.raises(AssetError, match="units: /u/x.service: resolves outside the image"):
+        plan(root, "evil", {"units": ["/u/x.service"]})
+    assert not os.path.exists(f"{root}/run/systemd/system/x.service")
+
+
+def test_unit_folder_that_is_a_relative_symlink_climbing_out_is_refused(root):
+    """A units entry linking to ../../.. (a folder above the image) is refused, not listed."""
+    host, _ = make_image(root, "evil")
+    os.symlink("../../..", f"{host}/wants")
+    with pytest.raises(AssetError, match="units: /wants: resolves outside the image"):
+        plan(root, "evil", {"units": ["/wants"]})
