@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 import stat
 import subprocess
 from dataclasses import asdict, dataclass, field
@@ -291,30 +292,29 @@ def _perm_bits(text: str) -> int:
     return bits
 
 
+_LLN_LINE = re.compile(r"^([-dlcbps])([-rwxsStT]{9}) +\S+ +(?:(\d+)|(\d+), *(\d+)) "
+                       r"+\d{4}-\d\d-\d\d \d\d:\d\d (.*)$")
+
+
 def parse_lln_line(line: str):
     """One ``unsquashfs -lln -d ''`` line as Summary.add keywords, or None if not an entry.
 
     ``-rwxr-xr-x 0/0    6 2023-11-14 22:13 /bin/hello`` (devices: ``1,  3`` as size).
+    A line of another shape (the rest of a name holding a newline) is None.
     """
-    if len(line) < 11 or line[0] not in _TYPE_CHARS:
+    m = _LLN_LINE.match(line)
+    if m is None:
         return None
-    mode_text, rest = line[:10], line[10:].split()
-    mode = _TYPE_CHARS[line[0]] | _perm_bits(mode_text[1:])
-    rdev = (0, 0)
-    if line[0] in "cb":
-        major, minor = rest[1].rstrip(","), rest[2]
-        rdev, size, rest = (int(major), int(minor)), 0, rest[3:]
-    else:
-        size, rest = int(rest[1]), rest[2:]
-    # rest: date, time, then the path (which may hold blanks)
-    name = line.split(f"{rest[0]} {rest[1]} ", 1)[1]
+    kind, perms, size, major, minor, name = m.groups()
+    mode = _TYPE_CHARS[kind] | _perm_bits(perms)
+    rdev = (int(major), int(minor)) if major is not None else (0, 0)
     link = ""
-    if line[0] == "l":
+    if kind == "l":
         name, _, link = name.partition(" -> ")
     name = name.lstrip("/")
     if not name:
         return None  # the root folder
-    return {"path": name, "mode": mode, "size": size, "link": link, "rdev": rdev}
+    return {"path": name, "mode": mode, "size": int(size or 0), "link": link, "rdev": rdev}
 
 
 def _erofs_superblock(path: str, report: Report) -> Report:

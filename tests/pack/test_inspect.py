@@ -68,6 +68,13 @@ def test_squashfs_mounted_and_listed_agree(archives):
     assert mounted.types["file"] >= 20
 
 
+@pytest.mark.parametrize("line", ["dangling text", "-rw-r--r-- continued name",
+                                  "crw-r--r-- 0/0 x, y 2023-11-14 22:13 /dev/odd"])
+def test_lln_line_that_is_not_an_entry_is_skipped(line):
+    """A line that only looks like an entry (a name holding a newline) is skipped, no crash."""
+    assert parse_lln_line(line) is None
+
+
 def test_lln_line_with_blanks_and_devices():
     """unsquashfs -lln lines parse, names with blanks and device numbers included."""
     assert parse_lln_line("-rwsr-xr-x 0/0     6 2023-11-14 22:13 /bin/a b") == {
