@@ -9,8 +9,9 @@ loop-mounted), *propagate* (bins and unit-like files exposed) and *seal*
 says is formatted by torcx.summary.
 
 A failing image never stops the others; it is recorded with the phase that
-failed and why, and the run exits 1 at the end. Only a machine that cannot
-hold the plan, or an unpack dir that cannot be prepared, stops the run.
+failed and why, and the run exits 1 at the end. An image the machine has
+no memory for fails at plan; only an unpack dir that cannot be prepared
+stops the run.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ GENERATOR_LOG = "generator.log"
 APPLIED = "applied"           # every image applied
 FAILED = "failed"             # sealed, but some image or profile failed
 ALREADY = "already-applied"   # RUNDIR existed: nothing done (at most once per boot)
-REFUSED = "refused"           # stopped before any work (the machine cannot hold the plan)
+REFUSED = "refused"           # stopped before any work (no longer produced; kept for reports)
 ABORTED = "aborted"           # the unpack dir could not be prepared: nothing applied
 DRY_RUN = "dry-run"
 
@@ -219,15 +220,31 @@ def plan(run: Run, log: Logger) -> None:
     run.tmpfs_size = sizing.tmpfs_size(run.need)
 
 
-def _check_memory(run: Run) -> str | None:
-    """Why the machine cannot hold the plan, or None if it can (or cannot tell)."""
-    run.mem_available = sizing.mem_available()
-    if run.mem_available is not None and run.need > run.mem_available:
-        from .summary import size_text
+def _fit_memory(run: Run) -> None:
+    """Fail the images the machine cannot hold, in profile order, and resize the tmpfs.
 
-        return (f"the images need {size_text(run.need)} of tmpfs but only "
-                f"{size_text(run.mem_available)} of memory is available (MemAvailable)")
-    return None
+    An image that alone or with the images before it would need more than
+    MemAvailable fails at 'plan'; the others still apply (one image too big
+    for this machine must not keep the vendor addons from it).
+    """
+    run.mem_available = avail = sizing.mem_available()
+    if avail is None or run.need <= avail:
+        return
+    from .summary import size_text
+
+    kept = 0
+    for image in run.images:
+        if not image.ok or image.estimate is None:
+            continue
+        need = image.estimate.need
+        if kept + need > avail:
+            image.fail("plan", f"needs {size_text(need)} of tmpfs but only "
+                               f"{size_text(avail - kept)} of memory is left "
+                               f"(MemAvailable {size_text(avail)})")
+        else:
+            kept += need
+    run.need = kept
+    run.tmpfs_size = sizing.tmpfs_size(kept)
 
 
 # -- unpack ---------------------------------------------------------------------
@@ -415,11 +432,7 @@ def run(paths: Paths, log: Logger, *, mount: bool = True, dry_run: bool = False)
         r.timings["total"] = time.monotonic() - start
         return r
     if mount:
-        refusal = _check_memory(r)
-        if refusal:
-            r.status, r.error = REFUSED, refusal
-            r.timings["total"] = time.monotonic() - start
-            return r
+        _fit_memory(r)
     unpack_host = paths.host(paths.unpack_dir)
     with _Phase(r, "unpack"):
         try:

@@ -121,24 +121,24 @@ def test_nothing_left_behind_after_namespace(root):
     assert loops_backed_by(root.path) == []
 
 
-def test_plan_larger_than_memory_is_refused_before_any_work(root):
-    """An image needing more than MemAvailable is refused with a clear error; nothing is created."""
+def test_image_larger_than_memory_fails_alone(root):
+    """An image needing more than MemAvailable fails at plan, naming why; the others apply."""
     with open("/proc/meminfo") as f:
         avail = next(int(ln.split()[1]) * 1024 for ln in f if ln.startswith("MemAvailable:"))
     huge = os.path.join(root.store, "huge:1.torcx.tar")
     with open(huge, "wb") as f:  # a sparse "tar" as large as twice the free memory
         f.write(b"\0" * 257 + b"ustar\x0000")
         f.truncate(avail * 2)
-    root.profile("vendor", [("huge", "1")])
-
-    def attempt(path):
-        res = torcx(path, "apply")
-        return res.code, res.out, res.err, os.path.exists(os.path.join(path, "run"))
-
-    code, out, err, created = in_mount_namespace(attempt, root.path)
-    assert code == 1
-    assert "refused before any work" in err + out and "MemAvailable" in err + out
-    assert not created
+    root.add_hello()
+    root.profile("vendor", [("huge", "1"), ("hello", "1")])
+    probe = in_mount_namespace(_apply_and_probe, root.path)
+    assert probe["code"] == 1
+    huge_report, hello_report = probe["report"]["images"]
+    assert (huge_report["status"], huge_report["stage"]) == ("failed", "plan")
+    assert "MemAvailable" in huge_report["error"]
+    assert hello_report["status"] == "ok"
+    assert probe["bin_text"] == "#!/bin/sh\necho hello\n"
+    assert probe["seal"] and probe["report"]["tmpfs"]["size_bytes"] < avail
 
 
 def test_image_outgrowing_its_estimate_fails_cleanly(root):
