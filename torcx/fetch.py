@@ -70,8 +70,8 @@ class FetchOptions:
                 value = kind(text)
             except ValueError:
                 value = None
-            if value is None or value < minimum:
-                raise ConfigError(f"{var}={text!r}: expected a {kind.__name__} >= {minimum}")
+            if value is None or not minimum <= value < 1e9:  # also refuses nan and inf
+                raise ConfigError(f"{var}={text!r}: expected a finite {kind.__name__} >= {minimum}")
             return value
 
         ca_file = environ.get("TORCX_CA_FILE") or None

@@ -83,6 +83,8 @@ def test_settings_from_environment():
 @pytest.mark.parametrize("var,value", [
     ("TORCX_FETCH_ATTEMPTS", "0"), ("TORCX_FETCH_READ_TIMEOUT", "soon"),
     ("TORCX_FETCH_JOBS", "-1"), ("TORCX_CA_FILE", "relative.pem"),
+    ("TORCX_FETCH_READ_TIMEOUT", "nan"), ("TORCX_FETCH_CONNECT_TIMEOUT", "inf"),
+    ("TORCX_FETCH_BACKOFF", "1e400"),
 ])
 def test_bad_setting_names_the_variable(var, value):
     """A malformed setting is a ConfigError naming the variable."""
