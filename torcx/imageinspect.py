@@ -185,6 +185,13 @@ def _read_small(entry, path: str, what: str) -> bytes:
     return b"".join(chunks)
 
 
+def _text(value) -> str:
+    """libarchive-c gives bytes for a name that is not UTF-8: the same string as os.fsdecode."""
+    if value is None:
+        return ""
+    return os.fsdecode(value) if isinstance(value, bytes) else value
+
+
 def inspect_tar(path: str, report: Report) -> Report:
     import libarchive
     from libarchive.exception import ArchiveError
@@ -193,14 +200,12 @@ def inspect_tar(path: str, report: Report) -> Report:
     try:
         with libarchive.file_reader(path) as archive:
             for index, entry in enumerate(archive):
-                name = entry.pathname
-                if isinstance(name, bytes):
-                    name = os.fsdecode(name)
+                name = _text(entry.pathname)
                 clean = name[2:] if name.startswith("./") else name
-                hardlink = entry.linkpath if entry.islnk else ""
-                link = entry.linkpath if entry.issym else ""
-                s.add(name, entry.mode, entry.size or 0, link=link or "",
-                      hardlink=hardlink or "", rdev=(entry.rdevmajor, entry.rdevminor))
+                target = _text(entry.linkpath) if entry.islnk or entry.issym else ""
+                s.add(name, entry.mode, entry.size or 0, link=target if entry.issym else "",
+                      hardlink=target if entry.islnk else "",
+                      rdev=(entry.rdevmajor, entry.rdevminor))
                 if clean == MANIFEST and entry.isreg and not entry.islnk:
                     s.set_manifest(_read_small(entry, path, MANIFEST))
                 elif clean == DIGESTS and entry.isreg and not entry.islnk:

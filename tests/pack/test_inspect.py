@@ -162,3 +162,14 @@ def test_damaged_manifest_in_a_mounted_image_is_corrupt(tmp_path, fmt):
         inspect_archive(path)
     assert info.value.filename == path
     assert info.value.entry == ".torcx/manifest.json"
+
+
+def test_link_target_that_is_not_utf8_is_listed(tmp_path):
+    """A symlink target that is not UTF-8 is summarised (as its bytes), not a crash."""
+    root = tmp_path / "rootfs"
+    root.mkdir()
+    os.symlink(b"/host/tar\xffget", os.path.join(os.fsencode(root), b"l\xfeink"))
+    r = inspect_archive(pack_image(str(root), "tool", "1", str(tmp_path), fmt="tgz").path)
+    assert r.types["symlink"] == 1
+    assert r.outside_links == [{"path": os.fsdecode(b"l\xfeink"),
+                                "target": os.fsdecode(b"/host/tar\xffget")}]
