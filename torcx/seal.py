@@ -106,7 +106,7 @@ def read_seal(paths: Paths) -> dict[str, str] | None:
         with open(paths.host(paths.seal_file), encoding="utf-8",
                   errors="surrogateescape") as f:
             return schemas.parse_seal(f.read())
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no seal this boot
         return None
 
 

@@ -34,9 +34,13 @@ def _run_profile(paths) -> tuple[list, str]:
 
 def collect(paths) -> dict:
     """The status document's value."""
-    sealed = seal.read_seal(paths)
     images, profile_problem = _run_profile(paths)
     problems = [profile_problem] if profile_problem else []
+    try:
+        sealed = seal.read_seal(paths)
+    except OSError as e:  # e.g. a folder where the seal file should be
+        sealed = None
+        problems.append(f"{paths.seal_file}: {e.strerror or e}")
     record = None
     try:
         record = seal.read_record(paths)

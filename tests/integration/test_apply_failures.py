@@ -217,6 +217,18 @@ def test_seal_that_cannot_be_written_is_recorded(root):
         assert json.load(f)["value"]["error"] == rep["error"]
 
 
+def test_status_after_a_seal_that_could_not_be_written_says_why(root):
+    """torcx status reads the record when the seal folder is broken, and prints the error."""
+    root.add_hello()
+    root.profile("vendor", [("hello", "1")])
+    write(root.host("/run/metadata"), "not a folder")
+    apply_json(root.path)
+    res = torcx(root.path, "status")
+    assert res.code == 1
+    assert "error: cannot seal: " in res.out and "run/metadata" in res.out
+    assert "hello:1" in res.out
+
+
 def test_extraction_batch_that_cannot_start_fails_its_images_and_seals(root, monkeypatch):
     """If the engine cannot run the batch at all (ENOMEM), its images fail; the run still seals."""
     from torcx import engine, errors
