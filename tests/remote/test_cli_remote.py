@@ -97,47 +97,15 @@ def test_remote_contents_writes_unsigned_manifest(tmp_path, fake_root):
     assert version.location == "docker%3A20.10.torcx.tgz"
 
 
-def test_interrupted_download_leaves_nothing(fake_root, http_server):
-    """Ctrl-C while an archive is streaming exits 130 and removes the temporary file."""
-    publish(http_server.state.root, [("docker", "20.10")], fake_root.keys)
-    http_server.state.fault("/docker:20.10.torcx.tgz", Fault(stall=True), Fault(stall=True))
-    fake_root.add_remote("main", http_server.url)
-    fake_root.add_profile("fleet", [("docker", "20.10", "main")])
-    env = {**os.environ, "TORCX_FETCH_READ_TIMEOUT": "1", "TORCX_FETCH_ATTEMPTS": "2"}
+def interrupt_populate(fake_root, **env_vars) -> tuple[int, str]:
+    """Run ``profile populate --name fleet``, Ctrl-C it once a download is streaming."""
+    env = {**os.environ, **env_vars}
     proc = subprocess.Popen(
         [sys.executable, "-m", "torcx", "--root", fake_root.path, "profile", "populate",
          "--name", "fleet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        # Wait (bounded) until the download has begun writing its temporary file.
+        # Wait (bounded) until a download has begun writing its temporary file.
         for _ in range(200):
-            if any(f.endswith(".part") for f in fake_root.store_files()):
-                break
-            if proc.poll() is not None:
-                break
-            time.sleep(0.025)
-        assert any(f.endswith(".part") for f in fake_root.store_files())
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 130, err.decode()
-    assert fake_root.store_files() == []
-
-
-def test_interrupt_starts_no_queued_download(fake_root, http_server):
-    """Ctrl-C during the first of two downloads (one at a time): the second is never requested."""
-    publish(http_server.state.root, [("docker", "20.10"), ("kubelet", "1.30")], fake_root.keys)
-    http_server.state.fault("/docker:20.10.torcx.tgz", Fault(stall=True))
-    fake_root.add_remote("main", http_server.url)
-    fake_root.add_profile("fleet", [("docker", "20.10", "main"), ("kubelet", "1.30", "main")])
-    env = {**os.environ, "TORCX_FETCH_JOBS": "1", "TORCX_FETCH_READ_TIMEOUT": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "torcx", "--root", fake_root.path, "profile", "populate",
-         "--name", "fleet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        for _ in range(200):  # bounded wait until the first download is streaming
             if any(f.endswith(".part") for f in fake_root.store_files()) or proc.poll() is not None:
                 break
             time.sleep(0.025)
@@ -148,6 +116,27 @@ def test_interrupt_starts_no_queued_download(fake_root, http_server):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 130, err.decode()
+    return proc.returncode, err.decode()
+
+
+def test_interrupted_download_leaves_nothing(fake_root, http_server):
+    """Ctrl-C while an archive is streaming exits 130 and removes the temporary file."""
+    publish(http_server.state.root, [("docker", "20.10")], fake_root.keys)
+    http_server.state.fault("/docker:20.10.torcx.tgz", Fault(stall=True), Fault(stall=True))
+    fake_root.add_remote("main", http_server.url)
+    fake_root.add_profile("fleet", [("docker", "20.10", "main")])
+    rc, err = interrupt_populate(fake_root, TORCX_FETCH_READ_TIMEOUT="1", TORCX_FETCH_ATTEMPTS="2")
+    assert rc == 130, err
+    assert fake_root.store_files() == []
+
+
+def test_interrupt_starts_no_queued_download(fake_root, http_server):
+    """Ctrl-C during the first of two downloads (one at a time): the second is never requested."""
+    publish(http_server.state.root, [("docker", "20.10"), ("kubelet", "1.30")], fake_root.keys)
+    http_server.state.fault("/docker:20.10.torcx.tgz", Fault(stall=True))
+    fake_root.add_remote("main", http_server.url)
+    fake_root.add_profile("fleet", [("docker", "20.10", "main"), ("kubelet", "1.30", "main")])
+    rc, err = interrupt_populate(fake_root, TORCX_FETCH_JOBS="1", TORCX_FETCH_READ_TIMEOUT="1")
+    assert rc == 130, err
     assert http_server.state.requests["/kubelet:1.30.torcx.tgz"] == 0
     assert fake_root.store_files() == []
