@@ -18,6 +18,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/openat2.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -162,6 +163,7 @@ struct job {
     struct map files;  /* regular files extracted: path -> content digest */
     struct map listed; /* .torcx/digests: path -> expected digest */
     struct map nondirs; /* verify-only: paths of entries that are not folders */
+    struct map parents; /* verify-only: folders that have entries below them */
     bool have_list;
     struct dir_fixup *fixups;
     size_t nfixups, capfixups;
@@ -228,6 +230,9 @@ static int normalize(struct job *j, const char *in, char *out, size_t cap) {
         size_t len = (size_t)(end - p);
         if (len == 2 && p[0] == '.' && p[1] == '.')
             return job_fail(j, TORCX_E_UNSAFE, 0, "path with '..' refused");
+        if (len > NAME_MAX)
+            return job_fail(j, TORCX_E_LIMIT, ENAMETOOLONG, "path component longer than %d bytes",
+                            NAME_MAX);
         if (len > 0 && !(len == 1 && p[0] == '.')) {
             if (o + len + 2 > cap)
                 return job_fail(j, TORCX_E_LIMIT, 0, "path longer than %zu bytes", cap);
@@ -514,8 +519,7 @@ static int do_file(struct job *j, struct archive_entry *e, char *path) {
     if (is_list && size > DIGESTS_MAX)
         return job_fail(j, TORCX_E_LIMIT, 0, DIGESTS_PATH " is larger than %u bytes", DIGESTS_MAX);
     char *list = NULL;
-    size_t list_len = 0;
-    if (is_list && !(list = malloc((size_t)size + 1)))
+    if (is_list && !(list = calloc(1, (size_t)size + 1)))
         return job_fail(j, TORCX_E_OS, ENOMEM, "cannot read " DIGESTS_PATH);
 
     int fd = -1, r = -1;
@@ -557,6 +561,10 @@ static int do_file(struct job *j, struct archive_entry *e, char *path) {
             job_fail(j, TORCX_E_FORMAT, 0, "%s", archive_error_string(j->ar) ?: "read error");
             goto out;
         }
+        if (off < 0 || (uint64_t)off + len > (uint64_t)size) {
+            job_fail(j, TORCX_E_FORMAT, 0, "entry data outside its size");
+            goto out;
+        }
         if ((uint64_t)off > pos) { /* a hole: stays a hole */
             hash_zeros(j, (uint64_t)off - pos);
             if (fd >= 0 && lseek(fd, off, SEEK_SET) < 0) {
@@ -568,15 +576,9 @@ static int do_file(struct job *j, struct archive_entry *e, char *path) {
             job_fail(j, TORCX_E_FORMAT, 0, "sparse map goes backwards");
             goto out;
         }
-        if (pos + len > (uint64_t)size) {
-            job_fail(j, TORCX_E_FORMAT, 0, "entry data longer than its size");
-            goto out;
-        }
         XXH3_128bits_update(j->fxxh, buf, len);
-        if (list) {
-            memcpy(list + list_len, buf, len);
-            list_len = pos + len;
-        }
+        if (list)
+            memcpy(list + pos, buf, len);
         if (fd >= 0) {
             int w = write_all(fd, buf, len);
             if (w < 0) {
@@ -616,8 +618,11 @@ static int do_file(struct job *j, struct archive_entry *e, char *path) {
     }
 
     if (is_list) {
-        list[list_len] = '\0';
-        r = load_digest_list(j, list, list_len);
+        if (memchr(list, '\0', (size_t)size)) {
+            job_fail(j, TORCX_E_DIGEST_LIST, 0, DIGESTS_PATH " contains a NUL byte");
+            goto out;
+        }
+        r = load_digest_list(j, list, (size_t)size);
         goto out;
     }
     if (!map_put(&j->files, path, digest)) {
@@ -816,18 +821,23 @@ static int do_special(struct job *j, struct archive_entry *e, char *path, mode_t
 /* Verify-only jobs write nothing, so the filesystem cannot refuse a path
  * through an earlier symlink or file for them: track non-folders instead. */
 static int track_nondirs(struct job *j, char *path, mode_t type, bool hardlink) {
+    XXH128_hash_t none = {0, 0};
     for (char *slash = strchr(path, '/'); slash; slash = strchr(slash + 1, '/')) {
         *slash = '\0';
         bool blocked = map_find(&j->nondirs, path) != NULL;
+        bool ok = blocked || map_put(&j->parents, path, none);
         *slash = '/';
         if (blocked)
             return job_fail(j, TORCX_E_UNSAFE, 0, "path goes through a symlink or file");
+        if (!ok)
+            return job_fail(j, TORCX_E_OS, ENOMEM, "out of memory");
     }
     if (type == AE_IFDIR && !hardlink) {
         map_del(&j->nondirs, path);
         return 0;
     }
-    XXH128_hash_t none = {0, 0};
+    if (map_find(&j->parents, path)) /* as rmdir would refuse when extracting */
+        return job_fail(j, TORCX_E_OS, ENOTEMPTY, "cannot replace folder");
     if (!map_put(&j->nondirs, path, none))
         return job_fail(j, TORCX_E_OS, ENOMEM, "out of memory");
     return 0;
@@ -1211,6 +1221,7 @@ done:
     map_free(&j.files);
     map_free(&j.listed);
     map_free(&j.nondirs);
+    map_free(&j.parents);
     for (size_t i = 0; i < j.nfixups; i++)
         free(j.fixups[i].path);
     free(j.fixups);

@@ -12,17 +12,22 @@
 
 #include "torcx_engine.h"
 
+/* No MS_NOSUID on the unpack tmpfs and image mounts: images keep their
+ * setuid bits and file capabilities (SPEC section 8), and must stay effective.
+ * The images are pinned and verified; device nodes are still refused. */
 int torcx_mount_tmpfs(const char *target, uint64_t size_bytes, unsigned mode) {
+    if (size_bytes == 0)
+        return -EINVAL; /* size=0 would mean "no limit" to tmpfs */
     char data[96];
     snprintf(data, sizeof(data), "mode=%04o,size=%llu", mode & 07777,
              (unsigned long long)size_bytes);
-    if (mount("tmpfs", target, "tmpfs", MS_NODEV | MS_NOSUID, data) < 0)
+    if (mount("tmpfs", target, "tmpfs", MS_NODEV, data) < 0)
         return -errno;
     return 0;
 }
 
 int torcx_remount_ro(const char *target) {
-    if (mount(NULL, target, NULL, MS_REMOUNT | MS_RDONLY | MS_NODEV | MS_NOSUID, NULL) < 0)
+    if (mount(NULL, target, NULL, MS_REMOUNT | MS_RDONLY | MS_NODEV, NULL) < 0)
         return -errno;
     return 0;
 }
@@ -88,7 +93,7 @@ int torcx_loop_mount(const char *image, const char *target, const char *fstype) 
     if (lfd < 0)
         return lfd;
     int r = 0;
-    if (mount(dev, target, fstype, MS_RDONLY | MS_NODEV | MS_NOSUID, NULL) < 0) {
+    if (mount(dev, target, fstype, MS_RDONLY | MS_NODEV, NULL) < 0) {
         r = -errno;
         (void)ioctl(lfd, LOOP_CLR_FD, 0);
     }

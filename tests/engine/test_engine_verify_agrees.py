@@ -13,8 +13,6 @@ from tarkit import chardev, directory, fifo, hardlink, reg, symlink
 
 from torcx import engine, errors
 
-_DIFFERS = pytest.mark.xfail(strict=True, reason="engine: verify-only misses a failure the "
-                             "filesystem reports on extraction (reported)")
 
 CORPUS = {
     "absolute": lambda s: [reg(f"{s}/pwned", b"x")],
@@ -40,8 +38,6 @@ CORPUS = {
     "full-dir-replaced-by-file": lambda s: [directory("d"), reg("d/f", b"1"), reg("d", b"x")],
     "component-over-name-max": lambda s: [reg("y" * 300, b"x")],
 }
-KNOWN_DIFFERENT = {"full-dir-replaced-by-link", "full-dir-replaced-by-file",
-                   "component-over-name-max"}
 
 
 def _outcome(fn):
@@ -52,8 +48,7 @@ def _outcome(fn):
     return "ok"
 
 
-@pytest.mark.parametrize("case", [
-    pytest.param(name, marks=_DIFFERS) if name in KNOWN_DIFFERENT else name for name in CORPUS])
+@pytest.mark.parametrize("case", sorted(CORPUS))
 def test_verify_agrees_with_extract(sandbox, case):
     """verify() and extract() give the same outcome for one corpus archive."""
     archive = str(sandbox.archive(CORPUS[case](str(sandbox.sentinel))))
