@@ -42,13 +42,14 @@ PROPAGATED = {"network": "/run/systemd/network", "sysusers": "/run/sysusers.d",
 
 @dataclass(frozen=True)
 class Problem:
-    """One fault of an image: the path it concerns (image path or file) and what is wrong."""
+    """One fault of an image: the path it concerns (image path or file; "" for the
+    root folder itself) and what is wrong."""
 
     path: str
     message: str
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.message}"
+        return f"{self.path}: {self.message}" if self.path else self.message
 
 
 def is_valid_unit_name(name: str) -> bool:

@@ -191,9 +191,9 @@ def pack_image(rootfs: str, name: str, reference: str, out_dir: str, *,
     threads = threads or default_threads()
     try:
         if not stat.S_ISDIR(os.stat(rootfs).st_mode):
-            raise InvalidImage(rootfs, [Problem(rootfs, "not a folder")])
+            raise InvalidImage(rootfs, [Problem("", "not a folder")])
     except FileNotFoundError:
-        raise InvalidImage(rootfs, [Problem(rootfs, "no such folder")]) from None
+        raise InvalidImage(rootfs, [Problem("", "no such folder")]) from None
     problems = imagecheck.check_name(name, reference)
     real_root, real_out = os.path.realpath(rootfs), os.path.realpath(out_dir)
     if real_out == real_root or real_out.startswith(real_root + "/"):

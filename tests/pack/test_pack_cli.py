@@ -143,3 +143,13 @@ def test_unknown_archive_is_not_found(tmp_path):
     """An argument that is neither a file nor NAME:REF in a store is an error."""
     code, _, err = run("image", "verify", str(tmp_path / "missing.tgz"))
     assert code == 1 and "missing.tgz" in err
+
+
+def test_missing_rootfs_is_named_once(tmp_path):
+    """pack of a ROOTFS that does not exist says so in a line naming it once."""
+    missing = str(tmp_path / "nope")
+    code, out, err = run("image", "pack", missing, "--name", "tool", "--reference", "1",
+                         "-o", str(tmp_path / "store"))
+    assert code == 1 and out == ""
+    assert f"{missing}: no such folder\n" in err
+    assert err.count(missing) == 2  # the problem line and the summary line
