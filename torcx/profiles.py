@@ -11,11 +11,15 @@ every earlier entry of its name (earlier profiles and earlier in the same
 profile); an entry with an empty reference removes without replacing. The
 result keeps the earlier survivors in their order, then the new entries in
 theirs.
+
+As upstream, ``/etc/coreos/docker-1.12`` holding ``yes`` or ``no`` puts the
+profile ``docker-1.12-yes`` or ``-no`` (when it exists) in place of ``vendor``.
 """
 
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 
 from . import schemas
@@ -179,7 +183,8 @@ def select(paths, log=NULL, *, upper: str | None = None) -> Selection:
             upper = None
     sel.wanted_upper = upper
     loaded = []
-    for name in LOWER_PROFILES:
+    lowers = (_vendor_profile_name(paths, available, log), OEM_PROFILE)
+    for name in lowers:
         if name not in available:
             continue
         images = _load(paths, name, available[name], sel, log)
@@ -191,7 +196,7 @@ def select(paths, log=NULL, *, upper: str | None = None) -> Selection:
             message = f"profile {upper!r} named in {paths.next_profile} not found"
             sel.problems.append((upper, message))
             log.warning(f"{message}; applying the lower profiles only")
-        elif upper in LOWER_PROFILES:
+        elif upper in lowers:
             # Already merged as a lower profile; applying it twice changes nothing.
             sel.upper = upper if upper in sel.lower else None
         else:
@@ -201,6 +206,34 @@ def select(paths, log=NULL, *, upper: str | None = None) -> Selection:
                 loaded.append(images)
     sel.images = merge(loaded)
     return sel
+
+
+def _vendor_profile_name(paths, available: dict, log) -> str:
+    """``vendor``, or the profile upstream's Docker 1.12 flag file selects in its place.
+
+    Upstream reads ``/etc/coreos/docker-1.12`` (next to CONFDIR): ``yes`` or
+    ``no`` applies ``docker-1.12-yes`` or ``docker-1.12-no`` as the vendor
+    profile when that profile exists.
+    """
+    flag_path = posixpath.join(posixpath.dirname(paths.conf_dir), "coreos", "docker-1.12")
+    try:
+        text = read_text_file(paths.host(flag_path))
+    except OSError as e:
+        log.error(f"{flag_path}: {e.strerror or e}, ignoring")
+        return VENDOR_PROFILE
+    if text is None:
+        return VENDOR_PROFILE
+    flag = text.strip()
+    if flag not in ("yes", "no"):
+        log.warning(f"{flag_path}: unknown value {flag!r}, ignoring")
+        return VENDOR_PROFILE
+    name = f"docker-1.12-{flag}"
+    if name not in available:
+        log.error(f"vendor profile {name!r} selected by {flag_path} does not exist; "
+                  f"using {VENDOR_PROFILE!r}")
+        return VENDOR_PROFILE
+    log.info(f"vendor profile {name!r} selected by {flag_path}")
+    return name
 
 
 def _load(paths, name, logical, sel, log):

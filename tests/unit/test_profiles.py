@@ -305,3 +305,15 @@ def test_select_next_profile_that_is_a_folder(root):
     sel = profiles.select(load(root))
     assert pairs(sel.images) == [("docker", "19")]
     assert sel.problems == [("next-profile", "/etc/torcx/next-profile: Is a directory")]
+
+
+def test_docker_flag_file_selects_the_alternate_vendor_profile(root):
+    """/etc/coreos/docker-1.12 holding yes applies docker-1.12-yes in place of vendor."""
+    write_profile(root, VENDOR, "vendor", [("docker", "20")])
+    write_profile(root, VENDOR, "docker-1.12-yes", [("docker", "1.12")])
+    write_profile(root, OEM, "oem", [("agent", "2")])
+    (root / "etc/coreos").mkdir(parents=True)
+    (root / "etc/coreos/docker-1.12").write_text("yes\n")
+    sel = profiles.select(load(root))
+    assert sel.lower == ["docker-1.12-yes", "oem"]
+    assert pairs(sel.images) == [("docker", "1.12"), ("agent", "2")]
