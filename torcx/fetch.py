@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Callable, TextIO
 
 from ._version import __version__
+from .durable import fsync_dir
 from .errors import ConfigError, RemoteError
 
 __all__ = ["Download", "FetchOptions", "Outcome", "Progress", "download_all",
@@ -453,21 +454,13 @@ def _download_once(job: Download, opts: FetchOptions, progress: Progress,
         fd = -1
         os.replace(tmp, job.path)
         tmp = ""
-        _fsync_dir(job.dest_dir)
+        fsync_dir(job.dest_dir)
         return size
     finally:
         if fd >= 0:
             os.close(fd)
         if tmp:
             _unlink_quietly(tmp)
-
-
-def _fsync_dir(path: str) -> None:
-    dfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 def _unlink_quietly(path: str) -> None:

@@ -30,6 +30,7 @@ import xxhash
 from libarchive.exception import ArchiveError
 
 from . import digestlist, imagecheck
+from .durable import fsync_dir
 from .errors import ConfigError, InvalidImage, NotFound, PackError
 from .fsimage import write_fs_image
 from .imagecheck import Problem
@@ -164,14 +165,6 @@ def _publish(tmp: str, final: str, overwrite: bool) -> None:
     os.unlink(tmp)
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def output_path(out_dir: str, name: str, reference: str, fmt: str) -> str:
     return os.path.join(out_dir, f"{name}:{reference}.torcx.{fmt}")
 
@@ -226,7 +219,7 @@ def pack_image(rootfs: str, name: str, reference: str, out_dir: str, *,
                            keep_owner=keep_owner)
         xxh3, sha512, size = archive_digests(tmp)
         _publish(tmp, final, overwrite)
-        _fsync_dir(out_dir)
+        fsync_dir(out_dir)
     finally:
         if fd >= 0:
             os.close(fd)
