@@ -148,6 +148,8 @@ def _host_file_url(paths, url: str, where: str) -> str:
     path = urllib.request.url2pathname(parts.path)
     if not path.startswith("/"):
         raise ConfigError(f"{where}: $.value.base_url: file URL must be absolute: {url}")
+    if ".." in path.split("/"):  # under --root it would be read outside the root
+        raise ConfigError(f"{where}: $.value.base_url: file URL must not contain '..': {url}")
     return "file://" + urllib.request.pathname2url(paths.host(path))
 
 

@@ -281,6 +281,16 @@ def test_file_remote_location_with_encoded_nul_fails_cleanly(fake_root, gpg_keys
     assert fake_root.store_files() == []
 
 
+def test_file_remote_climbing_out_of_the_root_is_refused(fake_root, gpg_keys, tmp_path):
+    """A file:// base_url with '..' would be read outside --root: refused, naming remote.json."""
+    publish(str(tmp_path / "outside"), [("docker", "20.10")], gpg_keys)
+    fake_root.add_remote("main", "file:///../outside")
+    rc, err = run_populate(fake_root, DOCKER)
+    assert rc == 1
+    assert "remote.json" in err and "'..'" in err
+    assert fake_root.store_files() == []
+
+
 def test_https_without_trusted_ca_fails_cleanly(fake_root, https_server):
     """A self-signed server is refused unless TORCX_CA_FILE trusts it."""
     one_image_remote(fake_root, https_server)
