@@ -235,7 +235,7 @@ def summarize_tree(root: str, report: Report) -> Report:
                       rdev=(os.major(st.st_rdev), os.minor(st.st_rdev)))
         for rel, setter in ((MANIFEST, s.set_manifest), (DIGESTS, None)):
             where = os.path.join(root_b, os.fsencode(rel))
-            if os.path.isfile(where) and not os.path.islink(where):
+            if is_regular_file_in(root, rel):
                 with open(where, "rb") as f:
                     data = f.read(MAX_SMALL_READ)
                 if setter is None:
@@ -249,6 +249,25 @@ def summarize_tree(root: str, report: Report) -> Report:
                              entry=os.fsdecode(os.path.relpath(where, root_b)),
                              err_no=e.errno or 0) from None
     return report
+
+
+def is_regular_file_in(root: str, rel: str) -> bool:
+    """True if ``root/rel`` is a regular file reached through no symlink at all.
+
+    A mounted image's ``.torcx`` may be a symlink: followed, it would read a
+    file of the host instead of the image's own.
+    """
+    path = root
+    parts = rel.split("/")
+    for i, part in enumerate(parts):
+        path = os.path.join(path, part)
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            return False
+        if not (stat.S_ISREG(mode) if i == len(parts) - 1 else stat.S_ISDIR(mode)):
+            return False
+    return True
 
 
 def walk_error(e: OSError) -> None:

@@ -20,7 +20,7 @@ import xxhash
 
 from . import digestlist, mountns
 from .errors import ConfigError, CorruptArchive, DigestMismatch, ExtractError, MountError
-from .imageinspect import FS_FORMATS, detect_format, walk_error
+from .imageinspect import FS_FORMATS, detect_format, is_regular_file_in, walk_error
 
 _HEX = re.compile(r"^[0-9a-f]+$")
 _PIN_LENGTHS = {"xxh3": 32, "sha256": 64, "sha512": 128}
@@ -79,7 +79,7 @@ def _check_mounted(mnt: str, archive: str) -> int:
 
 def _check_tree_at(mnt: str) -> int:
     listing = os.path.join(mnt, digestlist.DIGESTS_PATH.decode())
-    if not os.path.isfile(listing) or os.path.islink(listing):
+    if not is_regular_file_in(mnt, digestlist.DIGESTS_PATH.decode()):
         raise DigestMismatch("the image has no .torcx/digests; its files cannot be verified")
     root = os.fsencode(mnt)
     files = []

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import os
 import shutil
 import subprocess
@@ -173,3 +174,21 @@ def test_link_target_that_is_not_utf8_is_listed(tmp_path):
     assert r.types["symlink"] == 1
     assert r.outside_links == [{"path": os.fsdecode(b"l\xfeink"),
                                 "target": os.fsdecode(b"/host/tar\xffget")}]
+
+
+@needs_root
+def test_torcx_symlink_in_a_mounted_image_is_not_followed_to_the_host(tmp_path):
+    """A crafted image whose .torcx links to a host folder: inspect never reads host files."""
+    host = tmp_path / "host"
+    host.mkdir()
+    (host / "manifest.json").write_text(json.dumps(
+        {"kind": "image-manifest-v0", "value": {"bin": ["/host-secret"]}}))
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    os.symlink(host, stage / ".torcx")
+    image = tmp_path / "crafted.torcx.squashfs"
+    subprocess.run(["mksquashfs", str(stage), str(image), "-noappend", "-quiet", "-no-progress"],
+                   check=True, stdout=subprocess.DEVNULL)
+    report = inspect_archive(str(image))
+    assert report.manifest is None
+    assert report.outside_links == [{"path": ".torcx", "target": str(host)}]

@@ -163,3 +163,21 @@ def test_damaged_file_system_image_names_the_unreadable_file(tmp_path, fmt):
         verify_archive(result.path)
     assert info.value.filename == result.path
     assert info.value.entry == "data"
+
+
+@needs_root
+def test_digest_list_behind_a_torcx_symlink_is_not_read(image, tmp_path):
+    """A crafted squashfs whose .torcx links to a host folder holding a matching list fails."""
+    stage = tmp_path / "stage"
+    subprocess.run(["cp", "-a", str(image), str(stage)], check=True)
+    pack_image(str(image), "tool", "1", str(tmp_path), fmt="tar")
+    host = tmp_path / "host"
+    host.mkdir()
+    subprocess.run(["bsdtar", "-xf", str(tmp_path / "tool:1.torcx.tar"), "-C", str(host),
+                    "--strip-components", "1", ".torcx/digests"], check=True)
+    os.symlink(host, stage / ".torcx")
+    archive = tmp_path / "crafted.torcx.squashfs"
+    subprocess.run(["mksquashfs", str(stage), str(archive), "-noappend", "-quiet",
+                    "-no-progress"], check=True, stdout=subprocess.DEVNULL)
+    with pytest.raises(DigestMismatch, match="has no .torcx/digests"):
+        verify_archive(str(archive))
