@@ -248,13 +248,18 @@ class Guest:
                                     stderr=subprocess.STDOUT, preexec_fn=enter_own_cgroup)
         leader = None
         deadline = start + timeout
-        while proc.poll() is None:
-            leader = leader or _guest_init_pid(proc.pid)
-            if time.monotonic() > deadline:
-                boot.timed_out = True
+        try:
+            while proc.poll() is None:
+                leader = leader or _guest_init_pid(proc.pid)
+                if time.monotonic() > deadline:
+                    boot.timed_out = True
+                    self._halt(proc, leader, boot)
+                    break
+                time.sleep(0.05)
+        except BaseException:  # interrupted: never leave a guest running behind us
+            if proc.poll() is None:
                 self._halt(proc, leader, boot)
-                break
-            time.sleep(0.05)
+            raise
         boot.rc = proc.wait()
         boot.seconds = time.monotonic() - start
         boot.collect()
