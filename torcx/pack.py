@@ -189,8 +189,10 @@ def pack_image(rootfs: str, name: str, reference: str, out_dir: str, *,
         raise InvalidImage(rootfs, [Problem("", "no such folder")]) from None
     problems = imagecheck.check_name(name, reference)
     real_root, real_out = os.path.realpath(rootfs), os.path.realpath(out_dir)
-    if real_out == real_root or real_out.startswith(real_root + "/"):
+    if os.path.commonpath([real_root, real_out]) == real_root:
+        # The archive would pack itself: say so before walking the tree (it may be /).
         problems.append(Problem(out_dir, "the output folder is inside the image root folder"))
+        raise InvalidImage(rootfs, problems)
     _, manifest_problems = imagecheck.check_image(rootfs)
     nodes, tree_problems = scan_tree(rootfs)
     problems += manifest_problems + tree_problems

@@ -294,3 +294,10 @@ def test_torcx_folder_as_symlink_is_refused_and_nothing_lands_where_it_points(tm
     assert "must be a folder" in info.value.problems[0].message
     assert os.listdir(victim) == []
     assert not (tmp_path / "store").exists()
+
+
+def test_output_folder_anywhere_is_inside_a_root_of_slash(tmp_path):
+    """Packing '/' refuses any output folder (all are inside it) before scanning anything."""
+    with pytest.raises(InvalidImage, match="output folder is inside"):
+        pack_image("/", "tool", "1", str(tmp_path / "store"))
+    assert not (tmp_path / "store").exists()
