@@ -71,7 +71,7 @@ def addon_tree(parent: str, name: str) -> str:
                os.path.join(units, "multi-user.target.wants", f"{name}.service"))
     os.makedirs(os.path.join(root, "lib/sysusers.d"))
     with open(os.path.join(root, "lib/sysusers.d", f"{name}.conf"), "w") as f:
-        f.write(f"g {name} -\n")  # the addon's own group, as docker's images ship
+        f.write(f"g {name} -\n")  # the addon's own group (created at boot)
     with open(os.path.join(root, ".torcx", "manifest.json"), "w") as f:
         f.write('{"kind": "image-manifest-v0", "value": {'
                 f'"bin": ["/bin/{name}"], '
