@@ -216,7 +216,10 @@ def _file_path(url: str) -> str:
 
 def _open(url: str, opts: FetchOptions) -> _Body:
     """Open one URL once; raises _Transient or RemoteError (the URL is added by callers)."""
-    scheme = urllib.parse.urlsplit(url).scheme
+    try:
+        scheme = urllib.parse.urlsplit(url).scheme
+    except ValueError as e:
+        raise RemoteError(f"not a valid URL: {e}") from None
     if scheme == "file":
         path = _file_path(url)
         try:

@@ -123,3 +123,9 @@ def test_redirect_to_other_schemes_is_refused(http_server, tmp_path, target):
                                   fetch.Progress(io.StringIO()))
     assert outcome.error is not None
     assert os.listdir(dest) == []
+
+
+def test_malformed_url_is_a_remote_error():
+    """A URL that urllib cannot parse is a RemoteError naming it, not a ValueError."""
+    with pytest.raises(RemoteError, match=r"http://\[::1/x: not a valid URL"):
+        fetch.fetch_document("http://[::1/x", fetch.FetchOptions(attempts=1))
