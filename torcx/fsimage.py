@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from . import digestlist
 from .errors import PackError
-from .imagetree import TORCX_DIR_REL, Node, read_xattrs, show
+from .imagetree import TORCX_DIR_REL, Node, changed, read_xattrs, show
 
 if TYPE_CHECKING:
     from .pack import Format
@@ -154,3 +154,25 @@ def write_fs_image(out: str, rootfs: str, nodes: list[Node], digests: dict[bytes
                                        + " / ".join(tail))
     finally:
         _remove_tree(stage)
+    _check_unchanged(rootfs, nodes)
+
+
+def _check_unchanged(rootfs: str, nodes: list[Node]) -> None:
+    """PackError for a file rewritten since the scan, so after its digest was taken.
+
+    The tool read the files themselves (hard-linked into the stage), not the
+    bytes that were hashed; unlike the tar writer it cannot re-hash as it copies.
+    Size and mtime catch a rewrite (ctime cannot: staging hard links changes it).
+    """
+    root = os.fsencode(rootfs)
+    for node in nodes:
+        if not stat.S_ISREG(node.st.st_mode):
+            continue
+        path = os.path.join(root, node.rel)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            raise changed(path) from None
+        if (st.st_ino, st.st_size, st.st_mtime_ns) != (
+                node.st.st_ino, node.st.st_size, node.st.st_mtime_ns):
+            raise changed(path)

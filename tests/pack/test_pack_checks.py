@@ -281,6 +281,24 @@ def test_file_changed_between_the_passes_fails(tmp_path):
     assert "lib/tool.service: changed while packing" in str(info.value)
 
 
+def test_file_changed_before_the_file_system_image_fails(tmp_path):
+    """squashfs: a file rewritten after its digest was taken fails the pack, naming the file."""
+    from torcx.errors import PackError
+    from torcx.fsimage import write_fs_image
+    from torcx.imagetree import compute_digests, scan_tree
+    from torcx.pack import FORMATS
+
+    root = minimal_image(tmp_path / "rootfs")
+    nodes, _ = scan_tree(str(root))
+    digests, _ = compute_digests(str(root), nodes)
+    (root / "lib/tool.service").write_bytes(b"[Sorvice]\n")  # same size, other content
+    with pytest.raises(PackError) as info:
+        write_fs_image(str(tmp_path / "out.squashfs"), str(root), nodes, digests,
+                       FORMATS["squashfs"], name="tool", reference="1", level=None, threads=1,
+                       epoch=0, keep_owner=False)
+    assert "lib/tool.service: changed while packing" in str(info.value)
+
+
 def test_torcx_folder_as_symlink_is_refused_and_nothing_lands_where_it_points(tmp_path):
     """A .torcx symlink (the pack writes .torcx/digests) is refused; its target stays empty."""
     root = tmp_path / "rootfs"
