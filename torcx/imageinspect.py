@@ -30,7 +30,12 @@ FS_FORMATS = ("squashfs", "erofs")
 
 def detect_format(path: str) -> str:
     """The archive format from its first bytes (the file name may lie)."""
-    with open(path, "rb") as f:
+    # O_NONBLOCK: a FIFO would otherwise wait for a writer before it could be refused.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(fd).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
+            raise CorruptArchive("not a regular file", filename=path)
         head = f.read(1028)
     if head.startswith(b"\x1f\x8b"):
         return "tgz"

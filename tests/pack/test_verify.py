@@ -181,3 +181,11 @@ def test_digest_list_behind_a_torcx_symlink_is_not_read(image, tmp_path):
                     "-no-progress"], check=True, stdout=subprocess.DEVNULL)
     with pytest.raises(DigestMismatch, match="has no .torcx/digests"):
         verify_archive(str(archive))
+
+
+def test_fifo_is_refused_without_blocking(tmp_path):
+    """A FIFO given as the archive is refused at once (opening it must not wait for a writer)."""
+    fifo = tmp_path / "pipe.torcx.tgz"
+    os.mkfifo(fifo)
+    with pytest.raises(CorruptArchive, match="pipe.torcx.tgz: not a regular file"):
+        verify_archive(str(fifo))
