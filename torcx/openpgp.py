@@ -141,9 +141,11 @@ def _packets(data: bytes, path: str) -> Iterator[tuple[int, bytes]]:
         pos = start + length
 
 
-def _fingerprint(body: bytes) -> str:
+def _fingerprint(body: bytes, path: str) -> str:
     version = body[0] if body else 0
     if version == 4:
+        if len(body) > 0xFFFF:  # the v4 fingerprint hashes a two-octet length
+            raise RemoteError(f"{path}: v4 public key packet too long ({len(body)} bytes)")
         return hashlib.sha1(b"\x99" + len(body).to_bytes(2, "big") + body).hexdigest().upper()
     if version in (5, 6):
         prefix = b"\x9a" if version == 5 else b"\x9b"
@@ -159,7 +161,7 @@ def load_keyring(path: str) -> Keyring:
     except OSError as e:
         raise RemoteError(f"{path}: cannot read keyring: {e.strerror}") from None
     packets = raw if raw[:1] and raw[0] & 0x80 else _dearmor(raw, path)
-    fprs = tuple(_fingerprint(body) for tag, body in _packets(packets, path)
+    fprs = tuple(_fingerprint(body, path) for tag, body in _packets(packets, path)
                  if tag == _TAG_PUBLIC_KEY)
     if not fprs:
         raise RemoteError(f"{path}: keyring holds no public key")

@@ -96,3 +96,12 @@ def test_keyring_cut_inside_a_packet_header_is_refused(tmp_path):
     path.write_bytes(b"\xc6\xc0")  # new-format public key packet, length needs one more byte
     with pytest.raises(RemoteError, match="cut.gpg: truncated"):
         openpgp.load_keyring(str(path))
+
+
+def test_oversized_v4_key_packet_is_refused(tmp_path):
+    """A v4 key packet too long for its fingerprint's 2-byte length is refused, naming the file."""
+    body = b"\x04" + b"\x00" * 70000
+    path = tmp_path / "huge.gpg"
+    path.write_bytes(b"\xc6\xff" + len(body).to_bytes(4, "big") + body)
+    with pytest.raises(RemoteError, match="huge.gpg: .*too long"):
+        openpgp.load_keyring(str(path))
