@@ -58,15 +58,24 @@ def is_valid_unit_name(name: str) -> bool:
 
 
 def check_name(name: str, reference: str) -> list[Problem]:
-    """The image name and reference become a file name NAME:REF.torcx.EXT and a folder."""
+    """The image name and reference become a file name NAME:REF.torcx.EXT and a folder.
+
+    The rules are the profile parser's: an archive no profile can name is useless.
+    """
     problems = []
-    if not name or name in (".", "..") or any(c in name for c in "/:\0\n"):
+    if not name or name in (".", "..") or any(c in name for c in "/:") or _has_control(name):
         problems.append(Problem("--name", f"invalid image name {name!r} "
-                                          "(not empty, '.', '..'; no '/' or ':')"))
-    if not reference or reference in (".", "..") or any(c in reference for c in "/\0\n"):
+                                          "(not empty, '.', '..'; no '/', ':' or control "
+                                          "characters)"))
+    if not reference or reference in (".", "..") or "/" in reference or _has_control(reference):
         problems.append(Problem("--reference", f"invalid reference {reference!r} "
-                                               "(not empty, '.', '..'; no '/')"))
+                                               "(not empty, '.', '..'; no '/' or control "
+                                               "characters)"))
     return problems
+
+
+def _has_control(text: str) -> bool:
+    return any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text)
 
 
 def load_manifest(rootfs: str):

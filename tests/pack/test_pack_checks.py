@@ -226,7 +226,8 @@ def test_image_without_manifest_is_valid(tmp_path):
 
 
 @pytest.mark.parametrize("name,reference", [("a/b", "1"), ("a:b", "1"), ("", "1"),
-                                            ("ok", "x/y"), ("ok", ""), ("..", "1")])
+                                            ("ok", "x/y"), ("ok", ""), ("..", "1"),
+                                            ("a\tb", "1"), ("ok", "1\x1b[0m")])
 def test_bad_name_or_reference_is_refused(tmp_path, name, reference):
     """Names and references that cannot form NAME:REF.torcx.EXT are refused, nothing written."""
     root = minimal_image(tmp_path / "rootfs")
