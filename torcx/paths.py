@@ -122,6 +122,11 @@ def read_text_file(path: str) -> str | None:
         return f.read()
 
 
+def _under(root: str, path: str) -> str:
+    """``path`` placed under ``root``; '..' stops at the root, as in a chroot."""
+    return os.path.join(root, os.path.normpath("/" + path).lstrip("/"))
+
+
 class Paths:
     """The resolved locations of one torcx installation, root-aware.
 
@@ -169,7 +174,7 @@ class Paths:
         """Where the logical (target-system) ``path`` lives on this machine."""
         if self.root == "/":
             return path
-        return os.path.join(self.root, path.lstrip("/"))
+        return _under(self.root, path)
 
     def logical(self, host_path: str) -> str:
         """Inverse of :meth:`host` for a path under the root."""
@@ -290,7 +295,7 @@ def load(root: str = "/", *, environ: dict | None = None,
     problems: list[str] = []
 
     def host(path: str) -> str:
-        return path if root == "/" else os.path.join(root, path.lstrip("/"))
+        return path if root == "/" else _under(root, path)
 
     def tolerate(error: Exception, consequence: str) -> None:
         if strict:

@@ -279,3 +279,10 @@ def test_lenient_load_keeps_env_errors_fatal(tmp_path):
     """strict=False still refuses a relative path from the environment."""
     with pytest.raises(ConfigError):
         load(tmp_path, {"TORCX_RUNDIR": "run"}, strict=False)
+
+
+def test_host_path_dotdot_stops_at_the_root(tmp_path):
+    """A '..' in a configured path cannot lead outside --root."""
+    p = tpaths.load(str(tmp_path), environ={"TORCX_RUNDIR": "/run/../../../etc/torcx-x"})
+    assert p.host(p.run_dir) == str(tmp_path / "etc/torcx-x")
+    assert p.host("/../../etc/passwd") == str(tmp_path / "etc/passwd")
