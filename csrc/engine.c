@@ -221,6 +221,7 @@ static bool digest_equal(XXH128_hash_t a, XXH128_hash_t b) {
 /* Normalizes an archive path: strips "./" and empty components; refuses
  * absolute paths and "..". "" is the image root. */
 static int normalize(struct job *j, const char *in, char *out, size_t cap) {
+    assert(in && out && cap > 1);
     if (in[0] == '/')
         return job_fail(j, TORCX_E_UNSAFE, 0, "absolute path refused");
     size_t o = 0;
@@ -321,6 +322,7 @@ static void cache_drop(struct job *j) {
 
 /* Splits a normalized path into its parent's fd (cached) and leaf name. */
 static int parent_of(struct job *j, char *path, const char **leaf) {
+    assert(j->write && *path && path[0] != '/');
     char *slash = strrchr(path, '/');
     const char *parent = "";
     if (slash) {
@@ -675,7 +677,7 @@ static int add_fixup(struct job *j, const char *path, struct archive_entry *e) {
 
 static int do_dir(struct job *j, struct archive_entry *e, char *path) {
     if (!j->write)
-        return *path ? 0 : 0;
+        return 0;
     if (*path) {
         const char *leaf;
         int pfd = parent_of(j, path, &leaf);
