@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import stat
@@ -12,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 import xxhash
+from torcx_testing import in_mount_namespace, is_root, needs_root  # noqa: F401 - re-exported
 
 EPOCH = 1_700_000_000
 OLD = 1_000_000_000      # older than EPOCH: kept as is
@@ -21,19 +21,6 @@ FS_FORMATS = ("squashfs", "erofs")
 ALL_FORMATS = TAR_FORMATS + FS_FORMATS
 KEPT_XATTRS = ("user.", "security.capability")
 
-
-def _shared_test_helpers():
-    path = Path(__file__).resolve().parent.parent / "conftest.py"
-    spec = importlib.util.spec_from_file_location("torcx_tests_shared_conftest_pack", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_shared = _shared_test_helpers()
-needs_root = _shared.needs_root
-in_mount_namespace = _shared.in_mount_namespace
-is_root = _shared.is_root
 
 MANIFEST = {
     "kind": "image-manifest-v0",
