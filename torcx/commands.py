@@ -178,18 +178,8 @@ def profile_use_image(ctx, args):
 
 def profile_check(ctx, args):
     paths = ctx.load_paths(os_version=args.os_version) if args.os_version else ctx.paths
-    if args.file:
-        source = args.file
-        profile = schemas.read_profile(source)
-    else:
-        pname = args.name
-        if not pname:
-            pname = profiles.read_next_profile(paths)
-            if pname is None:
-                raise NotFound(f"no profile given and none selected in {paths.next_profile}")
-            ctx.log.info(f"no profile given, checking the next profile {pname!r}")
-        source = profiles.find_profile(paths, pname, ctx.log)
-        profile = schemas.read_profile(paths.host(source))
+    source, profile = profiles.read_given_or_next(paths, file=args.file, name=args.name,
+                                                  log=ctx.log)
 
     wanted = [im for im in profile.images if im.reference]
     if not wanted:

@@ -44,6 +44,7 @@ __all__ = [
     "merge_into",
     "parse_next_profile",
     "read_current",
+    "read_given_or_next",
     "read_next_profile",
     "select",
     "write_next_profile",
@@ -258,6 +259,23 @@ def find_profile(paths, name: str, log=NULL) -> str:
     if name not in available:
         raise NotFound(f"profile {name!r} not found in {', '.join(paths.profile_dirs)}")
     return available[name]
+
+
+def read_given_or_next(paths, *, file: str | None, name: str | None,
+                       log=NULL) -> tuple[str, schemas.Profile]:
+    """(source, profile) for a command's ``--file F``, ``--name P``, or else the next profile.
+
+    ``source`` names the profile in messages: F as given, or the profile's logical path.
+    """
+    if file:
+        return file, schemas.read_profile(file)
+    if not name:
+        name = read_next_profile(paths)
+        if name is None:
+            raise NotFound(f"no profile given and none selected in {paths.next_profile}")
+        log.info(f"no profile given, using the next profile {name!r}")
+    source = find_profile(paths, name, log)
+    return source, schemas.read_profile(paths.host(source))
 
 
 class CurrentState:

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Callable
 
-from . import openpgp, schemas
+from . import openpgp, profiles, schemas
 from .errors import ConfigError, NotFound, RemoteError, SchemaError, TorcxError
 from .fetch import Download, FetchOptions, Progress, download_all, fetch_document
 from .log import INFO, NULL
@@ -378,26 +378,12 @@ def _ctx_paths(ctx, os_version: str | None):
     return ctx.load_paths(os_version=os_version) if os_version else ctx.paths
 
 
-def _profile_images(ctx, paths, args) -> tuple[str, list]:
-    """(source, images) of --file F, --name P, or else the next-boot profile."""
-    from . import profiles
-
-    if args.file:
-        return args.file, schemas.read_profile(args.file).images
-    name = args.name
-    if not name:
-        name = profiles.read_next_profile(paths)
-        if name is None:
-            raise NotFound(f"no profile given and none selected in {paths.next_profile}")
-        ctx.log.info(f"no profile given, using the next profile {name!r}")
-    source = profiles.find_profile(paths, name, ctx.log)
-    return source, schemas.read_profile(paths.host(source)).images
-
-
 def cmd_populate(ctx, args) -> int:
     """``torcx profile populate [--name P|--file F] [-n OSVER]``."""
     paths = _ctx_paths(ctx, args.os_version)
-    _, images = _profile_images(ctx, paths, args)
+    _, profile = profiles.read_given_or_next(paths, file=args.file, name=args.name,
+                                             log=ctx.log)
+    images = profile.images
     return populate(paths, images, log=ctx.log, opts=FetchOptions.from_env(ctx.environ))
 
 

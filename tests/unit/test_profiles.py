@@ -282,6 +282,27 @@ def test_find_profile_unknown(root):
         profiles.find_profile(load(root), "ghost")
 
 
+def test_read_given_or_next_prefers_file_then_name_then_next_profile(root):
+    """--file wins over --name, which wins over the next-profile; source names the one read."""
+    write_profile(root, USER, "named", [("a", "1")])
+    write_profile(root, USER, "next", [("b", "2")])
+    loose = write_profile(root, "/elsewhere", "loose", [("c", "3")])
+    p = load(root)
+    profiles.write_next_profile(p, "next")
+    source, prof = profiles.read_given_or_next(p, file=str(loose), name="named")
+    assert (source, pairs(prof.images)) == (str(loose), [("c", "3")])
+    source, prof = profiles.read_given_or_next(p, file=None, name="named")
+    assert (source, pairs(prof.images)) == (f"{USER}/named.json", [("a", "1")])
+    source, prof = profiles.read_given_or_next(p, file=None, name=None)
+    assert (source, pairs(prof.images)) == (f"{USER}/next.json", [("b", "2")])
+
+
+def test_read_given_or_next_without_a_next_profile(root):
+    """With no --file, no --name and no next-profile, NotFound names the next-profile file."""
+    with pytest.raises(NotFound, match="none selected in /etc/torcx/next-profile"):
+        profiles.read_given_or_next(load(root), file=None, name=None)
+
+
 def test_read_current_from_the_seal(root):
     """The seal file gives the lower/upper names and run profile path."""
     seal = root / "run/metadata/torcx"
