@@ -19,6 +19,7 @@ import json
 import os
 import re
 
+from .durable import fsync_dir
 from .errors import SchemaError
 
 CONFIG_V0 = "torcx-config-v0"
@@ -532,12 +533,13 @@ def dumps(doc) -> str:
     return json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
 
 
-def write_atomic(path, data, mode: int | None = None) -> None:
+def write_atomic(path, data, mode: int | None = None, *, durable: bool = True) -> None:
     """Replace ``path`` with ``data`` (str or bytes) atomically.
 
     The temporary file lives in the same folder so the rename cannot cross a
     file system. An existing file's permission bits are kept; a new file gets
-    ``mode`` (default 0644).
+    ``mode`` (default 0644). ``durable=False`` skips the fsyncs, for files on a
+    tmpfs that does not outlive the boot.
     """
     path = os.fspath(path)
     if isinstance(data, str):
@@ -564,8 +566,9 @@ def write_atomic(path, data, mode: int | None = None) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fchmod(f.fileno(), mode)
-            os.fsync(f.fileno())
+            os.fchmod(f.fileno(), mode)  # exact mode, whatever the umask
+            if durable:
+                os.fsync(f.fileno())
         os.rename(tmp, path)
     except BaseException:
         try:
@@ -573,21 +576,8 @@ def write_atomic(path, data, mode: int | None = None) -> None:
         except FileNotFoundError:
             pass
         raise
-    _fsync_dir(folder)
-
-
-def _fsync_dir(folder: str) -> None:
-    """Make the rename durable (a set-next right before a reboot must survive it)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems refuse fsync on folders; the data itself is synced
-    finally:
-        os.close(fd)
+    if durable:
+        fsync_dir(folder)  # a set-next right before a reboot must survive it
 
 
 def write_json(path, doc, mode: int | None = None) -> None:

@@ -44,29 +44,15 @@ __all__ = [
 
 
 def _write(paths: Paths, target: str, data: str, mode: int) -> str:
-    """Write a run-state file atomically: temporary file in the same folder, then rename.
+    """Write a run-state file atomically (temporary file in the same folder, then rename).
 
-    Unlike schemas.write_atomic (for files under /etc and /var) there is no
-    fsync: these files live in /run, a tmpfs that does not outlive the boot,
-    and eight fsyncs cost tens of milliseconds on an image builder's disk.
+    Without fsync, unlike the files under /etc and /var: these live in /run, a
+    tmpfs that does not outlive the boot, and eight fsyncs cost tens of
+    milliseconds on an image builder's disk.
     """
     host = paths.host(target)
-    folder = os.path.dirname(host)
-    os.makedirs(folder, mode=0o755, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(host)}.tmp{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW,
-                 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode("utf-8"))
-            os.fchmod(f.fileno(), mode)  # exact mode, whatever the umask
-        os.rename(tmp, host)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    os.makedirs(os.path.dirname(host), mode=0o755, exist_ok=True)
+    schemas.write_atomic(host, data, mode, durable=False)
     return target
 
 
