@@ -6,7 +6,8 @@ three output folders systemd passes, and applies (through ``torcx.boot``). Every
 other name is ``torcx COMMAND``; global options ``--root DIR`` and
 ``--verbose=LEVEL`` may appear before or after the command words.
 
-Exit status: 0 success, 1 failure, 2 usage error; one readable line on stderr.
+Exit status: 0 success, 1 failure, 2 usage error, 130 Ctrl-C, 143 SIGTERM (the
+boot-time apply leaves SIGTERM alone); one readable line on stderr.
 
 Handler contract (for the modules this file dispatches to)
 -----------------------------------------------------------
@@ -48,13 +49,17 @@ import sys
 from . import log as _log
 from .errors import ConfigError, TorcxError
 
-__all__ = ["Context", "UsageError", "build_parser", "main"]
+__all__ = ["Context", "Terminated", "UsageError", "build_parser", "main"]
 
 GENERATOR_NAME = "torcx-generator"
 
 
 class UsageError(ConfigError):
     """The command line is wrong: exit 2."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C raises KeyboardInterrupt: the same clean-up runs."""
 
 
 class CommandUnavailable(TorcxError):
@@ -386,7 +391,7 @@ def main(argv=None, prog: str | None = None, *, environ=None, stdout=None,
         ctx = Context(prog=name, root=root, verbosity=verbosity, environ=environ,
                       stdout=stdout, stderr=stderr)
         ctx.strict_paths = getattr(args, "strict_paths", ctx.strict_paths)
-        status = args.handler(ctx, args)
+        status = _run_handler(name, args, ctx)
         return 0 if status is None else int(status)
     except UsageError as e:
         _say(err, name, ctx, f"error: {e}", priority=_log.ERROR)
@@ -394,6 +399,9 @@ def main(argv=None, prog: str | None = None, *, environ=None, stdout=None,
     except TorcxError as e:
         _say(err, name, ctx, f"error: {e}", priority=_log.ERROR)
         return 1
+    except Terminated:
+        _say(err, name, ctx, "terminated", priority=_log.ERROR)
+        return 128 + 15  # as a shell reports a process ended by SIGTERM
     except KeyboardInterrupt:
         _say(err, name, ctx, "interrupted", priority=_log.ERROR)
         return 130
@@ -419,6 +427,33 @@ def main(argv=None, prog: str | None = None, *, environ=None, stdout=None,
         _say(err, name, ctx, f"internal error: {type(e).__name__}: {e} "
              "(this is a bug; --verbose=debug shows the traceback)", priority=_log.ERROR)
         return 1
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated
+
+
+def _run_handler(name: str, args, ctx):
+    """Run the command; a SIGTERM (kill, a stopped service) unwinds it like Ctrl-C.
+
+    Commands that write into a store (populate, pack) remove their .part, .tmp and
+    staging files when KeyboardInterrupt passes through them; Terminated is one.
+    The boot-time apply (``torcx apply``, torcx-generator) is left out: an
+    exception injected between its phases would unwind it half-done.
+    The previous handler comes back afterwards (main() also runs in-process).
+    """
+    if name == GENERATOR_NAME or getattr(args, "command", None) == "apply":
+        return args.handler(ctx, args)
+    import signal
+
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread: signals cannot be handled here
+        return args.handler(ctx, args)
+    try:
+        return args.handler(ctx, args)
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def _say(stream, name, ctx, message, priority):

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+import signal
 
 import pytest
 from clikit import VENDOR_STORE, put, torcx, torcx_process
@@ -46,6 +47,20 @@ def test_verbose_error_hides_info_lines(tmp_path):
     assert r.status == 0 and r.err == ""
     r = torcx(tmp_path, "profile", "new", "--name", "loud")
     assert r.status == 0 and "created profile" in r.err
+
+
+def test_in_process_command_gives_sigterm_back(tmp_path):
+    """A command run in-process hands SIGTERM back to the handler it found."""
+    def mine(signum, frame):
+        pass
+
+    before = signal.signal(signal.SIGTERM, mine)
+    try:
+        r = torcx(tmp_path, "image", "list")
+        assert r.status == 0, r
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def test_python_dash_m_runs_the_cli():

@@ -97,8 +97,8 @@ def test_remote_contents_writes_unsigned_manifest(tmp_path, fake_root):
     assert version.location == "docker%3A20.10.torcx.tgz"
 
 
-def interrupt_populate(fake_root, **env_vars) -> tuple[int, str]:
-    """Run ``profile populate --name fleet``, Ctrl-C it once a download is streaming."""
+def interrupt_populate(fake_root, sig=signal.SIGINT, **env_vars) -> tuple[int, str]:
+    """Run ``profile populate --name fleet``, send ``sig`` once a download is streaming."""
     env = {**os.environ, **env_vars}
     proc = subprocess.Popen(
         [sys.executable, "-m", "torcx", "--root", fake_root.path, "profile", "populate",
@@ -110,7 +110,7 @@ def interrupt_populate(fake_root, **env_vars) -> tuple[int, str]:
                 break
             time.sleep(0.025)
         assert any(f.endswith(".part") for f in fake_root.store_files())
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         _, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
@@ -127,6 +127,19 @@ def test_interrupted_download_leaves_nothing(fake_root, http_server):
     fake_root.add_profile("fleet", [("docker", "20.10", "main")])
     rc, err = interrupt_populate(fake_root, TORCX_FETCH_READ_TIMEOUT="1", TORCX_FETCH_ATTEMPTS="2")
     assert rc == 130, err
+    assert fake_root.store_files() == []
+
+
+def test_terminated_download_leaves_nothing(fake_root, http_server):
+    """SIGTERM while an archive is streaming exits 143 and removes the temporary file."""
+    publish(http_server.state.root, [("docker", "20.10")], fake_root.keys)
+    http_server.state.fault("/docker:20.10.torcx.tgz", Fault(stall=True), Fault(stall=True))
+    fake_root.add_remote("main", http_server.url)
+    fake_root.add_profile("fleet", [("docker", "20.10", "main")])
+    rc, err = interrupt_populate(fake_root, signal.SIGTERM, TORCX_FETCH_READ_TIMEOUT="1",
+                                 TORCX_FETCH_ATTEMPTS="2")
+    assert rc == 143, err
+    assert "terminated" in err
     assert fake_root.store_files() == []
 
 
