@@ -21,6 +21,8 @@ TORCX_DIR_REL = b".torcx"
 MANIFEST_REL = b".torcx/manifest.json"
 # xattrs an image may carry: user data and file capabilities (e.g. ping's cap_net_raw).
 KEPT_XATTR_PREFIXES = (b"user.", b"security.capability")
+# Manifest lists whose files propagation reads out of the image (``bin`` only links to it).
+PROPAGATED_KEYS = ("units", "network", "sysusers", "tmpfiles", "udev_rules")
 
 
 @dataclass(frozen=True)
@@ -82,10 +84,97 @@ def scan_tree(rootfs: str) -> tuple[list[Node], list[Problem]]:
     return nodes, problems
 
 
-def archive_order(nodes: list[Node]) -> list[Node]:
-    """The manifest right after the digest list, then every other entry in tree order."""
-    first = [n for n in nodes if n.rel == MANIFEST_REL]
-    return first + [n for n in nodes if n.rel != MANIFEST_REL]
+def archive_order(nodes: list[Node], early: set[bytes] = frozenset()) -> list[Node]:
+    """The archive's members after the digest list, each once, every folder before its entries.
+
+    ``.torcx`` and its manifest first, then the rest of ``.torcx/``, then the
+    ``early`` paths (what propagation reads, see propagated_paths) with their
+    parent folders, then everything else: within each part in tree order. A
+    reader after the manifest and the propagated files (the sandboxed
+    generator) stops before the bulk of the image.
+    """
+    inside = [n for n in nodes if n.rel.startswith(TORCX_DIR_REL + b"/")]
+    torcx = [n for n in nodes if n.rel == TORCX_DIR_REL]
+    torcx += [n for n in inside if n.rel == MANIFEST_REL]
+    torcx += [n for n in inside if n.rel != MANIFEST_REL]
+    placed = {n.rel for n in torcx}
+    wanted = set()
+    for rel in early:
+        while rel and rel not in wanted:
+            wanted.add(rel)
+            rel = rel.rpartition(b"/")[0]
+    front = [n for n in nodes if n.rel in wanted and n.rel not in placed]
+    placed.update(n.rel for n in front)
+    return torcx + front + [n for n in nodes if n.rel not in placed]
+
+
+def propagated_paths(rootfs: str, manifest, nodes: list[Node]) -> set[bytes]:
+    """The entries propagating ``manifest`` reads (the PROPAGATED_KEYS lists).
+
+    For each listed path: every entry its resolution inside the image passes
+    (parent folders, symlinks and their targets, as the generator follows a
+    unit that is an alias link) and, for a folder, its direct entries
+    (propagation goes one level deep).
+    """
+    if manifest is None:
+        return set()
+    root = os.fsencode(rootfs)
+    entries: dict[bytes, list[bytes]] = {}
+    for node in nodes:
+        entries.setdefault(node.rel.rpartition(b"/")[0], []).append(node.rel)
+    out: set[bytes] = set()
+    for key in PROPAGATED_KEYS:
+        for asset in getattr(manifest, key):
+            trail, resolved = _resolution_trail(root, os.fsencode(asset))
+            out.update(trail)
+            if resolved and stat.S_ISDIR(_lstat_mode(root, resolved)):
+                out.update(entries.get(resolved, ()))
+    return out
+
+
+_MAX_SYMLINKS = 40  # as the kernel's path walk (ELOOP)
+
+
+def _resolution_trail(root: bytes, asset: bytes) -> tuple[list[bytes], bytes | None]:
+    """``(entries met resolving asset, resolved path or None)`` inside the image.
+
+    Symlinks are followed while they stay inside the image, as the apply does.
+    """
+    todo = [p for p in reversed(asset.split(b"/")) if p not in (b"", b".")]
+    done: list[bytes] = []
+    trail: list[bytes] = []
+    links = 0
+    while todo:
+        part = todo.pop()
+        if part == b"..":
+            if not done:
+                return trail, None  # climbs out: the pack's checks refuse it
+            done.pop()
+            continue
+        rel = b"/".join(done + [part])
+        mode = _lstat_mode(root, rel)
+        if not mode:
+            return trail, None
+        trail.append(rel)
+        if stat.S_ISLNK(mode):
+            links += 1
+            try:
+                target = os.readlink(os.path.join(root, rel))
+            except OSError:
+                return trail, None
+            if links > _MAX_SYMLINKS or target.startswith(b"/"):
+                return trail, None
+            todo.extend(p for p in reversed(target.split(b"/")) if p not in (b"", b"."))
+            continue
+        done.append(part)
+    return trail, b"/".join(done) or None
+
+
+def _lstat_mode(root: bytes, rel: bytes) -> int:
+    try:
+        return os.lstat(os.path.join(root, rel)).st_mode
+    except OSError:
+        return 0
 
 
 def show(rel: bytes) -> str:

@@ -3,8 +3,9 @@
 
 Two passes over the root folder: the first hashes every regular file into the
 digest list ``.torcx/digests``, the second writes the archive (the digest list
-first, then ``.torcx/manifest.json``, then every entry in sorted order) and
-hashes each file again to prove it did not change in between. Both passes
+first, then ``.torcx/``, then the files the manifest propagates, then every
+other entry in sorted order: see imagetree.archive_order) and hashes each
+file again to prove it did not change in between. Both passes
 stream in fixed-size chunks, so memory does not grow with the image.
 
 Modules: imagecheck (manifest and paths), imagetree (entries, digests,
@@ -34,7 +35,14 @@ from .durable import fsync_dir
 from .errors import ConfigError, InvalidImage, NotFound, PackError
 from .fsimage import write_fs_image
 from .imagecheck import Problem
-from .imagetree import TORCX_DIR_REL, archive_order, compute_digests, resolve_epoch, scan_tree
+from .imagetree import (
+    TORCX_DIR_REL,
+    archive_order,
+    compute_digests,
+    propagated_paths,
+    resolve_epoch,
+    scan_tree,
+)
 from .tarwriter import write_tar
 
 CHUNK = digestlist.CHUNK
@@ -193,7 +201,7 @@ def pack_image(rootfs: str, name: str, reference: str, out_dir: str, *,
         # The archive would pack itself: say so before walking the tree (it may be /).
         problems.append(Problem(out_dir, "the output folder is inside the image root folder"))
         raise InvalidImage(rootfs, problems)
-    _, manifest_problems = imagecheck.check_image(rootfs)
+    manifest, manifest_problems = imagecheck.check_image(rootfs)
     nodes, tree_problems = scan_tree(rootfs)
     problems += manifest_problems + tree_problems
     if problems:
@@ -208,7 +216,8 @@ def pack_image(rootfs: str, name: str, reference: str, out_dir: str, *,
     try:
         if spec.tool is None:
             try:
-                write_tar(fd, rootfs, archive_order(nodes), digests, spec, level=level,
+                order = archive_order(nodes, propagated_paths(rootfs, manifest, nodes))
+                write_tar(fd, rootfs, order, digests, spec, level=level,
                           threads=threads, epoch=epoch, keep_owner=keep_owner)
             except ArchiveError as e:
                 raise PackError(errno.EIO, f"{tmp}: libarchive: {e.msg}") from e

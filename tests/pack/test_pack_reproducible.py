@@ -64,17 +64,32 @@ def test_gzip_header_has_no_name_and_no_timestamp(two_copies, tmp_path):
         assert g.read(512)  # a valid stream
 
 
-def test_members_are_in_sorted_order_after_digests_and_manifest(two_copies, tmp_path):
-    """Member order: .torcx/digests, .torcx/manifest.json, then the tree depth first, sorted."""
+def test_members_follow_torcx_then_propagated_files_then_sorted_order(two_copies, tmp_path):
+    """Order: digests, .torcx/, propagated files, the rest sorted; each once, parents first."""
     first, _ = two_copies
     result = pack_image(str(first), "tool", "1", str(tmp_path), fmt="tar", epoch=EPOCH)
     with libarchive.file_reader(result.path) as archive:
         # libarchive-c gives bytes for a name that is not UTF-8 (one is in the tree)
         names = [e.pathname if isinstance(e.pathname, bytes) else e.pathname.encode()
                  for e in archive]
-    assert names[:2] == [b".torcx/digests", b".torcx/manifest.json"]
-    rest = names[2:]
+    assert names[:3] == [b".torcx/digests", b".torcx/", b".torcx/manifest.json"]
+    propagated = [
+        b"usr/", b"usr/lib/", b"usr/lib/systemd/",
+        b"usr/lib/systemd/network/", b"usr/lib/systemd/network/50-tool.network",
+        b"usr/lib/systemd/system/", b"usr/lib/systemd/system/multi-user.target.wants/",
+        b"usr/lib/systemd/system/multi-user.target.wants/tool.service",
+        b"usr/lib/systemd/system/tool.service",
+        b"usr/lib/sysusers.d/", b"usr/lib/sysusers.d/tool.conf",
+        b"usr/lib/tmpfiles.d/", b"usr/lib/tmpfiles.d/tool.conf",
+        b"usr/lib/udev/", b"usr/lib/udev/rules.d/", b"usr/lib/udev/rules.d/50-tool.rules",
+    ]
+    assert names[3:3 + len(propagated)] == propagated
+    rest = names[3 + len(propagated):]
     assert rest == sorted(rest, key=lambda p: p.split(b"/"))
+    assert len(set(names)) == len(names)
+    for i, name in enumerate(names[1:], 1):  # the digest list alone precedes .torcx/
+        parent = name.rstrip(b"/").rpartition(b"/")[0]
+        assert not parent or parent + b"/" in names[:i], name
     assert b"share/latin1-\xe9t\xe9.txt" in rest
     assert not any(n.startswith((b"./", b"/")) for n in names)
 

@@ -22,7 +22,7 @@ MANIFEST = ('{"kind": "image-manifest-v0", "value": {"bin": ["/bin/demo"], "unit
             '"/lib/systemd/system/multi-user.target.wants"]}}')
 
 
-def image_tree(parent, name="demo", payload=b""):
+def image_tree(parent, name="demo", payload=b"", payload_dir="zzz"):
     root = parent / name
     (root / ".torcx").mkdir(parents=True)
     (root / ".torcx" / "manifest.json").write_text(MANIFEST)
@@ -34,8 +34,8 @@ def image_tree(parent, name="demo", payload=b""):
     (units / "demo.service").write_text(UNIT)
     os.symlink("../demo.service", units / "multi-user.target.wants" / "demo.service")
     if payload:
-        (root / "zzz").mkdir()
-        (root / "zzz" / "payload").write_bytes(payload)
+        (root / payload_dir).mkdir(exist_ok=True)
+        (root / payload_dir / "payload").write_bytes(payload)
     return root
 
 
@@ -148,6 +148,23 @@ def test_plan_writes_units_links_dropins_and_the_apply_unit(tmp_path):
         assert os.readlink(late / "sysinit.target.wants" / unit) == "../" + unit
     assert "ExecStart=systemd-sysusers" in (late / "torcx-sysusers.service").read_text()
     assert not (root / "run/torcx").exists()  # planning claims nothing: the apply does
+
+
+def test_plan_stops_before_a_payload_in_bin(tmp_path):
+    """Plan mode stops before a payload in bin/: a packed archive cut in half still works."""
+    root = fake_root(tmp_path, names=())
+    archive = pack(image_tree(tmp_path / "trees", payload=os.urandom(2 << 20),
+                              payload_dir="bin"), "demo", root / "usr/share/torcx/store")
+    (root / "etc/torcx/profiles/p.json").write_text(
+        '{"kind": "profile-manifest-v0", "value": {"images": [{"name": "demo", '
+        '"reference": "1"}]}}')
+    with open(archive, "r+b") as f:
+        f.truncate(archive.stat().st_size // 2)
+    normal = tmp_path / "gen"
+    paths = torcx_paths.load(str(root), environ={})
+    assert boot.plan_generator_units(paths, str(normal), str(tmp_path / "late")) == 0
+    assert (normal / "demo.service").read_text() == UNIT
+    assert os.readlink(normal / "multi-user.target.wants/demo.service") == "../demo.service"
 
 
 def test_plan_after_the_apply_writes_nothing(tmp_path):
