@@ -41,7 +41,7 @@ import tempfile
 import time
 
 from . import log as _log
-from .errors import ConfigError, TorcxError
+from .errors import ConfigError, CorruptArchive, TorcxError
 
 __all__ = [
     "APPLY_UNIT",
@@ -339,10 +339,19 @@ def _stream_members(archive_path: str, dest: str, wanted: set | None):
     """One pass over the archive; returns (manifest text or None, units complete?).
 
     ``wanted=None``: find the manifest, and read the units in the same pass if
-    the manifest comes before any other member.
+    the manifest comes before any other member. A damaged archive is a
+    CorruptArchive naming it, so that only its image fails.
     """
     import libarchive
 
+    try:
+        return _stream_members_once(libarchive, archive_path, dest, wanted)
+    except libarchive.ArchiveError as e:
+        raise CorruptArchive(getattr(e, "msg", None) or str(e),
+                             filename=archive_path) from None
+
+
+def _stream_members_once(libarchive, archive_path: str, dest: str, wanted: set | None):
     manifest = None
     leading = True  # no member outside .torcx/ seen before the manifest
     seen: set = set()

@@ -192,6 +192,20 @@ def test_plan_reports_a_missing_image_and_keeps_the_others(tmp_path):
     assert (normal / "demo.service").exists()
 
 
+def test_plan_reports_a_corrupt_image_and_keeps_the_others(tmp_path):
+    """A tarball that is not an archive fails alone (status 1); the good image's units are
+    still written."""
+    root = fake_root(tmp_path)
+    (root / "usr/share/torcx/store/bad:1.torcx.tgz").write_bytes(b"\x1f\x8b\x08" + bytes(64))
+    (root / "etc/torcx/profiles/p.json").write_text(
+        '{"kind": "profile-manifest-v0", "value": {"images": ['
+        '{"name": "bad", "reference": "1"}, {"name": "demo", "reference": "1"}]}}')
+    normal = tmp_path / "gen"
+    paths = torcx_paths.load(str(root), environ={})
+    assert boot.plan_generator_units(paths, str(normal), str(tmp_path / "late")) == 1
+    assert (normal / "demo.service").exists()
+
+
 @needs_root
 def test_mount_namespace_detection():
     """A process shares its own mount namespace; a child in a new one (as a sandboxed
