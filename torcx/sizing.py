@@ -64,7 +64,11 @@ class Estimate:
 def _gzip(f, size: int) -> Estimate:
     f.seek(size - 4)
     isize = struct.unpack("<I", f.read(4))[0]
-    while isize < size:  # ISIZE wraps at 4 GiB; a tar never shrinks below its gzip
+    # ISIZE wraps at 4 GiB. Deflate grows incompressible data by at most 5
+    # bytes per 64 KiB stored block plus headers, so the real size is at least
+    # this floor; only an ISIZE below it has wrapped.
+    floor = (size - 1024) * 65535 // 65540
+    while isize < floor:
         isize += 1 << 32
     return Estimate(isize, True, "gzip ISIZE")
 

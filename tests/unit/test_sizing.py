@@ -46,6 +46,16 @@ def test_gzip_isize(tarball):
     assert (est.need, est.exact) == (tar_size(tar), True)
 
 
+def test_gzip_of_incompressible_data_is_not_taken_for_a_wrap(tmp_path):
+    """A tgz a little larger than its tar (random content) needs the tar's size, not 4 GiB more."""
+    (tmp_path / "random").write_bytes(os.urandom(2_000_000))
+    tar = tmp_path / "r.tar"
+    subprocess.run(["tar", "-C", str(tmp_path), "-cf", str(tar), "random"], check=True)
+    tgz = compress(tmp_path, tar, ["gzip", "-c"], "r.tgz")
+    assert os.path.getsize(tgz) > tar_size(tar)
+    assert sizing.estimate(str(tgz)).need == tar_size(tar)
+
+
 def test_xz_index(tarball):
     """An xz stream's index gives the exact tar size."""
     d, tar = tarball
