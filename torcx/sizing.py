@@ -65,12 +65,28 @@ def _gzip(f, size: int) -> Estimate:
     f.seek(size - 4)
     isize = struct.unpack("<I", f.read(4))[0]
     # ISIZE wraps at 4 GiB. Deflate grows incompressible data by at most 5
-    # bytes per 64 KiB stored block plus headers, so the real size is at least
-    # this floor; only an ISIZE below it has wrapped.
-    floor = (size - 1024) * 65535 // 65540
+    # bytes per 64 KiB stored block, so past the header and trailer the real
+    # size is at least this floor; only an ISIZE below it has wrapped.
+    floor = (size - _gzip_header_length(f) - 8) * 65535 // 65540 - 5
     while isize < floor:
         isize += 1 << 32
     return Estimate(isize, True, "gzip ISIZE")
+
+
+def _gzip_header_length(f) -> int:
+    """Length of the first member's header (name, comment and extra fields vary)."""
+    f.seek(0)
+    head = f.read(1 << 16)
+    flags, pos = head[3], 10
+    if flags & 4:  # FEXTRA
+        pos += 2 + int.from_bytes(head[pos:pos + 2], "little")
+    for bit in (8, 16):  # FNAME, FCOMMENT: zero-terminated
+        if flags & bit:
+            end = head.find(b"\0", pos)
+            if end < 0:
+                return len(head)
+            pos = end + 1
+    return pos + (2 if flags & 2 else 0)  # FHCRC
 
 
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:
