@@ -308,10 +308,11 @@ def read_unit_members(archive_path: str, dest: str):
     wanted = {m for m in (_member(u) for u in manifest.units) if m}
     if not complete and wanted:
         _stream_members(archive_path, dest, wanted)
-    # A unit may be a relative symlink to a file elsewhere in the image (an alias):
-    # fetch the targets too, following chains a few links deep.
+    # A unit may be a relative symlink to a file elsewhere in the image (an alias),
+    # or sit below a folder that is one (lib -> usr/lib): fetch the targets too,
+    # following chains a few links deep.
     for _ in range(8):
-        targets = _dangling_targets(dest, wanted)
+        targets = _unresolved_targets(dest, wanted)
         if not targets:
             break
         wanted |= targets
@@ -319,20 +320,36 @@ def read_unit_members(archive_path: str, dest: str):
     return manifest
 
 
-def _dangling_targets(dest: str, wanted: set) -> set:
-    """Image paths that wanted symlinks point to but that were not read yet."""
+def _unresolved_targets(dest: str, wanted: set) -> set:
+    """Image paths that wanted paths lead to through symlinks but that were not read yet."""
     found = set()
     for path in wanted:
         host = os.path.join(dest, path)
-        if not os.path.islink(host) or os.path.exists(host):
+        if os.path.exists(host):
             continue
-        link = os.readlink(host)
-        if link.startswith("/"):
+        target = _inside(dest, path, follow_leaf=True)
+        if target is None:
             continue  # resolves outside the image: propagation refuses it anyway
-        target = _member(posixpath.normpath(posixpath.join("/", posixpath.dirname(path), link)))
-        if target and target not in wanted:
-            found.add(target)
+        rel = os.path.relpath(target, os.path.realpath(dest))
+        if rel != path and rel not in wanted:
+            found.add(rel)
     return found
+
+
+def _inside(dest: str, path: str, follow_leaf: bool = False) -> str | None:
+    """Host path of image ``path`` below ``dest``, through symlinks that stay inside it only.
+
+    None when the path leads out of the image: nothing is ever written there.
+    """
+    real_dest = os.path.realpath(dest)
+    if follow_leaf:
+        real = os.path.realpath(os.path.join(dest, path))
+    else:
+        parent = os.path.realpath(os.path.join(dest, posixpath.dirname(path)))
+        real = os.path.join(parent, posixpath.basename(path))
+    if real != real_dest and not real.startswith(real_dest + os.sep):
+        return None
+    return real
 
 
 def _stream_members(archive_path: str, dest: str, wanted: set | None):
@@ -376,6 +393,8 @@ def _stream_members_once(libarchive, archive_path: str, dest: str, wanted: set |
             if related:
                 seen.add(related)
                 _store(entry, dest, path)
+            elif entry.issym and any(w.startswith(path + "/") for w in wanted):
+                _store(entry, dest, path)  # a folder link on the way (lib -> usr/lib)
             elif seen >= wanted:
                 break  # past the last unit member
     return manifest, True
@@ -404,21 +423,36 @@ def _read_entry(entry) -> bytes:
 
 
 def _store(entry, dest: str, path: str, data: bytes | None = None) -> None:
-    """Recreate one member under dest: folders, regular files and symlinks only."""
-    target = os.path.join(dest, path)
+    """Recreate one member under dest: folders, regular files and symlinks only.
+
+    Links are created, never written through out of dest (a .wants folder that
+    is a link to a host folder must not become a way to write there).
+    """
+    target = _inside(dest, path)
+    if target is None:
+        return
     os.makedirs(os.path.dirname(target), exist_ok=True)
     if entry.isdir:
-        os.makedirs(target, exist_ok=True)
+        if not os.path.lexists(target):
+            os.mkdir(target)
     elif entry.issym:
         if not os.path.lexists(target):
             os.symlink(entry.linkpath, target)
     elif entry.isfile:
-        with open(target, "wb") as f:
-            f.write(_read_entry(entry) if data is None else data)
+        _write_new(target, _read_entry(entry) if data is None else data)
     elif entry.islnk:
         source = _member(entry.linkpath or "")
-        if source and os.path.isfile(os.path.join(dest, source)):
-            shutil.copyfile(os.path.join(dest, source), target)
+        source_host = _inside(dest, source) if source else None
+        if source_host and os.path.isfile(source_host) and not os.path.islink(source_host):
+            with open(source_host, "rb") as f:
+                _write_new(target, f.read())
+
+
+def _write_new(target: str, data: bytes) -> None:
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o644)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
 
 
 # -- torcx-apply.service and install-boot --------------------------------------------

@@ -115,6 +115,52 @@ def test_unit_reader_ignores_members_that_climb_out(tmp_path):
     assert not (dest / "lib").exists()
 
 
+def _tar(path, members):
+    """A tgz of (name, data or symlink target, kind) members, written as given."""
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data, kind in members:
+            info = tarfile.TarInfo(name)
+            if kind == "link":
+                info.type, info.linkname = tarfile.SYMTYPE, data
+                tar.addfile(info)
+            elif kind == "dir":
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_unit_reader_never_writes_through_a_symlink_out_of_the_image(tmp_path):
+    """A .wants folder that is a symlink to a host folder is not written through."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    manifest = (b'{"kind": "image-manifest-v0", "value": {"units": '
+                b'["/lib/systemd/system/multi-user.target.wants"]}}')
+    archive = _tar(tmp_path / "evil.tgz", [
+        (".torcx/manifest.json", manifest, "file"),
+        ("lib/systemd/system/multi-user.target.wants", str(outside), "link"),
+        ("lib/systemd/system/multi-user.target.wants/evil", b"pwned", "file")])
+    boot.read_unit_members(str(archive), str(tmp_path / "out"))
+    assert os.listdir(outside) == []
+
+
+def test_unit_reader_follows_a_folder_symlink_inside_the_image(tmp_path):
+    """Units listed under /lib are found when lib is a symlink to usr/lib in the image."""
+    manifest = (b'{"kind": "image-manifest-v0", "value": {"units": '
+                b'["/lib/systemd/system/demo.service"]}}')
+    archive = _tar(tmp_path / "merged.tgz", [
+        (".torcx/manifest.json", manifest, "file"),
+        ("lib", "usr/lib", "link"),
+        ("usr/lib/systemd/system", "", "dir"),
+        ("usr/lib/systemd/system/demo.service", UNIT.encode(), "file"),
+        ("usr/bin/big", os.urandom(4096), "file")])
+    dest = tmp_path / "out"
+    boot.read_unit_members(str(archive), str(dest))
+    assert (dest / "lib/systemd/system/demo.service").read_text() == UNIT
+
+
 def fake_root(tmp_path, names=("demo",)):
     """A --root with the images packed into the vendor store and a profile selecting them."""
     root = tmp_path / "root"
