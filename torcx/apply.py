@@ -21,7 +21,7 @@ import time
 
 from . import profiles, schemas, seal, sizing
 from ._version import __version__
-from .errors import MountError, NotFound, SchemaError, TorcxError
+from .errors import MountError, NoDigestList, NotFound, SchemaError, TorcxError
 from .log import Logger
 from .paths import Paths
 from .store import Store
@@ -301,7 +301,30 @@ def _unpack(run: Run, unpack_host: str, log: Logger) -> None:
                 os.rmdir(target)
             except OSError:
                 pass
+        else:
+            _verify_mounted(image, target, engine)
         image.unpack["seconds"] = round(time.monotonic() - start, 6)
+
+
+def _verify_mounted(image, target: str, engine) -> None:
+    """Check every file of a mounted image against its .torcx/digests, as the engine
+    does for tarballs; a mismatch unmounts it and fails the image alone. An image
+    without a digest list stays mounted and is reported unverified."""
+    from .imageverify import check_mounted_tree
+
+    try:
+        files = check_mounted_tree(target, image.archive.path)
+    except NoDigestList:
+        return
+    except TorcxError as e:
+        image.fail("unpack", str(e))
+        try:
+            engine.umount(target)
+            os.rmdir(target)
+        except OSError:
+            pass
+        return
+    image.unpack.update(verified=True, files=files)
 
 
 # -- propagate --------------------------------------------------------------------

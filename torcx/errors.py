@@ -69,6 +69,10 @@ class DigestMismatch(ExtractError):
     """Content does not match its recorded digest (file list or pinned archive digest)."""
 
 
+class NoDigestList(DigestMismatch):
+    """An image carries no .torcx/digests, so its files cannot be checked."""
+
+
 class MountError(TorcxError, OSError):
     """A mount, loop device or remount failed."""
 

@@ -19,7 +19,14 @@ from dataclasses import dataclass
 import xxhash
 
 from . import digestlist, mountns
-from .errors import ConfigError, CorruptArchive, DigestMismatch, ExtractError, MountError
+from .errors import (
+    ConfigError,
+    CorruptArchive,
+    DigestMismatch,
+    ExtractError,
+    MountError,
+    NoDigestList,
+)
 from .imageinspect import FS_FORMATS, detect_format, is_regular_file_in, walk_error
 
 _HEX = re.compile(r"^[0-9a-f]+$")
@@ -77,10 +84,16 @@ def _check_mounted(mnt: str, archive: str) -> int:
         raise type(e)(e.message, filename=archive, entry=e.entry, err_no=e.errno) from None
 
 
+def check_mounted_tree(mnt: str, archive: str) -> int:
+    """Hash every regular file below ``mnt`` against its digest list, naming ``archive``
+    in errors; the file count. NoDigestList when there is no list."""
+    return _check_mounted(mnt, archive)
+
+
 def _check_tree_at(mnt: str) -> int:
     listing = os.path.join(mnt, digestlist.DIGESTS_PATH.decode())
     if not is_regular_file_in(mnt, digestlist.DIGESTS_PATH.decode()):
-        raise DigestMismatch("the image has no .torcx/digests; its files cannot be verified")
+        raise NoDigestList("the image has no .torcx/digests; its files cannot be verified")
     root = os.fsencode(mnt)
     files = []
     try:

@@ -128,7 +128,8 @@ def test_addons_start_in_the_boot_that_applies_them(suite, wheel, archives):
     expect(boot.read("status.rc").strip() == "0", "torcx status did not report success", boot)
     for name in GOOD:
         expect(images.get(name, {}).get("status") == "ok", f"{name} not applied", boot)
-    expect(images["hello-tgz"].get("verified") is True, "the tgz was not verified", boot)
+    for name in GOOD:
+        expect(images[name].get("verified") is True, f"{name} was not verified", boot)
     seal = boot.read("seal")
     expect('TORCX_BINDIR="/run/torcx/bin"' in seal and "TORCX_UPPER_PROFILE=\"e2e\"" in seal,
            f"seal file missing or wrong: {seal!r}", boot)

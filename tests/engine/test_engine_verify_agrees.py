@@ -13,7 +13,6 @@ from tarkit import chardev, directory, fifo, hardlink, reg, symlink
 
 from torcx import engine, errors
 
-
 CORPUS = {
     "absolute": lambda s: [reg(f"{s}/pwned", b"x")],
     "dotdot": lambda s: [reg("../sentinel/pwned", b"x")],

@@ -55,7 +55,8 @@ def digest_list(src):
 
 
 def pack(src, archive, fmt):
-    """Archive the image folder ``src`` as ``fmt`` at ``archive``."""
+    """Archive the image folder ``src`` as ``fmt`` at ``archive`` (a tarball always gets a
+    fresh digest list; squashfs/erofs carry one only if ``src`` has it)."""
     if fmt in TAR_FLAGS:
         write(os.path.join(src, ".torcx/digests"), digest_list(src))
         members = [".torcx/digests"] + sorted(
@@ -90,10 +91,18 @@ class FakeRoot:
     def host(self, target):
         return os.path.join(self.path, target.lstrip("/"))
 
-    def add_image(self, name, reference, fmt="tgz", files=None, manifest=None, links=None):
-        """Build image name:reference into the vendor store; returns the archive path."""
+    def add_image(self, name, reference, fmt="tgz", files=None, manifest=None, links=None,
+                  digests=False, tamper=None):
+        """Build image name:reference into the vendor store; returns the archive path.
+
+        ``digests`` gives a squashfs/erofs image a digest list; ``tamper`` {path: text}
+        rewrites files after it was made."""
         src = os.path.join(self.work, f"{name}-{reference}-{fmt}")
         image_tree(src, files or {}, manifest, links)
+        if digests or tamper:
+            write(os.path.join(src, ".torcx/digests"), digest_list(src))
+        for path, text in (tamper or {}).items():
+            write(os.path.join(src, path), text)
         archive = os.path.join(self.store, f"{name}:{reference}.torcx.{fmt}")
         return pack(src, archive, fmt)
 

@@ -110,6 +110,31 @@ def test_mountable_image_is_loop_mounted(root, fmt):
     assert not loops_backed_by(root.path)  # autoclear: gone with the namespace
 
 
+@pytest.mark.parametrize("fmt", ["squashfs", "erofs"])
+def test_mounted_image_is_verified_against_its_digests(root, fmt):
+    """A squashfs or erofs image with a digest list has every file checked once mounted."""
+    root.add_image("sq", "1", fmt, files={"a": "alpha", "d/b": "beta"}, digests=True)
+    root.profile("vendor", [("sq", "1")])
+    probe = in_mount_namespace(_apply_and_probe, root.path)
+    assert probe["code"] == 0, probe["report"]
+    (img,) = probe["report"]["images"]
+    assert (img["unpack"]["verified"], img["unpack"]["files"]) == (True, 2)
+
+
+def test_tampered_mounted_image_fails_alone(root):
+    """A squashfs whose file no longer matches its digest list is unmounted and fails
+    alone, naming the file; the other image applies."""
+    root.add_hello()
+    root.add_image("sq", "1", "squashfs", files={"a": "alpha"}, tamper={"a": "ALPHA"})
+    root.profile("vendor", [("hello", "1"), ("sq", "1")])
+    probe = in_mount_namespace(_apply_and_probe, root.path)
+    assert probe["code"] == 1
+    by_name = {i["name"]: i for i in probe["report"]["images"]}
+    assert by_name["hello"]["status"] == "ok"
+    assert by_name["sq"]["status"] == "failed" and "a" in by_name["sq"]["error"]
+    assert [p.rsplit("/", 1)[-1] for p, _, _ in probe["mounts"]] == ["unpack"]
+
+
 def test_nothing_left_behind_after_namespace(root):
     """After an apply with a tmpfs and a loop mount, the host has no mount or loop device left."""
     root.add_hello()
