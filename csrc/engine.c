@@ -174,6 +174,11 @@ struct job {
     struct archive *ar;
     int64_t index;
     const char *entry; /* raw path of the current entry */
+    /* The source reported its failure to this thread (read_cb or drain).
+     * Only then may src.error be read: before that, a decode-ahead
+     * producer may still be writing it, and a fault it found ahead of the
+     * entry being refused must not replace that entry's error. */
+    bool src_failed;
 };
 
 /* Records the failure in the result (first failure wins) and returns -1. */
@@ -191,8 +196,10 @@ static int job_fail(struct job *j, int code, int err, const char *fmt, ...) {
     vsnprintf(o->message, sizeof(o->message), fmt, ap);
     va_end(ap);
     if (err) {
+        char buf[128]; /* strerror is not thread-safe; GNU strerror_r is */
         size_t l = strlen(o->message);
-        snprintf(o->message + l, sizeof(o->message) - l, ": %s", strerror(err));
+        snprintf(o->message + l, sizeof(o->message) - l, ": %s",
+                 strerror_r(err, buf, sizeof(buf)));
     }
     return -1;
 }
@@ -514,7 +521,7 @@ static int do_file(struct job *j, struct archive_entry *e, char *path) {
     int64_t size = archive_entry_size(e);
     if (size < 0)
         size = 0;
-    if (j->out->bytes + (uint64_t)size > j->max_bytes)
+    if ((uint64_t)size > j->max_bytes - j->out->bytes) /* bytes <= max_bytes: no wrap */
         return job_fail(j, TORCX_E_LIMIT, 0, "unpacked size exceeds the limit of %llu bytes",
                         (unsigned long long)j->max_bytes);
     bool is_list = strcmp(path, DIGESTS_PATH) == 0;
@@ -861,6 +868,11 @@ static int do_entry(struct job *j, struct archive_entry *e) {
     char path[4096];
     if (normalize(j, raw, path, sizeof(path)) < 0)
         return -1;
+    /* uid_t is 32 bits and (uid_t)-1 means "unchanged" to chown: an id
+     * outside [0, 2^32-2] would be silently truncated into another one. */
+    if (archive_entry_uid(e) < 0 || archive_entry_uid(e) > UINT32_MAX - 1 ||
+        archive_entry_gid(e) < 0 || archive_entry_gid(e) > UINT32_MAX - 1)
+        return job_fail(j, TORCX_E_FORMAT, 0, "uid or gid out of range");
     mode_t type = archive_entry_filetype(e);
     if (!*path && (type != AE_IFDIR || archive_entry_hardlink(e)))
         return job_fail(j, TORCX_E_UNSAFE, 0, "entry replaces the image root");
@@ -954,35 +966,99 @@ static int apply_fixups(struct job *j) {
 
 /* ---- staging folder ---- */
 
-static void remove_tree_at(int dirfd, const char *name, int depth_left) {
+/* Opens folder `name` below dirfd for removal; a folder of ours left
+ * read-only (or unreadable) by a fixup is made writable first. */
+static int open_for_removal(int dirfd, const char *name) {
     int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0) {
-        if (errno == EACCES) { /* a read-only folder of ours: make it writable */
-            (void)fchmodat(dirfd, name, 0700, 0);
-            fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        }
-        if (fd < 0) {
-            (void)unlinkat(dirfd, name, 0);
-            return;
-        }
+    if (fd < 0 && errno == EACCES) {
+        (void)fchmodat(dirfd, name, 0700, 0);
+        fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     }
-    (void)fchmod(fd, 0700);
-    DIR *d = fdopendir(fd);
+    if (fd >= 0)
+        (void)fchmod(fd, 0700);
+    return fd;
+}
+
+/* Unlinks every non-folder in fd; returns the name of a subfolder left
+ * (malloc'd), or NULL when none is left or on error (*err set). */
+static char *unlink_files_in(int fd, int *err) {
+    int dfd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
     if (!d) {
-        close(fd);
-        return;
+        *err = -1;
+        if (dfd >= 0)
+            close(dfd);
+        return NULL;
     }
+    char *sub = NULL;
     struct dirent *de;
-    while ((de = readdir(d))) {
+    while (!sub && (de = readdir(d))) {
         if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
             continue;
-        if (de->d_type == DT_DIR && depth_left > 0)
-            remove_tree_at(fd, de->d_name, depth_left - 1);
-        else if (unlinkat(fd, de->d_name, 0) < 0 && errno == EISDIR && depth_left > 0)
-            remove_tree_at(fd, de->d_name, depth_left - 1);
+        if (unlinkat(fd, de->d_name, 0) < 0 && errno == EISDIR && !(sub = strdup(de->d_name)))
+            *err = -1;
     }
     closedir(d);
-    (void)unlinkat(dirfd, name, AT_REMOVEDIR);
+    return sub;
+}
+
+/* Removes folder `name` below dirfd with everything in it, best effort.
+ * Iterative and holding two fds at most: an archive path may nest 2000
+ * folders, more than RLIMIT_NOFILE allows at boot (1024). It climbs back
+ * with "..", which is safe in a staging folder only this job writes to. */
+static void remove_tree_at(int dirfd, const char *name) {
+    char **stack = NULL;
+    size_t depth = 0, cap = 0;
+    int fd = open_for_removal(dirfd, name);
+    if (fd < 0) {
+        (void)unlinkat(dirfd, name, 0);
+        return;
+    }
+    for (;;) {
+        int err = 0;
+        char *sub = unlink_files_in(fd, &err);
+        if (err)
+            break;
+        if (sub) { /* descend */
+            if (depth == cap) {
+                size_t ncap = cap ? cap * 2 : 64;
+                char **n = realloc(stack, ncap * sizeof(*n));
+                if (n) {
+                    stack = n;
+                    cap = ncap;
+                }
+            }
+            int next = depth < cap ? open_for_removal(fd, sub) : -1;
+            if (next < 0) {
+                free(sub);
+                break;
+            }
+            stack[depth++] = sub;
+            close(fd);
+            fd = next;
+            continue;
+        }
+        if (depth == 0) { /* the top folder is empty */
+            close(fd);
+            fd = -1;
+            (void)unlinkat(dirfd, name, AT_REMOVEDIR);
+            break;
+        }
+        int up = openat(fd, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        close(fd);
+        fd = up;
+        char *child = stack[--depth];
+        /* A folder that cannot go would be found again forever: give up. */
+        bool gone = fd >= 0 && unlinkat(fd, child, AT_REMOVEDIR) == 0;
+        free(child);
+        if (!gone)
+            break;
+    }
+    if (fd >= 0)
+        close(fd);
+    while (depth > 0)
+        free(stack[--depth]);
+    free(stack);
 }
 
 static int make_staging(struct job *j) {
@@ -994,13 +1070,14 @@ static int make_staging(struct job *j) {
     while (base > dest && base[-1] != '/')
         base--;
     size_t plen = (size_t)(base - dest);
+    struct stat st;
+    /* Before j->staging is set: on failure it names what is to be removed. */
+    if (fstatat(AT_FDCWD, dest, &st, AT_SYMLINK_NOFOLLOW) == 0)
+        return job_fail(j, TORCX_E_EXISTS, EEXIST, "destination %s", dest);
     if (!(j->staging = malloc(n + 32)))
         return job_fail(j, TORCX_E_OS, ENOMEM, "out of memory");
     snprintf(j->staging, n + 32, "%.*s.%.*s.staging-XXXXXX", (int)plen, dest, (int)(n - plen),
              base);
-    struct stat st;
-    if (fstatat(AT_FDCWD, dest, &st, AT_SYMLINK_NOFOLLOW) == 0)
-        return job_fail(j, TORCX_E_EXISTS, EEXIST, "destination %s", dest);
     if (!mkdtemp(j->staging)) {
         int e = errno;
         free(j->staging);
@@ -1022,11 +1099,11 @@ static void remove_staging(struct job *j) {
         int pfd = open(*j->staging ? j->staging : "/", O_PATH | O_DIRECTORY | O_CLOEXEC);
         *slash = '/';
         if (pfd >= 0) {
-            remove_tree_at(pfd, slash + 1, 2048);
+            remove_tree_at(pfd, slash + 1);
             close(pfd);
         }
     } else {
-        remove_tree_at(AT_FDCWD, j->staging, 2048);
+        remove_tree_at(AT_FDCWD, j->staging);
     }
 }
 
@@ -1037,6 +1114,7 @@ static la_ssize_t read_cb(struct archive *a, void *client, const void **buf) {
     size_t len;
     int r = torcx_source_next(&j->src, buf, &len);
     if (r < 0) {
+        j->src_failed = true;
         archive_set_error(a, r == SOURCE_E_CORRUPT ? EIO : -r, "%s",
                           j->src.errmsg);
         return -1;
@@ -1072,7 +1150,7 @@ static int read_entries(struct job *j) {
         }
         if (r != ARCHIVE_OK && r != ARCHIVE_WARN) { /* RETRY: a damaged header */
             j->entry = NULL;
-            if (j->src.error)
+            if (j->src_failed)
                 return source_failed(j);
             return job_fail(j, TORCX_E_FORMAT, 0, "%s",
                             archive_error_string(j->ar) ?: "cannot read archive");
@@ -1080,7 +1158,7 @@ static int read_entries(struct job *j) {
         if (j->index == 0)
             name_compression(j);
         if (do_entry(j, e) < 0) {
-            if (j->src.error) { /* a decode failure surfaced as a short entry */
+            if (j->src_failed) { /* a decode failure surfaced as a short entry */
                 j->out->code = TORCX_OK;
                 return source_failed(j);
             }
@@ -1144,6 +1222,7 @@ static void run_job(const struct torcx_job *in, struct torcx_result *out, bool t
         .max_path = in->max_path ? in->max_path : DEFAULT_MAX_PATH,
         .staging_fd = -1,
         .cache_fd = -1,
+        .src = {.fd = -1}, /* torcx_source_close runs even if open never did */
     };
     j.ownership = (in->flags & TORCX_JOB_OWNERSHIP) && j.is_root;
     if (j.max_path > 4000)
@@ -1180,7 +1259,7 @@ static void run_job(const struct torcx_job *in, struct torcx_result *out, bool t
     archive_read_support_filter_lz4(j.ar);
     archive_read_support_filter_zstd(j.ar);
     if (archive_read_open(j.ar, &j, NULL, read_cb, NULL) != ARCHIVE_OK) {
-        if (j.src.error)
+        if (j.src_failed)
             source_failed(&j);
         else
             job_fail(&j, TORCX_E_FORMAT, 0, "%s",

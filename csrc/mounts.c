@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "torcx_engine.h"
@@ -26,8 +27,25 @@ int torcx_mount_tmpfs(const char *target, uint64_t size_bytes, unsigned mode) {
     return 0;
 }
 
+/* A remount replaces the mount's per-mount flags with those passed: carry
+ * over what is set (nosuid, noexec, ...) so read-only adds, never drops. */
 int torcx_remount_ro(const char *target) {
-    if (mount(NULL, target, NULL, MS_REMOUNT | MS_RDONLY | MS_NODEV, NULL) < 0)
+    static const struct {
+        unsigned long st, ms;
+    } keep[] = {
+        {ST_NOSUID, MS_NOSUID},         {ST_NODEV, MS_NODEV},
+        {ST_NOEXEC, MS_NOEXEC},         {ST_SYNCHRONOUS, MS_SYNCHRONOUS},
+        {ST_MANDLOCK, MS_MANDLOCK},     {ST_NOATIME, MS_NOATIME},
+        {ST_NODIRATIME, MS_NODIRATIME}, {ST_RELATIME, MS_RELATIME},
+    };
+    struct statvfs sv;
+    if (statvfs(target, &sv) < 0)
+        return -errno;
+    unsigned long flags = MS_REMOUNT | MS_RDONLY | MS_NODEV;
+    for (size_t i = 0; i < sizeof(keep) / sizeof(keep[0]); i++)
+        if (sv.f_flag & keep[i].st)
+            flags |= keep[i].ms;
+    if (mount(NULL, target, NULL, flags, NULL) < 0)
         return -errno;
     return 0;
 }

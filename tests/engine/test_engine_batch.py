@@ -160,3 +160,30 @@ def test_results_follow_job_order_whatever_the_sizes(sandbox):
     assert [r.dest for r in results] == [j.dest for j in jobs]
     for i, size in enumerate(sizes):
         assert (sandbox.parent / f"d{i}" / "blob").read_bytes() == bytes([i]) * size
+
+
+def _unsafe_then_corrupt_gzip(sandbox):
+    """gzip of: 3 MiB file, unsafe '../x', 4 MiB file; deflate broken 1 MiB after '../x'."""
+    import zlib
+
+    plain = sandbox.archive([reg("big", os.urandom(3 << 20)), reg("../x", b"x"),
+                             reg("tail", os.urandom(4 << 20))]).read_bytes()
+    cut = plain.index(b"../x") + (1 << 20)
+    z = zlib.compressobj(6, zlib.DEFLATED, 31)
+    head = z.compress(plain[:cut]) + z.flush(zlib.Z_FULL_FLUSH)
+    tail = z.compress(plain[cut:]) + z.flush()
+    broken = head + b"\xff" * 64 + tail[64:]
+    out = sandbox.archives / "unsafe-then-corrupt.tgz"
+    out.write_bytes(broken)
+    return out
+
+
+def test_decode_ahead_reports_the_entry_not_a_later_stream_fault(sandbox):
+    """With decode-ahead, the unsafe entry is reported as with one thread, not the corrupt tail."""
+    archive = str(_unsafe_then_corrupt_gzip(sandbox))
+    kinds = set()
+    for threads in (1, 2, 2, 2, 2, 2):
+        (result,) = engine.extract_many([engine.Job(archive, str(sandbox.dest))], threads=threads)
+        kinds.add((type(result.error).__name__, result.error.entry))
+        sandbox.assert_clean_failure()
+    assert kinds == {("UnsafeArchive", "../x")}

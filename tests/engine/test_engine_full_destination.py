@@ -119,3 +119,21 @@ def test_mount_error_names_the_target(tmp_path):
     err_no, message = in_mount_namespace(attempt)
     assert err_no == errno.ENOENT
     assert missing in message
+
+
+def _remount_keeps_flags(target):
+    import subprocess
+
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "nosuid,noexec,size=1m", "tmpfs", target],
+                   check=True)
+    engine.remount_ro(target)
+    st = os.statvfs(target)
+    return bool(st.f_flag & os.ST_RDONLY), bool(st.f_flag & os.ST_NOSUID), \
+        bool(st.f_flag & os.ST_NOEXEC)
+
+
+def test_remount_ro_keeps_nosuid_and_noexec(tmp_path):
+    """remount_ro makes a nosuid,noexec mount read-only without dropping nosuid or noexec."""
+    target = tmp_path / "mnt"
+    target.mkdir()
+    assert in_mount_namespace(_remount_keeps_flags, str(target)) == (True, True, True)

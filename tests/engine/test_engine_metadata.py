@@ -166,3 +166,13 @@ def test_hard_link_keeps_the_file_mode(sandbox):
     """A hard link shows the mode of the file it points to."""
     sandbox.extract(sandbox.archive([reg("f", b"x", mode=0o700), hardlink("h", "f")]))
     assert _mode(sandbox.dest / "h") == 0o700
+
+
+@pytest.mark.parametrize("uid", [(1 << 32) + 1234, -1])
+def test_uid_beyond_32_bits_is_refused(sandbox, uid):
+    """A uid that does not fit a Linux uid_t is refused, never truncated (2**32+1234 is not 1234)."""
+    from torcx import errors
+
+    member = reg("f", b"x")
+    member.info.pax_headers = {"uid": str(uid)}
+    sandbox.refuses(sandbox.archive([member]), errors.CorruptArchive)

@@ -26,15 +26,19 @@ SOURCES = ["fuzz/fuzz_extract.c", "engine.c", "source.c", "sha256.c"]
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
 
 
-@pytest.fixture(scope="module")
-def driver(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("fuzz") / "fuzz_extract"
-    cmd = ["gcc", "-g", "-O1", "-fsanitize=address,undefined", "-fno-omit-frame-pointer",
+def _build(folder: Path, sanitize: str) -> Path:
+    out = folder / "fuzz_extract"
+    cmd = ["gcc", "-g", "-O1", f"-fsanitize={sanitize}", "-fno-omit-frame-pointer",
            "-std=gnu11", "-D_GNU_SOURCE", '-DTORCX_VERSION="sanitizers"', f"-I{CSRC}",
            *[str(CSRC / s) for s in SOURCES], "-larchive", "-lxxhash", "-lisal", "-lpthread",
            "-o", str(out)]
     subprocess.run(cmd, check=True, capture_output=True)
     return out
+
+
+@pytest.fixture(scope="module")
+def driver(tmp_path_factory) -> Path:
+    return _build(tmp_path_factory.mktemp("fuzz"), "address,undefined")
 
 
 def _corpus(folder: Path) -> list[Path]:
@@ -68,3 +72,39 @@ def test_engine_is_clean_under_sanitizers(driver, tmp_path):
                        text=True, timeout=600)
     assert r.returncode == 0 and "Sanitizer" not in r.stderr and "runtime error" not in r.stderr, (
         r.stderr[-4000:])
+
+
+def _ring_corpus(folder: Path) -> list[Path]:
+    """Archives that keep the decode-ahead ring busy, then fail at each place it can."""
+    import zlib
+
+    big = [reg(f"f{i}", os.urandom(1 << 20)) for i in range(5)]
+    plain = tarkit.write_tar(folder / "big.tar", big + [reg("../x", b"x"),
+                                                      reg("tail", os.urandom(3 << 20))])
+    data = plain.read_bytes()
+    cut = data.index(b"../x") + (1 << 20)
+    z = zlib.compressobj(6, zlib.DEFLATED, 31)
+    head = z.compress(data[:cut]) + z.flush(zlib.Z_FULL_FLUSH)
+    tail = z.compress(data[cut:]) + z.flush()
+    broken = folder / "unsafe-then-corrupt.tgz"
+    broken.write_bytes(head + b"\xff" * 64 + tail[64:])
+    good = tarkit.write_tar(folder / "good.tar", big, digests=True)
+    gz = tarkit.compress(good, "gzip")
+    truncated = folder / "truncated.tgz"
+    truncated.write_bytes(gz.read_bytes()[:gz.stat().st_size // 2])
+    return [good, gz, tarkit.compress(good, "zstd"), broken, truncated]
+
+
+@pytest.mark.skipif(subprocess.run(["gcc", "-fsanitize=thread", "-x", "c", "-", "-o", os.devnull],
+                                   input=b"int main(void){return 0;}", capture_output=True
+                                   ).returncode != 0 if shutil.which("gcc") else True,
+                    reason="needs gcc with ThreadSanitizer")
+def test_decode_ahead_ring_is_clean_under_tsan(tmp_path):
+    """No data race between the decode-ahead producer and the job's thread, on success or failure."""
+    tsan = _build(tmp_path, "thread")
+    corpus = _ring_corpus(tmp_path)
+    env = dict(os.environ, TSAN_OPTIONS="halt_on_error=1:report_signal_unsafe=0",
+               TMPDIR=str(tmp_path))
+    r = subprocess.run([str(tsan), *map(str, corpus * 3)], env=env, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0 and "ThreadSanitizer" not in r.stderr, r.stderr[-4000:]
