@@ -53,6 +53,7 @@ struct map_slot {
     XXH128_hash_t digest;
     uint8_t state;
     bool seen; /* listed map: the file was found in the archive */
+    bool link; /* files map: a hard link, which needs no line of its own */
 };
 
 struct map {
@@ -489,7 +490,9 @@ static int load_digest_list(struct job *j, char *text, size_t len) {
     /* Files extracted before the list arrived are checked now. */
     for (size_t i = 0; i < j->files.cap; i++) {
         struct map_slot *s = &j->files.slots[i];
-        if (s->state == SLOT_LIVE && check_listed(j, s->key, s->digest) < 0)
+        if (s->state != SLOT_LIVE || (s->link && !map_find(&j->listed, s->key)))
+            continue; /* as do_hardlink: a link is checked only if listed */
+        if (check_listed(j, s->key, s->digest) < 0)
             return -1;
     }
     return 0;
@@ -634,10 +637,12 @@ static int do_file(struct job *j, struct archive_entry *e, char *path) {
         r = load_digest_list(j, list, (size_t)size);
         goto out;
     }
-    if (!map_put(&j->files, path, digest)) {
+    struct map_slot *slot = map_put(&j->files, path, digest);
+    if (!slot) {
         job_fail(j, TORCX_E_OS, ENOMEM, "out of memory");
         goto out;
     }
+    slot->link = false;
     if (j->have_list && check_listed(j, path, digest) < 0)
         goto out;
     j->out->files++;
@@ -783,8 +788,10 @@ static int do_hardlink(struct job *j, struct archive_entry *e, char *path) {
         if (pfd < 0 || r < 0)
             return -1;
     }
-    if (!map_put(&j->files, path, digest))
+    struct map_slot *slot = map_put(&j->files, path, digest);
+    if (!slot)
         return job_fail(j, TORCX_E_OS, ENOMEM, "out of memory");
+    slot->link = true;
     if (j->have_list) { /* links need not be listed; if listed, they must match */
         struct map_slot *s = map_find(&j->listed, path);
         if (s && check_listed(j, path, digest) < 0)

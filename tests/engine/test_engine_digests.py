@@ -158,3 +158,10 @@ def test_oversized_digest_list(sandbox):
     archive = sandbox.archive([member, reg("f", b"x")])
     err = sandbox.refuses(archive, errors.LimitExceeded)
     assert err.entry == tarkit.DIGESTS_PATH
+
+
+def test_hard_link_before_a_late_list_does_not_need_its_own_line(sandbox):
+    """A hard link extracted before .torcx/digests needs no line, as when the list comes first."""
+    members = [reg("f", b"shared"), hardlink("h", "f")]
+    members.append(tarkit.digests_member(tarkit.digest_list(members)))
+    assert sandbox.extract(sandbox.archive(members)).verified
