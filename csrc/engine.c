@@ -268,6 +268,10 @@ static int openat2_beneath(int dirfd, const char *path, int flags) {
     return (int)r;
 }
 
+/* openat2 missing (ENOSYS), answered EPERM by a container seccomp profile
+ * older than it, or racing a rename (EAGAIN): the walk below does the job. */
+static bool openat2_unavailable(int e) { return e == ENOSYS || e == EPERM || e == EAGAIN; }
+
 /* Opens folder `rel` (normalized, non-empty) below the staging root, one
  * component at a time, never following a symlink; creates missing folders
  * when `create`. Works where openat2 does not exist. */
@@ -312,7 +316,7 @@ static int open_dir(struct job *j, const char *rel, bool create) {
     if (fd >= 0)
         return fd;
     int e = errno;
-    if (e == ENOENT || e == ENOSYS || e == EAGAIN) {
+    if (e == ENOENT || openat2_unavailable(e)) {
         fd = walk_open(j, rel, create);
         if (fd >= 0)
             return fd;
@@ -941,7 +945,7 @@ static int apply_fixups(struct job *j) {
     for (size_t i = 0; i < j->nfixups; i++) {
         const struct dir_fixup *f = &j->fixups[i];
         int dfd = openat2_beneath(j->staging_fd, f->path, O_RDONLY | O_DIRECTORY);
-        if (dfd < 0 && (errno == ENOSYS || errno == EAGAIN)) {
+        if (dfd < 0 && openat2_unavailable(errno)) {
             int pfd = walk_open(j, f->path, false); /* O_PATH: reopen for fchmod */
             if (pfd >= 0) {
                 char self[64];

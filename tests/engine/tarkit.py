@@ -287,8 +287,9 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
 
 
-def _deny_openat2() -> None:
-    """Install a seccomp filter making openat2 fail with ENOSYS, as on kernels before 5.6."""
+def _deny_openat2(err: int = errno.ENOSYS) -> None:
+    """Install a seccomp filter making openat2 fail with ``err``: ENOSYS as on kernels
+    before 5.6, EPERM as under container seccomp profiles that predate openat2."""
     ld_w_abs, jeq_k, ret_k = 0x20, 0x15, 0x06
     program = [
         (ld_w_abs, 0, 0, 4),                                  # A = arch
@@ -296,7 +297,7 @@ def _deny_openat2() -> None:
         (ret_k, 0, 0, _SECCOMP_RET_ALLOW),
         (ld_w_abs, 0, 0, 0),                                  # A = syscall number
         (jeq_k, 0, 1, _NR_OPENAT2),
-        (ret_k, 0, 0, _SECCOMP_RET_ERRNO | errno.ENOSYS),
+        (ret_k, 0, 0, _SECCOMP_RET_ERRNO | err),
         (ret_k, 0, 0, _SECCOMP_RET_ALLOW),
     ]
     filters = (_SockFilter * len(program))(*[_SockFilter(*ins) for ins in program])
@@ -307,8 +308,8 @@ def _deny_openat2() -> None:
         raise OSError(ctypes.get_errno(), "installing the seccomp filter")
 
 
-def without_openat2(fn, *args):
-    """Run fn(*args) in a forked child where openat2 fails with ENOSYS; return its result.
+def without_openat2(fn, *args, err: int = errno.ENOSYS):
+    """Run fn(*args) in a forked child where openat2 fails with ``err``; return its result.
 
     This exercises the engine's component-by-component fallback walk, the path
     taken on kernels without openat2. The result must be picklable.
@@ -321,7 +322,7 @@ def without_openat2(fn, *args):
         os.close(rfd)
         status = 0
         try:
-            _deny_openat2()
+            _deny_openat2(err)
             payload = ("ok", fn(*args))
         except BaseException as e:  # noqa: BLE001 - reported to the parent
             payload = ("error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}")

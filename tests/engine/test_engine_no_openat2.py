@@ -109,3 +109,14 @@ def test_fallback_dot_entry_mode(sandbox):
     assert os.stat(sandbox.dest).st_mode & 0o777 == 0o750
     assert os.stat(sandbox.dest / "a").st_mode & 0o777 == 0o700
     assert tarkit.tree_snapshot(sandbox.dest)["a/f"][0] == "file"
+
+
+def test_fallback_when_seccomp_answers_eperm(sandbox):
+    """Where a container's seccomp profile answers openat2 with EPERM, the fallback walk runs."""
+    members = [directory("usr/lib", mode=0o555), reg("usr/lib/a", b"a"),
+               hardlink("usr/lib/b", "usr/lib/a")]
+    archive = sandbox.archive(members, digests=True)
+    assert without_openat2(_extract, str(archive), str(sandbox.dest),
+                           err=errno.EPERM) == ("ok", "", "")
+    assert (sandbox.dest / "usr/lib/b").read_bytes() == b"a"
+    assert os.stat(sandbox.dest / "usr/lib").st_mode & 0o777 == 0o555
