@@ -938,22 +938,37 @@ static int fix_dir(struct job *j, int dfd, const struct dir_fixup *f) {
     return 0;
 }
 
+/* A folder fd fchmod accepts (not O_PATH), never through a symlink; -1 and
+ * errno on failure. The fallback opens the leaf from its walked parent:
+ * reopening an O_PATH fd through /proc would need /proc mounted. */
+static int open_fixup_dir(struct job *j, const char *rel) {
+    int fd = openat2_beneath(j->staging_fd, rel, O_RDONLY | O_DIRECTORY);
+    if (fd >= 0 || !openat2_unavailable(errno))
+        return fd;
+    char parent[4096];
+    snprintf(parent, sizeof(parent), "%s", rel);
+    char *slash = strrchr(parent, '/');
+    const char *leaf = slash ? rel + (slash + 1 - parent) : rel;
+    int pfd = slash ? (*slash = '\0', walk_open(j, parent, false)) : dup(j->staging_fd);
+    if (pfd < 0) {
+        if (slash)
+            errno = -pfd;
+        return -1;
+    }
+    fd = openat(pfd, leaf, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    int e = errno;
+    close(pfd);
+    errno = e;
+    return fd;
+}
+
 static int apply_fixups(struct job *j) {
     j->entry = NULL;
     cache_drop(j);
     qsort(j->fixups, j->nfixups, sizeof(*j->fixups), cmp_depth_desc);
     for (size_t i = 0; i < j->nfixups; i++) {
         const struct dir_fixup *f = &j->fixups[i];
-        int dfd = openat2_beneath(j->staging_fd, f->path, O_RDONLY | O_DIRECTORY);
-        if (dfd < 0 && openat2_unavailable(errno)) {
-            int pfd = walk_open(j, f->path, false); /* O_PATH: reopen for fchmod */
-            if (pfd >= 0) {
-                char self[64];
-                snprintf(self, sizeof(self), "/proc/self/fd/%d", pfd);
-                dfd = open(self, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-                close(pfd);
-            }
-        }
+        int dfd = open_fixup_dir(j, f->path);
         if (dfd < 0) {
             if (errno == ENOENT || errno == ENOTDIR || errno == ELOOP)
                 continue; /* replaced by a later non-folder entry */

@@ -120,3 +120,22 @@ def test_fallback_when_seccomp_answers_eperm(sandbox):
                            err=errno.EPERM) == ("ok", "", "")
     assert (sandbox.dest / "usr/lib/b").read_bytes() == b"a"
     assert os.stat(sandbox.dest / "usr/lib").st_mode & 0o777 == 0o555
+
+
+def _extract_without_proc(archive: str, dest: str):
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.umount2(b"/proc", 2) != 0:  # MNT_DETACH, in this child's namespace only
+        raise OSError(ctypes.get_errno(), "umount /proc")
+    return without_openat2(_extract, archive, dest)
+
+
+@tarkit.needs_root
+def test_fallback_fixups_need_no_proc(sandbox):
+    """Without openat2 and without /proc (early boot, a chroot), folder modes are still applied."""
+    members = [directory("usr", mode=0o751), directory("usr/lib", mode=0o555),
+               reg("usr/lib/a", b"a")]
+    archive = sandbox.archive(members)
+    assert tarkit.in_mount_namespace(_extract_without_proc, str(archive),
+                                     str(sandbox.dest)) == ("ok", "", "")
+    assert os.stat(sandbox.dest / "usr").st_mode & 0o777 == 0o751
+    assert os.stat(sandbox.dest / "usr/lib").st_mode & 0o777 == 0o555
