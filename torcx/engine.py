@@ -208,13 +208,13 @@ def _check_mount(r: int, what: str, path: str) -> None:
 
 
 def mount_tmpfs(target: str, size_bytes: int, mode: int = 0o755) -> None:
-    """Mount a tmpfs of ``size_bytes`` on ``target`` (exec allowed, nodev, nosuid)."""
+    """Mount a tmpfs of ``size_bytes`` on ``target``: nodev; exec and setuid stay allowed."""
     _check_mount(lib.torcx_mount_tmpfs(os.fsencode(target), size_bytes, mode),
                  "mounting tmpfs on", target)
 
 
 def remount_ro(target: str) -> None:
-    """Remount the mount at ``target`` read-only."""
+    """Remount the mount at ``target`` read-only, keeping its other flags (nosuid, noexec, ...)."""
     _check_mount(lib.torcx_remount_ro(os.fsencode(target)), "remounting read-only", target)
 
 

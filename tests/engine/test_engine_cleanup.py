@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""A failed job cleans up after itself and nothing else: no staging folder, no foreign fd or path."""
+"""A failed job cleans up after itself and nothing else: no staging folder, no foreign fd."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def test_job_without_archive_keeps_the_callers_stdin(sandbox):
 
 
 def test_existing_destination_spares_a_folder_named_like_the_staging_template(sandbox):
-    """Refusing an existing dest never removes a folder literally named like its staging template."""
+    """Refusing an existing dest never removes a folder named like its staging template."""
     sandbox.dest.mkdir()
     lookalike = sandbox.parent / ".dest.staging-XXXXXX"
     lookalike.mkdir()

@@ -170,7 +170,7 @@ def test_hard_link_keeps_the_file_mode(sandbox):
 
 @pytest.mark.parametrize("uid", [(1 << 32) + 1234, -1])
 def test_uid_beyond_32_bits_is_refused(sandbox, uid):
-    """A uid that does not fit a Linux uid_t is refused, never truncated (2**32+1234 is not 1234)."""
+    """A uid that does not fit a Linux uid_t is refused, never truncated (2**32+1234 to 1234)."""
     from torcx import errors
 
     member = reg("f", b"x")

@@ -100,7 +100,7 @@ def _ring_corpus(folder: Path) -> list[Path]:
                                    ).returncode != 0 if shutil.which("gcc") else True,
                     reason="needs gcc with ThreadSanitizer")
 def test_decode_ahead_ring_is_clean_under_tsan(tmp_path):
-    """No data race between the decode-ahead producer and the job's thread, on success or failure."""
+    """No data race between the decode-ahead producer and its job thread, on success or failure."""
     tsan = _build(tmp_path, "thread")
     corpus = _ring_corpus(tmp_path)
     env = dict(os.environ, TSAN_OPTIONS="halt_on_error=1:report_signal_unsafe=0",
