@@ -965,7 +965,8 @@ static int open_fixup_dir(struct job *j, const char *rel) {
 static int apply_fixups(struct job *j) {
     j->entry = NULL;
     cache_drop(j);
-    qsort(j->fixups, j->nfixups, sizeof(*j->fixups), cmp_depth_desc);
+    if (j->nfixups) /* qsort(NULL, 0, ...) is undefined */
+        qsort(j->fixups, j->nfixups, sizeof(*j->fixups), cmp_depth_desc);
     for (size_t i = 0; i < j->nfixups; i++) {
         const struct dir_fixup *f = &j->fixups[i];
         int dfd = open_fixup_dir(j, f->path);

@@ -52,6 +52,12 @@ def _corpus(folder: Path) -> list[Path]:
     for name, members in CORPUS.items():
         files.append(tarkit.write_tar(folder / f"hostile-{name}.tar",
                                       members("/nonexistent-sentinel")))
+    deep = "/".join(["d"] * 400)  # cleanup of a deep staging tree after a refusal
+    files.append(tarkit.write_tar(folder / "deep-then-unsafe.tar",
+                                  [directory(deep), reg(deep + "/f", b"x"), reg("/abs", b"x")]))
+    late = [reg("f", b"shared"), hardlink("h", "f")]  # the list after the files
+    files.append(tarkit.write_tar(folder / "late-list.tar",
+                                  late + [tarkit.digests_member(tarkit.digest_list(late))]))
     rng = random.Random(7)
     for i in range(120):
         data = bytearray(rng.choice(files[:6]).read_bytes())
