@@ -8,7 +8,9 @@
   digest mismatch is final.
 - Archives stream into a temporary file inside the destination folder while their
   sha512 is computed; only a verified file is renamed to its final name. Any
-  failure, including Ctrl-C, removes the temporary file.
+  failure, including Ctrl-C, removes the temporary file. An archive larger than
+  TORCX_FETCH_MAX_BYTES (announced, or while streaming) is refused: the sha512
+  check comes only at the end, too late to protect the disk.
 - Several downloads run in parallel on a bounded thread pool.
 
 Tunables come from the environment (see FetchOptions.from_env); TORCX_CA_FILE
@@ -59,11 +61,13 @@ class FetchOptions:
     jobs: int = 4
     ca_file: str | None = None
     max_document: int = 16 << 20
+    max_archive: int = 8 << 30
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> FetchOptions:
-        """Read TORCX_FETCH_{CONNECT_TIMEOUT,READ_TIMEOUT,ATTEMPTS,BACKOFF,JOBS}, TORCX_CA_FILE."""
-        def number(var: str, default, kind, minimum):
+        """Read TORCX_FETCH_{CONNECT_TIMEOUT,READ_TIMEOUT,ATTEMPTS,BACKOFF,JOBS,MAX_BYTES},
+        TORCX_CA_FILE."""
+        def number(var: str, default, kind, minimum, maximum=1e9):
             text = environ.get(var, "").strip()
             if not text:
                 return default
@@ -71,7 +75,7 @@ class FetchOptions:
                 value = kind(text)
             except ValueError:
                 value = None
-            if value is None or not minimum <= value < 1e9:  # also refuses nan and inf
+            if value is None or not minimum <= value < maximum:  # also refuses nan and inf
                 raise ConfigError(f"{var}={text!r}: expected a finite {kind.__name__} >= {minimum}")
             return value
 
@@ -84,6 +88,7 @@ class FetchOptions:
             attempts=number("TORCX_FETCH_ATTEMPTS", cls.attempts, int, 1),
             backoff=number("TORCX_FETCH_BACKOFF", cls.backoff, float, 0.0),
             jobs=number("TORCX_FETCH_JOBS", cls.jobs, int, 1),
+            max_archive=number("TORCX_FETCH_MAX_BYTES", cls.max_archive, int, 1, 1 << 63),
             ca_file=ca_file,
         )
 
@@ -417,8 +422,13 @@ def _mib(n: int) -> str:
     return f"{n / (1 << 20):.1f}"
 
 
+def _too_large(limit: int, detail: str) -> RemoteError:
+    # Final, not transient: another attempt would fetch the same bytes again.
+    return RemoteError(f"larger than TORCX_FETCH_MAX_BYTES ({limit} bytes): {detail}")
+
+
 def _stream_to(body: _Body, fd: int, job: Download, progress: Progress,
-               cancel: threading.Event) -> tuple[int, str]:
+               cancel: threading.Event, limit: int) -> tuple[int, str]:
     digest = hashlib.sha512()
     total = 0
     while True:
@@ -427,6 +437,8 @@ def _stream_to(body: _Body, fd: int, job: Download, progress: Progress,
         chunk = body.read(_CHUNK)
         if not chunk:
             break
+        if total + len(chunk) > limit:
+            raise _too_large(limit, f"stopped after {total} bytes")
         digest.update(chunk)
         view = memoryview(chunk)
         while view:
@@ -441,11 +453,14 @@ def _stream_to(body: _Body, fd: int, job: Download, progress: Progress,
 def _download_once(job: Download, opts: FetchOptions, progress: Progress,
                    cancel: threading.Event) -> int:
     body = _open(job.url, opts)
+    if body.size is not None and body.size > opts.max_archive:
+        body.close()
+        raise _too_large(opts.max_archive, f"{body.size} bytes announced, nothing read")
     fd, tmp = tempfile.mkstemp(prefix=f".{job.filename}.", suffix=".part", dir=job.dest_dir)
     try:
         try:
             progress.size(job.label, body.size)
-            size, got = _stream_to(body, fd, job, progress, cancel)
+            size, got = _stream_to(body, fd, job, progress, cancel, opts.max_archive)
         finally:
             body.close()
         if not hmac.compare_digest(got, job.sha512.lower()):

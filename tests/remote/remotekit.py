@@ -65,6 +65,7 @@ class Fault:
     stall: bool = False      # send headers and a few bytes, then go silent
     redirect: str = ""       # answer 302 with this Location
     bad_chunk: bool = False  # a chunked body whose chunk-size line is far too long
+    chunked: bool = False    # the file as a chunked body: no Content-Length announced
 
 
 @dataclass
@@ -145,6 +146,14 @@ def _handler(state: ServerState):
                 finally:
                     state.leave()
             self.send_response(200)
+            if fault and fault.chunked:
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                for start in range(0, len(body), 64):
+                    part = body[start:start + 64]
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+                self.wfile.write(b"0\r\n\r\n")
+                return
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             if fault and fault.truncate:

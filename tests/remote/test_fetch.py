@@ -75,16 +75,23 @@ def test_settings_from_environment():
     opts = fetch.FetchOptions.from_env({
         "TORCX_FETCH_CONNECT_TIMEOUT": "1.5", "TORCX_FETCH_READ_TIMEOUT": "2",
         "TORCX_FETCH_ATTEMPTS": "5", "TORCX_FETCH_BACKOFF": "0", "TORCX_FETCH_JOBS": "8",
-        "TORCX_CA_FILE": "/etc/ssl/ca.pem"})
+        "TORCX_FETCH_MAX_BYTES": str(16 << 30), "TORCX_CA_FILE": "/etc/ssl/ca.pem"})
     assert (opts.connect_timeout, opts.read_timeout, opts.attempts, opts.backoff,
-            opts.jobs, opts.ca_file) == (1.5, 2.0, 5, 0.0, 8, "/etc/ssl/ca.pem")
+            opts.jobs, opts.max_archive, opts.ca_file) == (1.5, 2.0, 5, 0.0, 8, 16 << 30,
+                                                           "/etc/ssl/ca.pem")
+
+
+def test_archive_size_cap_defaults_to_8_gib():
+    """Without TORCX_FETCH_MAX_BYTES an archive may be up to 8 GiB."""
+    assert fetch.FetchOptions.from_env({}).max_archive == 8 << 30
 
 
 @pytest.mark.parametrize("var,value", [
     ("TORCX_FETCH_ATTEMPTS", "0"), ("TORCX_FETCH_READ_TIMEOUT", "soon"),
     ("TORCX_FETCH_JOBS", "-1"), ("TORCX_CA_FILE", "relative.pem"),
     ("TORCX_FETCH_READ_TIMEOUT", "nan"), ("TORCX_FETCH_CONNECT_TIMEOUT", "inf"),
-    ("TORCX_FETCH_BACKOFF", "1e400"),
+    ("TORCX_FETCH_BACKOFF", "1e400"), ("TORCX_FETCH_MAX_BYTES", "0"),
+    ("TORCX_FETCH_MAX_BYTES", "8G"),
 ])
 def test_bad_setting_names_the_variable(var, value):
     """A malformed setting is a ConfigError naming the variable."""

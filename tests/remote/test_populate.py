@@ -178,6 +178,50 @@ def test_malformed_chunked_body_fails_cleanly(fake_root, http_server, fast_fetch
     assert fake_root.store_files() == []
 
 
+def test_archive_at_the_size_cap_streams_in(fake_root, http_server, monkeypatch):
+    """A chunked body (no Content-Length) of exactly TORCX_FETCH_MAX_BYTES lands verified."""
+    data = one_image_remote(fake_root, http_server)
+    monkeypatch.setenv("TORCX_FETCH_MAX_BYTES", str(len(data)))
+    http_server.state.fault("/docker:20.10.torcx.tgz", Fault(chunked=True))
+    rc, err = run_populate(fake_root, DOCKER)
+    assert rc == 0, err
+    with open(os.path.join(fake_root.store, "docker:20.10.torcx.tgz"), "rb") as f:
+        assert f.read() == data
+
+
+def test_archive_over_the_size_cap_is_stopped_while_streaming(fake_root, http_server,
+                                                              monkeypatch):
+    """A chunked body past TORCX_FETCH_MAX_BYTES fails the image for good, no temp file left."""
+    data = one_image_remote(fake_root, http_server)
+    limit = len(data) - 1
+    monkeypatch.setenv("TORCX_FETCH_MAX_BYTES", str(limit))
+    http_server.state.fault("/docker:20.10.torcx.tgz", Fault(chunked=True))
+    rc, err = run_populate(fake_root, DOCKER)
+    assert rc == 1
+    assert "docker:20.10" in err
+    assert f"larger than TORCX_FETCH_MAX_BYTES ({limit} bytes): stopped after" in err
+    assert http_server.state.requests["/docker:20.10.torcx.tgz"] == 1  # final, not retried
+    assert fake_root.store_files() == []
+
+
+def test_announced_length_over_the_size_cap_is_refused_before_reading(
+        fake_root, http_server, fast_fetch, monkeypatch):
+    """A Content-Length over TORCX_FETCH_MAX_BYTES fails at once, without reading the body."""
+    data = one_image_remote(fake_root, http_server)
+    limit = len(data) - 1
+    monkeypatch.setenv("TORCX_FETCH_MAX_BYTES", str(limit))
+    # The server goes silent after the headers: reading the body would time out instead.
+    http_server.state.fault("/docker:20.10.torcx.tgz", Fault(stall=True))
+    rc, err = run_populate(fake_root, DOCKER)
+    assert rc == 1
+    assert "docker:20.10" in err
+    assert (f"larger than TORCX_FETCH_MAX_BYTES ({limit} bytes): {len(data)} bytes announced, "
+            "nothing read") in err
+    assert "timed out" not in err
+    assert http_server.state.requests["/docker:20.10.torcx.tgz"] == 1
+    assert fake_root.store_files() == []
+
+
 def test_missing_ca_file_is_named(fake_root, https_server, monkeypatch):
     """A TORCX_CA_FILE that cannot be read is named in the error, not a vague ENOENT."""
     one_image_remote(fake_root, https_server)
