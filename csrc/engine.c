@@ -707,7 +707,6 @@ static int do_dir(struct job *j, struct archive_entry *e, char *path) {
             if (!S_ISDIR(st.st_mode)) { /* a symlink or file: replaced, never followed */
                 if (unlinkat(pfd, leaf, 0) < 0 || mkdirat(pfd, leaf, 0700) < 0)
                     return job_fail(j, TORCX_E_OS, errno, "cannot replace with a folder");
-                map_del(&j->files, path);
             }
         }
         if (archive_entry_xattr_count(e) > 0) {
@@ -746,7 +745,6 @@ static int do_symlink(struct job *j, struct archive_entry *e, char *path) {
         if (symlinkat(target, pfd, leaf) < 0)
             return job_fail(j, TORCX_E_OS, errno, "cannot create symlink");
     }
-    map_del(&j->files, path);
     if (j->ownership && j->is_root &&
         fchownat(pfd, leaf, (uid_t)archive_entry_uid(e), (gid_t)archive_entry_gid(e),
                  AT_SYMLINK_NOFOLLOW) < 0)
@@ -824,7 +822,6 @@ static int do_special(struct job *j, struct archive_entry *e, char *path, mode_t
             (pfd = parent_of(j, path, &leaf)) < 0 || mknodat(pfd, leaf, type | 0600, dev) < 0)
             return job_fail(j, TORCX_E_OS, rr ? -rr : errno, "cannot create node");
     }
-    map_del(&j->files, path);
     if (j->ownership && j->is_root &&
         fchownat(pfd, leaf, (uid_t)archive_entry_uid(e), (gid_t)archive_entry_gid(e),
                  AT_SYMLINK_NOFOLLOW) < 0)
@@ -836,6 +833,16 @@ static int do_special(struct job *j, struct archive_entry *e, char *path, mode_t
         return job_fail(j, TORCX_E_OS, errno, "cannot set times");
     j->out->others++;
     return 0;
+}
+
+/* A folder, symlink or node replaces whatever file was at path, in both
+ * modes alike: a later hard link may not point at it, and a listed file
+ * that no longer is one in the image is missing, not verified. */
+static void forget_file(struct job *j, const char *path) {
+    map_del(&j->files, path);
+    struct map_slot *s = map_find(&j->listed, path);
+    if (s)
+        s->seen = false;
 }
 
 /* Verify-only jobs write nothing, so the filesystem cannot refuse a path
@@ -893,6 +900,8 @@ static int do_entry(struct job *j, struct archive_entry *e) {
         return -1;
     if (archive_entry_hardlink(e))
         return do_hardlink(j, e, path);
+    if (type != AE_IFREG)
+        forget_file(j, path);
     switch (type) {
     case AE_IFREG:
         return do_file(j, e, path);

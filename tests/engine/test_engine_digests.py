@@ -165,3 +165,10 @@ def test_hard_link_before_a_late_list_does_not_need_its_own_line(sandbox):
     members = [reg("f", b"shared"), hardlink("h", "f")]
     members.append(tarkit.digests_member(tarkit.digest_list(members)))
     assert sandbox.extract(sandbox.archive(members)).verified
+
+
+def test_listed_file_replaced_by_a_symlink(sandbox):
+    """A listed file later replaced by a symlink is missing from the image, not verified."""
+    members = [reg("a", b"content"), symlink("a", "elsewhere")]
+    listing = f"{xxh3(b'content')}  a\n"
+    sandbox.refuses(sandbox.archive(members, digests=listing), errors.DigestMismatch)

@@ -36,6 +36,10 @@ CORPUS = {
     "full-dir-replaced-by-link": lambda s: [directory("d"), reg("d/f", b"1"), symlink("d", "x")],
     "full-dir-replaced-by-file": lambda s: [directory("d"), reg("d/f", b"1"), reg("d", b"x")],
     "component-over-name-max": lambda s: [reg("y" * 300, b"x")],
+    "hardlink-to-file-replaced-by-link": lambda s: [reg("a", b"1"), symlink("a", "x"),
+                                                    hardlink("h", "a")],
+    "hardlink-to-file-replaced-by-dir": lambda s: [reg("a", b"1"), directory("a"),
+                                                   hardlink("h", "a")],
 }
 
 
