@@ -168,6 +168,7 @@ struct job {
     bool have_list;
     struct dir_fixup *fixups;
     size_t nfixups, capfixups;
+    struct map fixup_at; /* path -> index in fixups (in digest.low64) */
     bool root_fixup_set;
     struct dir_fixup root_fixup;
     XXH3_state_t *fxxh;
@@ -670,13 +671,15 @@ static int add_fixup(struct job *j, const char *path, struct archive_entry *e) {
         j->root_fixup_set = true;
         return 0;
     }
-    /* A folder listed twice: the later entry's metadata wins. */
-    for (size_t i = j->nfixups; i-- > 0;)
-        if (strcmp(j->fixups[i].path, path) == 0) {
-            f.path = j->fixups[i].path;
-            j->fixups[i] = f;
-            return 0;
-        }
+    /* A folder listed twice: the later entry's metadata wins. Looked up in
+     * a map: a linear scan made 60k folders cost 6 s, 1M ones half an hour. */
+    struct map_slot *s = map_find(&j->fixup_at, path);
+    if (s) {
+        struct dir_fixup *old = &j->fixups[s->digest.low64];
+        f.path = old->path;
+        *old = f;
+        return 0;
+    }
     if (j->nfixups == j->capfixups) {
         size_t ncap = j->capfixups ? j->capfixups * 2 : 256;
         struct dir_fixup *n = realloc(j->fixups, ncap * sizeof(*n));
@@ -688,6 +691,8 @@ static int add_fixup(struct job *j, const char *path, struct archive_entry *e) {
     if (!(f.path = strdup(path)))
         return job_fail(j, TORCX_E_OS, ENOMEM, "out of memory");
     j->fixups[j->nfixups++] = f;
+    if (!map_put(&j->fixup_at, path, (XXH128_hash_t){.low64 = j->nfixups - 1}))
+        return job_fail(j, TORCX_E_OS, ENOMEM, "out of memory");
     return 0;
 }
 
@@ -1339,6 +1344,7 @@ done:
     map_free(&j.listed);
     map_free(&j.nondirs);
     map_free(&j.parents);
+    map_free(&j.fixup_at);
     for (size_t i = 0; i < j.nfixups; i++)
         free(j.fixups[i].path);
     free(j.fixups);
