@@ -187,3 +187,27 @@ def test_decode_ahead_reports_the_entry_not_a_later_stream_fault(sandbox):
         kinds.add((type(result.error).__name__, result.error.entry))
         sandbox.assert_clean_failure()
     assert kinds == {("UnsafeArchive", "../x")}
+
+
+def test_two_batches_from_two_python_threads(sandbox):
+    """Two batches run at once from two Python threads (GIL released) and both land intact."""
+    import threading
+
+    prepared = [_good(sandbox, i) for i in range(4)]
+    outcome = {}
+
+    def run(tag):
+        jobs = [engine.Job(str(a), str(sandbox.parent / f"{tag}{i}"))
+                for i, (a, _) in enumerate(prepared)]
+        outcome[tag] = engine.extract_many(jobs, threads=2)
+
+    threads = [threading.Thread(target=run, args=(tag,)) for tag in ("x", "y")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for tag in ("x", "y"):
+        assert all(r.ok and r.verified for r in outcome[tag]), outcome[tag]
+        for i, (_, members) in enumerate(prepared):
+            for m in members:
+                assert (sandbox.parent / f"{tag}{i}" / m.info.name).read_bytes() == m.data
