@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
@@ -59,14 +60,28 @@ struct map_slot {
 struct map {
     struct map_slot *slots;
     size_t cap, used; /* used counts live and dead slots */
+    uint64_t seed;
 };
 
-static uint64_t key_hash(const char *k) { return XXH3_64bits(k, strlen(k)); }
+/* Seeded per map: paths come from the archive, and names crafted to share
+ * their unseeded hash would turn every probe into a scan of the table. */
+static uint64_t key_hash(const struct map *m, const char *k) {
+    return XXH3_64bits_withSeed(k, strlen(k), m->seed);
+}
+
+static uint64_t map_seed(const struct map *m) {
+    uint64_t seed;
+    if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK) == sizeof(seed))
+        return seed;
+    struct timespec ts; /* entropy not ready this early at boot: good enough */
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)(uintptr_t)m ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 32);
+}
 
 static struct map_slot *map_find(struct map *m, const char *key) {
     if (!m->cap)
         return NULL;
-    for (size_t i = key_hash(key) & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
+    for (size_t i = key_hash(m, key) & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
         struct map_slot *s = &m->slots[i];
         if (s->state == SLOT_EMPTY)
             return NULL;
@@ -76,6 +91,8 @@ static struct map_slot *map_find(struct map *m, const char *key) {
 }
 
 static int map_grow(struct map *m) {
+    if (!m->cap)
+        m->seed = map_seed(m);
     size_t ncap = m->cap ? m->cap * 2 : 1024;
     struct map_slot *n = calloc(ncap, sizeof(*n));
     if (!n)
@@ -83,7 +100,7 @@ static int map_grow(struct map *m) {
     for (size_t i = 0; i < m->cap; i++) {
         struct map_slot *s = &m->slots[i];
         if (s->state == SLOT_LIVE) {
-            size_t j = key_hash(s->key) & (ncap - 1);
+            size_t j = key_hash(m, s->key) & (ncap - 1);
             while (n[j].state != SLOT_EMPTY)
                 j = (j + 1) & (ncap - 1);
             n[j] = *s;
@@ -110,7 +127,7 @@ static struct map_slot *map_put(struct map *m, const char *key, XXH128_hash_t di
     }
     if ((m->used + 1) * 4 > m->cap * 3 && map_grow(m) < 0)
         return NULL;
-    size_t i = key_hash(key) & (m->cap - 1);
+    size_t i = key_hash(m, key) & (m->cap - 1);
     while (m->slots[i].state == SLOT_LIVE)
         i = (i + 1) & (m->cap - 1);
     s = &m->slots[i];
