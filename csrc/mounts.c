@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -102,15 +103,24 @@ static int attach_loop(int backing_fd, char *dev, size_t devlen) {
 }
 
 int torcx_loop_mount(const char *image, const char *target, const char *fstype) {
-    int fd = open(image, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    /* O_NONBLOCK so a FIFO cannot block open(); refused right after. */
+    int fd = open(image, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (fd < 0)
         return -errno;
+    struct stat st;
+    int r = fstat(fd, &st) < 0                             ? -errno
+            : !S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode) ? -EINVAL
+            : fcntl(fd, F_SETFL, O_RDONLY) < 0              ? -errno
+                                                           : 0;
+    if (r < 0) {
+        close(fd);
+        return r;
+    }
     char dev[64];
     int lfd = attach_loop(fd, dev, sizeof(dev));
     close(fd);
     if (lfd < 0)
         return lfd;
-    int r = 0;
     if (mount(dev, target, fstype, MS_RDONLY | MS_NODEV, NULL) < 0) {
         r = -errno;
         (void)ioctl(lfd, LOOP_CLR_FD, 0);

@@ -171,8 +171,10 @@ int torcx_source_open(struct source *s, const char *path, bool want_sha256, bool
     if (want_sha256)
         torcx_sha256_init(&s->sha);
 
+    /* O_NONBLOCK: opening a FIFO without a writer would block for ever;
+     * the type is checked right after, and regular files ignore the flag. */
     do
-        s->fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        s->fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     while (s->fd < 0 && errno == EINTR);
     if (s->fd < 0)
         return fail(s, -errno, "cannot open archive");
@@ -181,6 +183,8 @@ int torcx_source_open(struct source *s, const char *path, bool want_sha256, bool
         return fail(s, -errno, "cannot stat archive");
     if (!S_ISREG(st.st_mode))
         return fail(s, -EINVAL, "archive is not a regular file");
+    if (fcntl(s->fd, F_SETFL, O_RDONLY) < 0)
+        return fail(s, -errno, "cannot clear O_NONBLOCK on archive");
     (void)posix_fadvise(s->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 
     int r = fill_input(s, 3);

@@ -137,3 +137,30 @@ def test_remount_ro_keeps_nosuid_and_noexec(tmp_path):
     target = tmp_path / "mnt"
     target.mkdir()
     assert in_mount_namespace(_remount_keeps_flags, str(target)) == (True, True, True)
+
+
+def _loop_mount_fifo(image, target):
+    try:
+        engine.loop_mount(image, target, "squashfs")
+    except errors.MountError as e:
+        return e.errno
+    return 0
+
+
+def test_loop_mount_of_a_fifo_fails_at_once(tmp_path):
+    """loop_mount of a FIFO (no writer) fails with EINVAL instead of hanging in open()."""
+    import subprocess
+    import sys
+
+    image = tmp_path / "image.sqfs"
+    os.mkfifo(image)
+    target = tmp_path / "mnt"
+    target.mkdir()
+    code = ("import sys; sys.path[:0] = sys.argv[3:]\n"
+            "import test_engine_full_destination as t, tarkit\n"
+            "print(tarkit.in_mount_namespace(t._loop_mount_fifo, sys.argv[1], sys.argv[2]))")
+    here = os.path.dirname(__file__)
+    # The timeout only guards against the hang this test is about.
+    out = subprocess.run([sys.executable, "-c", code, str(image), str(target), here,
+                          os.path.dirname(here)], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == str(errno.EINVAL), out.stderr

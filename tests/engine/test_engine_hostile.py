@@ -441,3 +441,20 @@ def test_missing_archive(sandbox):
     """A missing archive file fails with ExtractError carrying ENOENT."""
     err = sandbox.refuses(sandbox.archives / "nope.tar", errors.ExtractError)
     assert err.errno == errno.ENOENT
+
+
+def test_archive_is_a_fifo(sandbox):
+    """An archive path that is a FIFO with no writer fails at once instead of hanging the boot."""
+    import subprocess
+    import sys
+
+    fifo_path = sandbox.archives / "fifo.tar"
+    os.mkfifo(fifo_path)
+    code = ("import sys; from torcx import engine\n"
+            "r = engine.extract_many([engine.Job(sys.argv[1], sys.argv[2])])[0]\n"
+            "print(type(r.error).__name__, r.error.errno)")
+    # The timeout only guards against the hang this test is about.
+    out = subprocess.run([sys.executable, "-c", code, str(fifo_path), str(sandbox.dest)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["ExtractError", str(errno.EINVAL)], out.stderr
+    sandbox.assert_clean_failure()
