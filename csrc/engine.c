@@ -159,7 +159,7 @@ static void map_free(struct map *m) {
 /* ---- per-job state ---- */
 
 struct dir_fixup {
-    char *path; /* normalized, "" for the root */
+    const char *path; /* normalized, "" for the root; a key of fixup_at */
     mode_t mode;
     uid_t uid;
     gid_t gid;
@@ -705,11 +705,11 @@ static int add_fixup(struct job *j, const char *path, struct archive_entry *e) {
         j->fixups = n;
         j->capfixups = ncap;
     }
-    if (!(f.path = strdup(path)))
+    s = map_put(&j->fixup_at, path, (XXH128_hash_t){.low64 = j->nfixups});
+    if (!s)
         return job_fail(j, TORCX_E_OS, ENOMEM, "out of memory");
+    f.path = s->key; /* owned by the map, which never deletes */
     j->fixups[j->nfixups++] = f;
-    if (!map_put(&j->fixup_at, path, (XXH128_hash_t){.low64 = j->nfixups - 1}))
-        return job_fail(j, TORCX_E_OS, ENOMEM, "out of memory");
     return 0;
 }
 
@@ -1362,8 +1362,6 @@ done:
     map_free(&j.nondirs);
     map_free(&j.parents);
     map_free(&j.fixup_at);
-    for (size_t i = 0; i < j.nfixups; i++)
-        free(j.fixups[i].path);
     free(j.fixups);
     if (out->code != TORCX_OK)
         out->verified = 0;
