@@ -39,7 +39,7 @@
 #define DIGESTS_PATH ".torcx/digests"
 #define DIGESTS_MAX (64u << 20)
 #define DEFAULT_MAX_ENTRIES 1000000u
-#define DEFAULT_MAX_BYTES (1ull << 40)
+#define DEFAULT_MAX_BYTES (1ull << 36) /* 64 GiB: bounds the time spent hashing sparse holes (~3 s) */
 #define DEFAULT_MAX_PATH 4096u
 #define ZEROS_LEN 65536
 

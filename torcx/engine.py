@@ -31,7 +31,7 @@ if _built != __version__:  # pragma: no cover - stale build
     )
 
 DEFAULT_MAX_ENTRIES = 1_000_000
-DEFAULT_MAX_BYTES = 1 << 40
+DEFAULT_MAX_BYTES = 1 << 36  # 64 GiB of files per image; also bounds hashing of sparse holes
 DEFAULT_MAX_PATH = 4096
 
 
