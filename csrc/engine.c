@@ -439,6 +439,72 @@ static struct timespec entry_atime(struct archive_entry *e) {
     return (struct timespec){archive_entry_atime(e), archive_entry_atime_nsec(e)};
 }
 
+/* What one entry creates at its path: a file (opened for writing), a
+ * symlink, a hard link or a node. */
+struct creation {
+    enum { CREATE_FILE, CREATE_SYMLINK, CREATE_LINK, CREATE_NODE } kind;
+    const char *what;   /* for the error message */
+    const char *target; /* symlink text, or the hard link target's leaf */
+    int target_fd;      /* hard link: the target's folder */
+    mode_t type;        /* node */
+    dev_t dev;
+};
+
+/* fd (files) or 0, or -errno. */
+static int create_once(int pfd, const char *leaf, const struct creation *c) {
+    switch (c->kind) {
+    case CREATE_FILE: {
+        int fd = openat(pfd, leaf, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        return fd < 0 ? -errno : fd;
+    }
+    case CREATE_SYMLINK:
+        return symlinkat(c->target, pfd, leaf) < 0 ? -errno : 0;
+    case CREATE_LINK:
+        return linkat(c->target_fd, c->target, pfd, leaf, 0) < 0 ? -errno : 0;
+    case CREATE_NODE:
+        return mknodat(pfd, leaf, c->type | 0600, c->dev) < 0 ? -errno : 0;
+    }
+    return -EINVAL;
+}
+
+/* Creates at path, replacing an earlier entry there (a later entry replaces
+ * an earlier one completely, as tar does). Sets *pfd and *leaf for the
+ * metadata calls that follow; returns an fd (files) or 0, or -1 on failure. */
+static int create_replacing(struct job *j, char *path, const struct creation *c, int *pfd,
+                            const char **leaf) {
+    if ((*pfd = parent_of(j, path, leaf)) < 0)
+        return -1;
+    int r = create_once(*pfd, *leaf, c);
+    if (r == -EEXIST) {
+        int rr = remove_existing(j, *pfd, *leaf);
+        if (rr < 0)
+            return job_fail(j, TORCX_E_OS, -rr, "cannot replace an earlier entry with a %s",
+                            c->what);
+        if ((*pfd = parent_of(j, path, leaf)) < 0) /* the cache may have been dropped */
+            return -1;
+        r = create_once(*pfd, *leaf, c);
+    }
+    if (r < 0)
+        return job_fail(j, TORCX_E_OS, -r, "cannot create %s", c->what);
+    return r;
+}
+
+/* Owner and times of a symlink or node, which have no fd of their own. */
+static int set_owner_at(struct job *j, struct archive_entry *e, int pfd, const char *leaf) {
+    if (j->ownership && j->is_root &&
+        fchownat(pfd, leaf, (uid_t)archive_entry_uid(e), (gid_t)archive_entry_gid(e),
+                 AT_SYMLINK_NOFOLLOW) < 0)
+        return job_fail(j, TORCX_E_OS, errno, "cannot set owner");
+    return 0;
+}
+
+static int set_times_at(struct job *j, struct archive_entry *e, int pfd, const char *leaf) {
+    struct timespec ts[2] = {entry_atime(e), entry_mtime(e)};
+    if (utimensat(pfd, leaf, ts, AT_SYMLINK_NOFOLLOW) < 0)
+        return job_fail(j, TORCX_E_OS, errno, "cannot set times");
+    return 0;
+}
+
 /* ---- entries ---- */
 
 static int check_listed(struct job *j, const char *path, XXH128_hash_t actual) {
@@ -557,29 +623,12 @@ static int do_file(struct job *j, struct archive_entry *e, char *path) {
         return job_fail(j, TORCX_E_OS, ENOMEM, "cannot read " DIGESTS_PATH);
 
     int fd = -1, r = -1;
-    const char *leaf = NULL;
-    int pfd = -1;
     if (j->write) {
-        pfd = parent_of(j, path, &leaf);
-        if (pfd < 0)
+        const struct creation c = {.kind = CREATE_FILE, .what = "file"};
+        const char *leaf;
+        int pfd;
+        if ((fd = create_replacing(j, path, &c, &pfd, &leaf)) < 0)
             goto out;
-        for (int tries = 0; fd < 0; tries++) {
-            fd = openat(pfd, leaf, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-            if (fd >= 0)
-                break;
-            int err = errno;
-            if (err == EEXIST && tries == 0) {
-                int rr = remove_existing(j, pfd, leaf);
-                err = rr < 0 ? -rr : 0;
-            }
-            if (err) {
-                job_fail(j, TORCX_E_OS, err, "cannot create file");
-                goto out;
-            }
-            pfd = parent_of(j, path, &leaf); /* the cache may have been dropped */
-            if (pfd < 0)
-                goto out;
-        }
     }
 
     XXH3_128bits_reset(j->fxxh);
@@ -754,27 +803,12 @@ static int do_symlink(struct job *j, struct archive_entry *e, char *path) {
         return job_fail(j, TORCX_E_UNSAFE, 0, "the image root cannot be a symlink");
     if (!j->write)
         return 0;
+    const struct creation c = {.kind = CREATE_SYMLINK, .what = "symlink", .target = target};
     const char *leaf;
-    int pfd = parent_of(j, path, &leaf);
-    if (pfd < 0)
+    int pfd;
+    if (create_replacing(j, path, &c, &pfd, &leaf) < 0 || set_owner_at(j, e, pfd, leaf) < 0)
         return -1;
-    if (symlinkat(target, pfd, leaf) < 0) {
-        int err = errno, rr = 0;
-        if (err != EEXIST || (rr = remove_existing(j, pfd, leaf)) < 0)
-            return job_fail(j, TORCX_E_OS, rr ? -rr : err, "cannot create symlink");
-        if ((pfd = parent_of(j, path, &leaf)) < 0)
-            return -1;
-        if (symlinkat(target, pfd, leaf) < 0)
-            return job_fail(j, TORCX_E_OS, errno, "cannot create symlink");
-    }
-    if (j->ownership && j->is_root &&
-        fchownat(pfd, leaf, (uid_t)archive_entry_uid(e), (gid_t)archive_entry_gid(e),
-                 AT_SYMLINK_NOFOLLOW) < 0)
-        return job_fail(j, TORCX_E_OS, errno, "cannot set owner");
-    struct timespec ts[2] = {entry_atime(e), entry_mtime(e)};
-    if (utimensat(pfd, leaf, ts, AT_SYMLINK_NOFOLLOW) < 0)
-        return job_fail(j, TORCX_E_OS, errno, "cannot set times");
-    return 0;
+    return set_times_at(j, e, pfd, leaf);
 }
 
 static int do_hardlink(struct job *j, struct archive_entry *e, char *path) {
@@ -796,20 +830,13 @@ static int do_hardlink(struct job *j, struct archive_entry *e, char *path) {
         int tfd = slash ? (*slash = '\0', open_dir(j, tparent, false)) : dup(j->staging_fd);
         if (tfd < 0)
             return job_fail(j, TORCX_E_LINK, -tfd, "cannot reach hard link target %s", target);
+        const struct creation c = {
+            .kind = CREATE_LINK, .what = "hard link", .target = tleaf, .target_fd = tfd};
         const char *leaf;
-        int pfd = parent_of(j, path, &leaf);
-        int r = 0;
-        if (pfd >= 0 && linkat(tfd, tleaf, pfd, leaf, 0) < 0) {
-            int err = errno, rr = 0;
-            if (err != EEXIST || (rr = remove_existing(j, pfd, leaf)) < 0)
-                r = job_fail(j, TORCX_E_OS, rr ? -rr : err, "cannot create hard link");
-            else if ((pfd = parent_of(j, path, &leaf)) < 0)
-                r = -1;
-            else if (linkat(tfd, tleaf, pfd, leaf, 0) < 0)
-                r = job_fail(j, TORCX_E_OS, errno, "cannot create hard link");
-        }
+        int pfd;
+        int r = create_replacing(j, path, &c, &pfd, &leaf);
         close(tfd);
-        if (pfd < 0 || r < 0)
+        if (r < 0)
             return -1;
     }
     struct map_slot *slot = map_put(&j->files, path, digest);
@@ -833,26 +860,18 @@ static int do_special(struct job *j, struct archive_entry *e, char *path, mode_t
         return job_fail(j, TORCX_E_DEVICE, 0, "socket refused");
     if (!j->write)
         return 0;
+    const struct creation c = {
+        .kind = CREATE_NODE, .what = "node", .type = type,
+        .dev = makedev(archive_entry_rdevmajor(e), archive_entry_rdevminor(e))};
     const char *leaf;
-    int pfd = parent_of(j, path, &leaf);
-    if (pfd < 0)
+    int pfd;
+    if (create_replacing(j, path, &c, &pfd, &leaf) < 0 || set_owner_at(j, e, pfd, leaf) < 0)
         return -1;
-    dev_t dev = makedev(archive_entry_rdevmajor(e), archive_entry_rdevminor(e));
-    if (mknodat(pfd, leaf, type | 0600, dev) < 0) {
-        int err = errno, rr = 0;
-        if (err != EEXIST || (rr = remove_existing(j, pfd, leaf)) < 0 ||
-            (pfd = parent_of(j, path, &leaf)) < 0 || mknodat(pfd, leaf, type | 0600, dev) < 0)
-            return job_fail(j, TORCX_E_OS, rr ? -rr : errno, "cannot create node");
-    }
-    if (j->ownership && j->is_root &&
-        fchownat(pfd, leaf, (uid_t)archive_entry_uid(e), (gid_t)archive_entry_gid(e),
-                 AT_SYMLINK_NOFOLLOW) < 0)
-        return job_fail(j, TORCX_E_OS, errno, "cannot set owner");
+    /* After the owner: chown clears setuid and setgid bits. */
     if (fchmodat(pfd, leaf, mode_bits(j, archive_entry_perm(e)), 0) < 0)
         return job_fail(j, TORCX_E_OS, errno, "cannot set mode");
-    struct timespec ts[2] = {entry_atime(e), entry_mtime(e)};
-    if (utimensat(pfd, leaf, ts, AT_SYMLINK_NOFOLLOW) < 0)
-        return job_fail(j, TORCX_E_OS, errno, "cannot set times");
+    if (set_times_at(j, e, pfd, leaf) < 0)
+        return -1;
     j->out->others++;
     return 0;
 }
