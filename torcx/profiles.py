@@ -38,6 +38,7 @@ __all__ = [
     "NAME_RE",
     "Selection",
     "check_name",
+    "is_valid_name",
     "find_profile",
     "list_profiles",
     "merge",
@@ -51,12 +52,17 @@ __all__ = [
 ]
 
 
-def check_name(name: str) -> str:
-    """Return ``name`` if it is a valid profile name, else raise ConfigError."""
-    if not isinstance(name, str) or not NAME_RE.fullmatch(name) or name in (".", ".."):
-        raise ConfigError(f"invalid profile name {name!r} "
+def check_name(name: str, what: str = "profile") -> str:
+    """Return ``name`` if it is a valid profile (or remote) name, else raise ConfigError."""
+    if not is_valid_name(name):
+        raise ConfigError(f"invalid {what} name {name!r} "
                           "(1 to 512 of letters, digits, '.', '_' and '-')")
     return name
+
+
+def is_valid_name(name) -> bool:
+    """Profile and remote names: 1 to 512 of letters, digits, '.', '_' and '-'."""
+    return isinstance(name, str) and bool(NAME_RE.fullmatch(name)) and name not in (".", "..")
 
 
 def _is_profile_file(host_path: str) -> bool:

@@ -44,7 +44,6 @@ MANIFEST_FILE = "remote.json"
 TEMPLATE_VARS = ("COREOS_BOARD", "COREOS_USR", "ID", "VERSION_ID")
 REMOTE_LIST_V0 = "torcx-remote-list-v0"
 
-_NAME_RE = re.compile(r"^[a-zA-Z0-9._-]{1,512}$")
 _VAR_RE = re.compile(r"\$\{([^}]*)\}")
 _URL_SCHEME_RE = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 
@@ -81,13 +80,6 @@ class Remote:
 
 
 # ---------------------------------------------------------------- configuration
-
-def _check_remote_name(name: str) -> str:
-    if not isinstance(name, str) or not _NAME_RE.match(name) or name in (".", ".."):
-        raise ConfigError(f"invalid remote name {name!r} "
-                          "(1 to 512 of letters, digits, '.', '_' and '-')")
-    return name
-
 
 def _template_values(paths) -> dict:
     """Values for base_url templates: os-release fields plus the USR mount point."""
@@ -155,7 +147,7 @@ def _host_file_url(paths, url: str, where: str) -> str:
 
 def find_remote(paths, name: str) -> Remote:
     """The configured remote ``name``; NotFound lists the folders searched."""
-    _check_remote_name(name)
+    profiles.check_name(name, "remote")
     for parent in _remote_folders(paths):
         folder = f"{parent}/{name}"
         if os.path.isfile(paths.host(f"{folder}/{MANIFEST_FILE}")):
@@ -177,7 +169,7 @@ def list_remotes(paths) -> tuple[list[Remote], list[str]]:
             problems.append(f"{parent}: cannot list remotes ({e.strerror}), ignoring")
             continue
         for name in names:
-            if name in found or not _NAME_RE.match(name):
+            if name in found or not profiles.is_valid_name(name):
                 continue
             if os.path.isfile(paths.host(f"{parent}/{name}/{MANIFEST_FILE}")):
                 found[name] = f"{parent}/{name}"

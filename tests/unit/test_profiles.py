@@ -338,3 +338,10 @@ def test_docker_flag_file_selects_the_alternate_vendor_profile(root):
     sel = profiles.select(load(root))
     assert sel.lower == ["docker-1.12-yes", "oem"]
     assert pairs(sel.images) == [("docker", "1.12"), ("agent", "2")]
+
+
+def test_name_with_a_trailing_newline_is_invalid():
+    """A profile or remote name never ends in a newline ('$' alone would allow one)."""
+    assert not profiles.is_valid_name("fleet\n")
+    with pytest.raises(ConfigError, match="invalid remote name"):
+        profiles.check_name("fleet\n", "remote")
