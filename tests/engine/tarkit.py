@@ -27,6 +27,8 @@ import pytest
 import xxhash
 from torcx_testing import in_mount_namespace, needs_root  # noqa: F401 - re-exported
 
+from torcx.digestlist import hash_file
+
 DIGESTS_PATH = ".torcx/digests"
 MTIME = 1_600_000_000  # a fixed, recognisable mtime for every member
 
@@ -114,11 +116,7 @@ def xxh3(data: bytes) -> str:
 
 
 def file_xxh3(path: str | Path) -> str:
-    h = xxhash.xxh3_128()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return hash_file(path)[0]
 
 
 def image_path(name: str) -> str:

@@ -10,8 +10,9 @@ import struct
 import tempfile
 from pathlib import Path
 
-import xxhash
 from torcx_testing import in_mount_namespace, is_root, needs_root  # noqa: F401 - re-exported
+
+from torcx.digestlist import hash_file
 
 EPOCH = 1_700_000_000
 OLD = 1_000_000_000      # older than EPOCH: kept as is
@@ -98,14 +99,6 @@ def build_rootfs(root: Path, *, big_bytes: int = 3 << 20, small_files: int = 150
     return root
 
 
-def _digest(path: str) -> str:
-    h = xxhash.xxh3_128()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _xattrs(path: str) -> tuple:
     try:
         names = os.listxattr(path, follow_symlinks=False)
@@ -132,7 +125,7 @@ def snapshot(root, *, skip=(".torcx/digests",)) -> dict:
             st = os.lstat(full)
             kind = stat.S_IFMT(st.st_mode)
             link = os.readlink(full) if stat.S_ISLNK(st.st_mode) else ""
-            digest = _digest(full) if stat.S_ISREG(st.st_mode) else ""
+            digest = hash_file(full)[0] if stat.S_ISREG(st.st_mode) else ""
             size = st.st_size if stat.S_ISREG(st.st_mode) else 0
             out[rel] = (kind, stat.S_IMODE(st.st_mode), size, link, digest, _xattrs(full),
                         int(st.st_mtime), st.st_uid, st.st_gid)
