@@ -42,6 +42,7 @@ import time
 
 from . import log as _log
 from .errors import ConfigError, CorruptArchive, TorcxError
+from .paths import host_path
 
 __all__ = [
     "APPLY_UNIT",
@@ -465,13 +466,11 @@ def unit_text(unit: str, launcher: str) -> str:
 
 
 def _write_file(path: str, text: str, mode: int = 0o644) -> None:
-    """Atomic write: temp file in the same folder, then rename."""
+    """Atomic write, creating the folder; no fsync (generator output lives in /run)."""
+    from .schemas import write_atomic
+
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.torcx-tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    write_atomic(path, text, mode, durable=False)
 
 
 def launcher_text(interpreter: str) -> str:
@@ -481,10 +480,6 @@ def launcher_text(interpreter: str) -> str:
             "import sys\n\n"
             "from torcx.cli import main\n\n"
             "sys.exit(main())\n")
-
-
-def _host(root: str, path: str) -> str:
-    return path if root == "/" else os.path.join(root, path.lstrip("/"))
 
 
 def _ours(path: str) -> bool:
@@ -523,16 +518,16 @@ def install_boot(root: str = "/", *, generator_dir: str = GENERATOR_DIRS[0],
     ] + [(f"{UNIT_DIRS[generator_dir]}/{unit}", unit_text(unit, LAUNCHER), 0o644)
          for unit in BOOT_UNITS]
     for logical, _text, _mode in files:
-        host = _host(root, logical)
+        host = host_path(root, logical)
         if os.path.lexists(host) and not force and not _ours(host):
             raise ConfigError(f"{host} exists and was not installed by torcx; "
                               "use --force to replace it")
     for logical, text, mode in files:
-        _write_file(_host(root, logical), text, mode)
+        _write_file(host_path(root, logical), text, mode)
         installed.append(logical)
         log.info(f"installed {logical}")
     previous = _read_record(root)
-    _write_file(_host(root, RECORD), "".join(
+    _write_file(host_path(root, RECORD), "".join(
         p + "\n" for p in dict.fromkeys(previous + installed)))
     return installed
 
@@ -570,7 +565,7 @@ def _has_package(root: str) -> bool:
 
     patterns = [PACKAGE_DIR, "/usr/lib/python3.*/dist-packages",
                 "/usr/local/lib/python3.*/dist-packages"]
-    return any(glob.glob(os.path.join(_host(root, p), "torcx", "cli.py")) for p in patterns)
+    return any(glob.glob(os.path.join(host_path(root, p), "torcx", "cli.py")) for p in patterns)
 
 
 def _unpack_wheel(root: str, wheel: str) -> list[str]:
@@ -578,7 +573,7 @@ def _unpack_wheel(root: str, wheel: str) -> list[str]:
     import zipfile
 
     out = []
-    base = _host(root, PACKAGE_DIR)
+    base = host_path(root, PACKAGE_DIR)
     with zipfile.ZipFile(wheel) as z:
         for info in z.infolist():
             name = info.filename
@@ -604,7 +599,7 @@ def _unpack_wheel(root: str, wheel: str) -> list[str]:
 
 def _read_record(root: str) -> list[str]:
     try:
-        with open(_host(root, RECORD), encoding="utf-8") as f:
+        with open(host_path(root, RECORD), encoding="utf-8") as f:
             return [ln.strip() for ln in f if ln.strip().startswith("/")]
     except FileNotFoundError:
         return []
@@ -617,11 +612,11 @@ def uninstall_boot(root: str = "/", log=_log.NULL) -> list[str]:
     nothing else is touched. Returns the removed paths (logical).
     """
     root = os.path.abspath(root or "/")
-    package_dir = _host(root, PACKAGE_DIR)
+    package_dir = host_path(root, PACKAGE_DIR)
     removed = []
     folders: set = set()
     for logical in _read_record(root):
-        host = _host(root, logical)
+        host = host_path(root, logical)
         try:
             os.unlink(host)
         except FileNotFoundError:
@@ -638,7 +633,7 @@ def uninstall_boot(root: str = "/", log=_log.NULL) -> list[str]:
             os.rmdir(folder)
         except OSError:
             pass  # holds files we did not install: keep it
-    record = _host(root, RECORD)
+    record = host_path(root, RECORD)
     for undo, path in ((os.unlink, record), (os.rmdir, os.path.dirname(record))):
         try:
             undo(path)

@@ -40,6 +40,7 @@ ENV_USR = "TORCX_USR_MOUNTPOINT"
 __all__ = [
     "Paths",
     "cmdline_config_path",
+    "host_path",
     "load",
     "parse_os_release",
     "read_text_file",
@@ -122,8 +123,10 @@ def read_text_file(path: str) -> str | None:
         return f.read()
 
 
-def _under(root: str, path: str) -> str:
-    """``path`` placed under ``root``; '..' stops at the root, as in a chroot."""
+def host_path(root: str, path: str) -> str:
+    """Target-system ``path`` placed under ``root``; '..' stops at the root, as in a chroot."""
+    if root == "/":
+        return path
     return os.path.join(root, os.path.normpath("/" + path).lstrip("/"))
 
 
@@ -172,9 +175,7 @@ class Paths:
 
     def host(self, path: str) -> str:
         """Where the logical (target-system) ``path`` lives on this machine."""
-        if self.root == "/":
-            return path
-        return _under(self.root, path)
+        return host_path(self.root, path)
 
     def logical(self, host_path: str) -> str:
         """Inverse of :meth:`host` for a path under the root."""
@@ -295,7 +296,7 @@ def load(root: str = "/", *, environ: dict | None = None,
     problems: list[str] = []
 
     def host(path: str) -> str:
-        return path if root == "/" else _under(root, path)
+        return host_path(root, path)
 
     def tolerate(error: Exception, consequence: str) -> None:
         if strict:
