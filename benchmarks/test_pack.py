@@ -21,7 +21,8 @@ import tempfile
 import pytest
 from workload import MB, Workload
 
-from torcx.pack import FORMATS, pack_image
+from torcx.image.formats import FORMATS
+from torcx.image.pack import pack_image
 
 IMAGES = ("docker", "python")
 

@@ -76,7 +76,7 @@ def timed_fresh(benchmark, root: str, cmd: list) -> None:
 @pytest.fixture(scope="module")
 def launcher(tmp_path_factory) -> str:
     """The torcx-generator launcher exactly as install-boot writes it, for this interpreter."""
-    from torcx.boot import launcher_text
+    from torcx.boot.install import launcher_text
 
     path = str(tmp_path_factory.mktemp("launcher") / "torcx-generator")
     with open(path, "w") as f:
@@ -88,7 +88,7 @@ def launcher(tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def roots(tmp_path_factory):
     """An empty-profile root and a small one holding the two bundled example images."""
-    from torcx.pack import pack_image
+    from torcx.image.pack import pack_image
 
     base = str(tmp_path_factory.mktemp("startup"))
     empty = make_root(base, "empty")

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Iterable, Mapping
 
 import xxhash
+
+from .errors import CorruptArchive, DigestMismatch, ExtractError, NoDigestList
 
 DIGESTS_PATH = b".torcx/digests"
 CHUNK = 1 << 20  # bytes read at a time: memory stays bounded whatever the file size
@@ -72,8 +75,6 @@ def check_tree(root: str, digests: Mapping[bytes, str], regular_files: Iterable[
     tree (the digest list itself excluded). A file that cannot be read (a damaged
     squashfs/erofs image reads as EIO) is a CorruptArchive naming it.
     """
-    from .errors import CorruptArchive, DigestMismatch
-
     root_b = os.fsencode(root)
     found = set()
     for rel in sorted(regular_files):
@@ -95,3 +96,63 @@ def check_tree(root: str, digests: Mapping[bytes, str], regular_files: Iterable[
     if missing:
         raise DigestMismatch("listed in .torcx/digests but not a regular file in the image",
                              filename=root, entry=os.fsdecode(missing[0]))
+
+
+def is_regular_file_in(root: str, rel: str) -> bool:
+    """True if ``root/rel`` is a regular file reached through no symlink at all.
+
+    A mounted image's ``.torcx`` may be a symlink: followed, it would read a
+    file of the host instead of the image's own.
+    """
+    path = root
+    parts = rel.split("/")
+    for i, part in enumerate(parts):
+        path = os.path.join(path, part)
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            return False
+        if not (stat.S_ISREG(mode) if i == len(parts) - 1 else stat.S_ISDIR(mode)):
+            return False
+    return True
+
+
+def walk_error(e: OSError) -> None:
+    """``os.walk(onerror=)``: a folder that cannot be listed is an error, not a silent skip."""
+    raise e
+
+
+def check_mounted_tree(mnt: str, archive: str) -> int:
+    """Hash every regular file below ``mnt`` against its digest list, naming ``archive``
+    in errors; the file count. NoDigestList when there is no list."""
+    try:
+        return _check_tree_at(mnt)
+    except ExtractError as e:  # name the archive, not the temporary mount point
+        raise type(e)(e.message, filename=archive, entry=e.entry, err_no=e.errno) from None
+
+
+def _check_tree_at(mnt: str) -> int:
+
+    listing = os.path.join(mnt, DIGESTS_PATH.decode())
+    if not is_regular_file_in(mnt, DIGESTS_PATH.decode()):
+        raise NoDigestList("the image has no .torcx/digests; its files cannot be verified")
+    root = os.fsencode(mnt)
+    files = []
+    try:
+        with open(listing, "rb") as f:
+            digests = parse(f.read())
+        for top, _dirs, names in os.walk(root, onerror=walk_error):
+            for name in names:
+                full = os.path.join(top, name)
+                rel = os.path.relpath(full, root)
+                if rel != DIGESTS_PATH and stat.S_ISREG(os.lstat(full).st_mode):
+                    files.append(rel)
+    except ValueError as e:
+        raise DigestMismatch(str(e)) from None
+    except OSError as e:  # a damaged image reads as EIO or EUCLEAN
+        where = os.fsencode(e.filename) if e.filename else os.fsencode(listing)
+        raise CorruptArchive(f"cannot read: {e.strerror or e}",
+                             entry=os.fsdecode(os.path.relpath(where, root)),
+                             err_no=e.errno or 0) from None
+    check_tree(mnt, digests, files)
+    return len(files)

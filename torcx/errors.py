@@ -14,6 +14,10 @@ class ConfigError(TorcxError, ValueError):
     """A configuration value, path or command-line argument is invalid."""
 
 
+class UsageError(ConfigError):
+    """The command line is wrong: exit 2."""
+
+
 class SchemaError(TorcxError, ValueError):
     """A JSON document is invalid; the message names the file and the JSON path."""
 

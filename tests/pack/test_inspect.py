@@ -13,10 +13,10 @@ import tempfile
 import pytest
 from packkit import MANIFEST, as_nobody, build_rootfs, is_root, needs_root
 
-from torcx import imageinspect
 from torcx.errors import CorruptArchive
-from torcx.imageinspect import Report, detect_format, inspect_archive, parse_lln_line
-from torcx.pack import pack_image
+from torcx.image import inspect as imageinspect
+from torcx.image.inspect import Report, detect_format, inspect_archive, parse_lln_line
+from torcx.image.pack import pack_image
 
 
 @pytest.fixture(scope="module")

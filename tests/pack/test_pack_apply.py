@@ -11,7 +11,7 @@ import pytest
 from packkit import EPOCH, TAR_FORMATS, build_rootfs, comparable, expected_after_pack, snapshot
 
 from torcx.cli import main
-from torcx.pack import pack_image
+from torcx.image.pack import pack_image
 
 
 @pytest.fixture(scope="module")

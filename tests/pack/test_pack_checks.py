@@ -11,8 +11,8 @@ import pytest
 from packkit import MANIFEST, write
 
 from torcx.errors import InvalidImage
-from torcx.imagecheck import is_valid_unit_name
-from torcx.pack import pack_image
+from torcx.image.check import is_valid_unit_name
+from torcx.image.pack import pack_image
 
 
 def minimal_image(root):
@@ -266,9 +266,9 @@ def test_output_folder_inside_the_image_is_refused(tmp_path):
 def test_file_changed_between_the_passes_fails(tmp_path):
     """A file that changes after its digest was taken fails the pack, naming the file."""
     from torcx.errors import PackError
-    from torcx.imagetree import archive_order, compute_digests, scan_tree
-    from torcx.pack import FORMATS
-    from torcx.tarwriter import write_tar
+    from torcx.image.formats import FORMATS
+    from torcx.image.tarwriter import write_tar
+    from torcx.image.tree import archive_order, compute_digests, scan_tree
 
     root = minimal_image(tmp_path / "rootfs")
     nodes, problems = scan_tree(str(root))
@@ -285,9 +285,9 @@ def test_file_changed_between_the_passes_fails(tmp_path):
 def test_file_changed_before_the_file_system_image_fails(tmp_path):
     """squashfs: a file rewritten after its digest was taken fails the pack, naming the file."""
     from torcx.errors import PackError
-    from torcx.fsimage import write_fs_image
-    from torcx.imagetree import compute_digests, scan_tree
-    from torcx.pack import FORMATS
+    from torcx.image.formats import FORMATS
+    from torcx.image.fsimage import write_fs_image
+    from torcx.image.tree import compute_digests, scan_tree
 
     root = minimal_image(tmp_path / "rootfs")
     nodes, _ = scan_tree(str(root))

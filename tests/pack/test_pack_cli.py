@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The torcx image pack|inspect|verify command lines, through torcx.cli.main."""
+"""The torcx image pack|inspect|verify command lines, through torcx.cli."""
 
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 """
 _PACK = """
 import sys
-from torcx.pack import pack_image
+from torcx.image.pack import pack_image
 pack_image(sys.argv[1], "big", "1", sys.argv[2], fmt=sys.argv[3], level=int(sys.argv[4]) or None,
            threads=int(sys.argv[5]))
 """

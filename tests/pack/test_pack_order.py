@@ -10,7 +10,7 @@ import libarchive
 import pytest
 from packkit import EPOCH, TAR_FORMATS, write
 
-from torcx.pack import pack_image
+from torcx.image.pack import pack_image
 
 UNITS_MANIFEST = {
     "kind": "image-manifest-v0",

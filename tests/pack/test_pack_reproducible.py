@@ -12,7 +12,7 @@ import libarchive
 import pytest
 from packkit import ALL_FORMATS, EPOCH, build_rootfs, is_root
 
-from torcx.pack import pack_image
+from torcx.image.pack import pack_image
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_locale_does_not_change_the_bytes(two_copies, tmp_path):
     for locale in ("C", "C.UTF-8"):
         out = tmp_path / locale
         env = dict(os.environ, LC_ALL=locale, SOURCE_DATE_EPOCH=str(EPOCH))
-        code = ("import sys; from torcx.pack import pack_image; "
+        code = ("import sys; from torcx.image.pack import pack_image; "
                 "pack_image(sys.argv[1], 'tool', '1', sys.argv[2], fmt='tar')")
         subprocess.run([sys.executable, "-c", code, str(first), str(out)], env=env,
                        check=True)

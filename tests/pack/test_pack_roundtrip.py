@@ -20,7 +20,7 @@ from packkit import (
 )
 
 from torcx import engine
-from torcx.pack import pack_image
+from torcx.image.pack import pack_image
 
 
 @pytest.fixture(scope="module")

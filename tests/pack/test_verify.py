@@ -14,8 +14,8 @@ import xxhash
 from packkit import ALL_FORMATS, FS_FORMATS, as_nobody, is_root, needs_root, write
 
 from torcx.errors import ConfigError, CorruptArchive, DigestMismatch, ExtractError
-from torcx.imageverify import parse_pin, verify_archive
-from torcx.pack import pack_image
+from torcx.image.pack import pack_image
+from torcx.image.verify import parse_pin, verify_archive
 
 VICTIM = b"".join(b"victim line %05d\n" % i for i in range(400))
 

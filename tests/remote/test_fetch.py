@@ -11,8 +11,8 @@ import threading
 import pytest
 from remotekit import Fault
 
-from torcx import fetch
 from torcx.errors import ConfigError, RemoteError
+from torcx.remote import fetch
 
 
 def serve_blobs(server, count: int, size: int = 300_000) -> list:

@@ -15,8 +15,11 @@ import pytest
 from remotekit import OS_VERSION, Fault, contents_doc, make_archive, publish, write_contents
 
 from torcx import paths as torcx_paths
-from torcx import remote
+from torcx.errors import RemoteError
 from torcx.log import Logger
+from torcx.remote import config as remote_config
+from torcx.remote import contents as remote_contents
+from torcx.remote import populate as remote_populate
 from torcx.schemas import ImageRef
 
 
@@ -24,7 +27,7 @@ def run_populate(fake_root, images, os_version=None):
     """populate() for ``images`` under the fake root; returns (rc, log text)."""
     paths = torcx_paths.load(fake_root.path, environ={}, os_version=os_version)
     stream = io.StringIO()
-    rc = remote.populate(paths, images, log=Logger(stream=stream))
+    rc = remote_populate.populate(paths, images, log=Logger(stream=stream))
     return rc, stream.getvalue()
 
 
@@ -369,7 +372,7 @@ def test_published_folder_round_trip(fake_root, http_server, gpg_keys):
     data = make_archive("docker", "20.10")
     with open(os.path.join(http_server.state.root, "docker:20.10.torcx.tgz"), "wb") as f:
         f.write(data)
-    path = remote.write_contents(http_server.state.root)
+    path = remote_contents.write_contents(http_server.state.root)
     with open(path, "rb") as f:
         write_contents(http_server.state.root, f.read(), gpg_keys)
     fake_root.add_remote("main", http_server.url)
@@ -384,15 +387,15 @@ def test_published_folder_round_trip(fake_root, http_server, gpg_keys):
 ])
 def test_location_url_refuses_escapes(location):
     """Locations that leave base_url or use another scheme are refused."""
-    r = remote.Remote("main", "/etc/torcx/remotes/main", "http://h/r/", "http://h/r/",
+    r = remote_config.Remote("main", "/etc/torcx/remotes/main", "http://h/r/", "http://h/r/",
                       "http://h/r/", ())
-    with pytest.raises(remote.RemoteError):
-        remote.location_url(r, location)
+    with pytest.raises(RemoteError):
+        remote_populate.location_url(r, location)
 
 
 def test_location_url_accepts_relative_and_http():
     """A relative location joins base_url; an absolute https URL is used as is."""
-    r = remote.Remote("main", "/etc/torcx/remotes/main", "http://h/r", "http://h/r",
+    r = remote_config.Remote("main", "/etc/torcx/remotes/main", "http://h/r", "http://h/r",
                       "http://h/r", ())
-    assert remote.location_url(r, "sub/a:1.torcx.tgz") == "http://h/r/sub/a:1.torcx.tgz"
-    assert remote.location_url(r, "https://cdn/a.tgz") == "https://cdn/a.tgz"
+    assert remote_populate.location_url(r, "sub/a:1.torcx.tgz") == "http://h/r/sub/a:1.torcx.tgz"
+    assert remote_populate.location_url(r, "https://cdn/a.tgz") == "https://cdn/a.tgz"

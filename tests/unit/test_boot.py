@@ -14,6 +14,7 @@ from torcx_testing import in_mount_namespace, needs_root
 
 from torcx import boot, cli
 from torcx import paths as torcx_paths
+from torcx.boot import install, plan_units, unit_reader, unitfiles
 from torcx.errors import ConfigError
 
 UNIT = "[Unit]\nDescription=demo\n\n[Service]\nExecStart=/run/torcx/bin/demo\n"
@@ -54,7 +55,7 @@ def test_unit_reader_stops_after_the_units(tmp_path):
     with open(archive, "r+b") as f:
         f.truncate(size // 2)
     dest = tmp_path / "out"
-    manifest = boot.read_unit_members(str(archive), str(dest))
+    manifest = unit_reader.read_unit_members(str(archive), str(dest))
     assert manifest.units == ["/lib/systemd/system/demo.service",
                               "/lib/systemd/system/multi-user.target.wants"]
     assert (dest / "lib/systemd/system/demo.service").read_text() == UNIT
@@ -75,7 +76,7 @@ def test_unit_reader_finds_units_placed_before_the_manifest(tmp_path):
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     dest = tmp_path / "out"
-    manifest = boot.read_unit_members(str(archive), str(dest))
+    manifest = unit_reader.read_unit_members(str(archive), str(dest))
     assert manifest is not None
     assert (dest / "lib/systemd/system/demo.service").read_text() == UNIT
 
@@ -94,7 +95,7 @@ def test_unit_reader_follows_a_unit_that_is_a_symlink(tmp_path):
         '["/lib/systemd/system/alias.service"]}}')
     archive = pack(tree, "demo", tmp_path / "s")
     dest = tmp_path / "out"
-    boot.read_unit_members(str(archive), str(dest))
+    unit_reader.read_unit_members(str(archive), str(dest))
     assert (dest / "lib/systemd/system/alias.service").read_text() == UNIT
 
 
@@ -110,7 +111,7 @@ def test_unit_reader_ignores_members_that_climb_out(tmp_path):
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     dest = tmp_path / "sub" / "out"
-    boot.read_unit_members(str(archive), str(dest))
+    unit_reader.read_unit_members(str(archive), str(dest))
     assert not (tmp_path / "sub" / "lib").exists()
     assert not (dest / "lib").exists()
 
@@ -142,7 +143,7 @@ def test_unit_reader_never_writes_through_a_symlink_out_of_the_image(tmp_path):
         (".torcx/manifest.json", manifest, "file"),
         ("lib/systemd/system/multi-user.target.wants", str(outside), "link"),
         ("lib/systemd/system/multi-user.target.wants/evil", b"pwned", "file")])
-    boot.read_unit_members(str(archive), str(tmp_path / "out"))
+    unit_reader.read_unit_members(str(archive), str(tmp_path / "out"))
     assert os.listdir(outside) == []
 
 
@@ -157,7 +158,7 @@ def test_unit_reader_follows_a_folder_symlink_inside_the_image(tmp_path):
         ("usr/lib/systemd/system/demo.service", UNIT.encode(), "file"),
         ("usr/bin/big", os.urandom(4096), "file")])
     dest = tmp_path / "out"
-    boot.read_unit_members(str(archive), str(dest))
+    unit_reader.read_unit_members(str(archive), str(dest))
     assert (dest / "lib/systemd/system/demo.service").read_text() == UNIT
 
 
@@ -182,15 +183,15 @@ def test_plan_writes_units_links_dropins_and_the_apply_unit(tmp_path):
     root = fake_root(tmp_path)
     normal, late = tmp_path / "gen", tmp_path / "late"
     paths = torcx_paths.load(str(root), environ={})
-    assert boot.plan_generator_units(paths, str(normal), str(late)) == 0
+    assert plan_units.plan_generator_units(paths, str(normal), str(late)) == 0
     assert (normal / "demo.service").read_text() == UNIT
     assert os.readlink(normal / "multi-user.target.wants/demo.service") == "../demo.service"
-    dropin = (normal / "demo.service.d" / boot.DROPIN_NAME).read_text()
+    dropin = (normal / "demo.service.d" / unitfiles.DROPIN_NAME).read_text()
     assert "After=torcx-apply.service" in dropin and "Wants=torcx-apply.service" in dropin
     assert "AssertPathExists=/run/torcx/unpack/demo/.torcx/manifest.json" in dropin
     assert f"ExecStart={sys.executable} -I -m torcx apply" in \
-        (late / boot.APPLY_UNIT).read_text()
-    for unit in boot.BOOT_UNITS:
+        (late / unitfiles.APPLY_UNIT).read_text()
+    for unit in unitfiles.BOOT_UNITS:
         assert os.readlink(late / "sysinit.target.wants" / unit) == "../" + unit
     assert "ExecStart=systemd-sysusers" in (late / "torcx-sysusers.service").read_text()
     assert not (root / "run/torcx").exists()  # planning claims nothing: the apply does
@@ -208,7 +209,7 @@ def test_plan_stops_before_a_payload_in_bin(tmp_path):
         f.truncate(archive.stat().st_size // 2)
     normal = tmp_path / "gen"
     paths = torcx_paths.load(str(root), environ={})
-    assert boot.plan_generator_units(paths, str(normal), str(tmp_path / "late")) == 0
+    assert plan_units.plan_generator_units(paths, str(normal), str(tmp_path / "late")) == 0
     assert (normal / "demo.service").read_text() == UNIT
     assert os.readlink(normal / "multi-user.target.wants/demo.service") == "../demo.service"
 
@@ -222,7 +223,7 @@ def test_plan_after_the_apply_writes_nothing(tmp_path):
     normal.mkdir()
     late.mkdir()
     paths = torcx_paths.load(str(root), environ={})
-    assert boot.plan_generator_units(paths, str(normal), str(late)) == 0
+    assert plan_units.plan_generator_units(paths, str(normal), str(late)) == 0
     assert os.listdir(normal) == [] and os.listdir(late) == []
 
 
@@ -234,7 +235,7 @@ def test_plan_reports_a_missing_image_and_keeps_the_others(tmp_path):
         '{"name": "gone", "reference": "1"}, {"name": "demo", "reference": "1"}]}}')
     normal = tmp_path / "gen"
     paths = torcx_paths.load(str(root), environ={})
-    assert boot.plan_generator_units(paths, str(normal), str(tmp_path / "late")) == 1
+    assert plan_units.plan_generator_units(paths, str(normal), str(tmp_path / "late")) == 1
     assert (normal / "demo.service").exists()
 
 
@@ -248,7 +249,7 @@ def test_plan_reports_a_corrupt_image_and_keeps_the_others(tmp_path):
         '{"name": "bad", "reference": "1"}, {"name": "demo", "reference": "1"}]}}')
     normal = tmp_path / "gen"
     paths = torcx_paths.load(str(root), environ={})
-    assert boot.plan_generator_units(paths, str(normal), str(tmp_path / "late")) == 1
+    assert plan_units.plan_generator_units(paths, str(normal), str(tmp_path / "late")) == 1
     assert (normal / "demo.service").exists()
 
 
@@ -279,7 +280,7 @@ def test_install_boot_then_uninstall_leaves_the_root_as_it_was(tmp_path):
     (root / "usr/lib/python3/dist-packages").mkdir(parents=True)
     (root / "usr/lib/python3/dist-packages/other.py").write_text("")
     before = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
-    installed = boot.install_boot(str(root), wheel=str(fake_wheel(tmp_path)))
+    installed = install.install_boot(str(root), wheel=str(fake_wheel(tmp_path)))
     launcher = (root / "usr/bin/torcx").read_text()
     assert launcher.startswith("#!/usr/bin/python3 -I\n")
     assert (root / "usr/lib/systemd/system-generators/torcx-generator").read_text() == launcher
@@ -292,7 +293,7 @@ def test_install_boot_then_uninstall_leaves_the_root_as_it_was(tmp_path):
     cache = root / "usr/lib/python3/dist-packages/torcx/__pycache__"
     cache.mkdir()
     (cache / "cli.cpython-313.pyc").write_bytes(b"")  # the image's python3 ran torcx
-    boot.uninstall_boot(str(root))
+    install.uninstall_boot(str(root))
     after = sorted(str(p.relative_to(root)) for p in root.rglob("*")
                    if not p.is_dir() or any(p.iterdir()))
     assert [p for p in after if not (root / p).is_dir()] == \
@@ -306,7 +307,7 @@ def test_install_boot_never_replaces_a_foreign_file(tmp_path):
     (root / "usr/bin").mkdir(parents=True)
     (root / "usr/bin/torcx").write_text("#!/bin/sh\necho mine\n")
     with pytest.raises(ConfigError, match="usr/bin/torcx exists"):
-        boot.install_boot(str(root))
+        install.install_boot(str(root))
     assert (root / "usr/bin/torcx").read_text() == "#!/bin/sh\necho mine\n"
 
 

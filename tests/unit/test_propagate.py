@@ -7,9 +7,9 @@ import os
 
 import pytest
 
-from torcx import propagate
+from torcx.apply import propagate
+from torcx.apply.propagate import COPY, LINK, MKDIR, SYMLINK, AssetError
 from torcx.paths import Paths
-from torcx.propagate import COPY, LINK, MKDIR, SYMLINK, AssetError
 
 UNPACK = "/run/torcx/unpack"
 BINDIR = "/run/torcx/bin"

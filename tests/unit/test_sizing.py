@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from torcx import sizing
+from torcx.apply import sizing
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from .errors import RemoteError
+from ..errors import RemoteError
 
 __all__ = ["Keyring", "load_keyring", "verify_clearsigned"]
 

@@ -21,11 +21,11 @@ import xxhash
 from libarchive.entry import ArchiveEntry
 from libarchive.write import new_archive_write
 
-from . import digestlist
-from .imagetree import Node, changed, read_xattrs, resolve_epoch
+from .. import digestlist
+from .tree import Node, changed, read_xattrs, resolve_epoch
 
 if TYPE_CHECKING:
-    from .pack import Format
+    from .formats import Format
 
 CHUNK = digestlist.CHUNK
 # Data goes to libarchive in slices smaller than zstd's output buffer

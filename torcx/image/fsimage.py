@@ -18,12 +18,12 @@ import tempfile
 import uuid
 from typing import TYPE_CHECKING
 
-from . import digestlist
-from .errors import PackError
-from .imagetree import TORCX_DIR_REL, Node, changed, read_xattrs, show
+from .. import digestlist
+from ..errors import PackError
+from .tree import TORCX_DIR_REL, Node, changed, read_xattrs, show
 
 if TYPE_CHECKING:
-    from .pack import Format
+    from .formats import Format
 
 CHUNK = digestlist.CHUNK
 

@@ -21,6 +21,10 @@ import stat
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from .. import schemas
+from ..errors import SchemaError
+from . import IMAGE_FAILED, MANIFEST, MANIFEST_LIMIT, Run
+
 # Destination folder (target path) of each manifest key other than "bin".
 UNIT_DIRS = {
     "units": "/run/systemd/system",
@@ -360,3 +364,72 @@ def execute(host: HostMap, entries: Iterable[Entry]) -> Outcome:
         else:
             out.created.append(entry)
     return out
+
+
+# -- the apply's propagate phase ---------------------------------------------------
+
+def read_assets(image_host: str, image_target: str) -> dict:
+    """The image manifest's assets; an image without a manifest propagates nothing.
+
+    Read without leaving the image (raises AssetError otherwise).
+    """
+    data = read_image_file(image_host, "/" + MANIFEST, MANIFEST_LIMIT)
+    if data is None:
+        return {}
+    shown = f"{image_target}/{MANIFEST}"
+    manifest = schemas.parse_image_manifest(schemas.load_json(data, shown), shown)
+    return dict(manifest.items())
+
+
+def plan_run(run: Run, unpack_host: str) -> None:
+    """Read each unpacked image's manifest and list what it propagates."""
+    paths = run.paths
+    for image in run.images:
+        if not image.ok:
+            continue
+        host = os.path.join(unpack_host, image.name)
+        target = f"{paths.unpack_dir}/{image.name}"
+        try:
+            assets = read_assets(host, target)
+        except SchemaError as e:
+            image.fail("manifest", str(e))
+            continue
+        except AssetError as e:
+            image.fail("manifest", f"{target}/{MANIFEST}: {e}")
+            continue
+        except OSError as e:
+            image.fail("manifest", f"{target}/{MANIFEST}: {e.strerror or e}")
+            continue
+        try:
+            image.entries = plan_image(image.name, host, target, assets,
+                                                 paths.bin_dir)
+        except AssetError as e:
+            image.fail("manifest", f"{target}/{MANIFEST}: {e}")
+
+
+def resolve_run(run: Run):
+    """Order all images' entries; in a dry run what would be created counts as created."""
+    by_image = {im.name: im for im in run.images}
+    res = resolve(run.paths.host, [im.entries for im in run.images if im.ok])
+    run.conflicts = res.conflicts
+    for entry in res.existing:
+        by_image[entry.image].existing.append(entry)
+    if run.dry_run:
+        for entry in res.entries:
+            by_image[entry.image].created.append(entry)
+    return res
+
+
+def propagate_run(run: Run) -> None:
+    res = resolve_run(run)
+    by_image = {im.name: im for im in run.images}
+    outcome = execute(run.paths.host, res.entries)
+    for entry in outcome.created:
+        by_image[entry.image].created.append(entry)
+    for entry in outcome.existing:
+        by_image[entry.image].existing.append(entry)
+    for entry, message in outcome.failed:
+        image = by_image[entry.image]
+        if image.status != IMAGE_FAILED:
+            image.fail("propagate", message)
+

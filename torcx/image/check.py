@@ -16,8 +16,8 @@ import re
 import stat
 from dataclasses import dataclass
 
-from . import schemas
-from .errors import SchemaError
+from .. import schemas
+from ..errors import SchemaError
 
 MANIFEST_PATH = ".torcx/manifest.json"
 

@@ -7,7 +7,8 @@ Pure formatting of a :class:`torcx.apply.Run`; the JSON report is
 
 from __future__ import annotations
 
-from .apply import (
+from ..log import ERROR, INFO, WARNING
+from . import (
     ABORTED,
     ALREADY,
     DRY_RUN,
@@ -20,7 +21,6 @@ from .apply import (
     Image,
     Run,
 )
-from .log import ERROR, INFO, WARNING
 
 __all__ = ["human", "image_line", "log_lines", "size_text", "summary_line"]
 

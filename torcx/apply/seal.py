@@ -14,8 +14,11 @@ import json
 import os
 from collections.abc import Sequence
 
-from . import schemas
-from .paths import Paths
+from .. import schemas
+from ..errors import MountError
+from ..log import Logger
+from ..paths import Paths
+from . import FAILED, Run
 
 # The five upstream keys, in upstream order; programs source the file.
 LOWER_PROFILES = "TORCX_LOWER_PROFILES"
@@ -128,6 +131,32 @@ def read_record(paths: Paths) -> dict | None:
 
 def remount_read_only(paths: Paths) -> None:
     """Remount the unpack dir's tmpfs read-only (raises MountError)."""
-    from . import engine  # loaded only when mounting: keeps --no-mount cheap
+    from .. import engine  # loaded only when mounting: keeps --no-mount cheap
 
     engine.remount_ro(paths.host(paths.unpack_dir))
+
+
+def seal_run(run: Run, log: Logger) -> None:
+    """Run profile, seal file, read-only remount (upstream's order), then our record.
+
+    The record (RUNDIR/apply.json) comes last so that it carries the remount's
+    outcome; RUNDIR itself is not on the sealed tmpfs.
+    """
+    paths, sel = run.paths, run.selection
+    try:
+        write_run_profile(paths, sel.images)
+        write_seal(paths, sel.lower, sel.upper or "", run.failed_images)
+        run.sealed = True
+    except OSError as e:
+        # Still freeze what was unpacked and record why the seal is missing.
+        where = f"{e.filename}: " if e.filename else ""
+        run.status, run.error = FAILED, f"cannot seal: {where}{e.strerror or e}"
+        log.error(run.error)
+    if run.mount:
+        try:
+            remount_read_only(paths)
+            run.read_only = True
+        except MountError as e:
+            run.status = FAILED
+            run.error = f"{run.error}; {e}" if run.error else str(e)
+            log.error(str(e))

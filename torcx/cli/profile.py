@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The ``torcx profile ...`` and ``torcx image list|clear-versioned`` commands.
+"""The ``torcx profile list|new|set-next|use-image|check`` commands.
 
 Handlers follow the contract in :mod:`torcx.cli` (``fn(ctx, args)``). Paths
 printed in JSON output are target-system paths (without the ``--root`` prefix),
@@ -10,15 +10,13 @@ are, relative to the current folder, not to ``--root``.
 from __future__ import annotations
 
 import os
-import shutil
 
-from . import profiles, schemas
-from .cli import UsageError
-from .errors import ConfigError, NotFound, TorcxError
-from .store import Store, parse_archive_filename
+from .. import profiles, schemas
+from ..errors import ConfigError, NotFound, UsageError
+from ..store import Store
 
 
-def _print_json(ctx, doc) -> None:
+def print_json(ctx, doc) -> None:
     ctx.out(schemas.dumps(doc))
 
 
@@ -36,7 +34,7 @@ def profile_list(ctx, args):
     if next_name is not None and next_name not in available:
         ctx.log.warning(f"next profile {next_name!r} does not exist")
         next_name = None
-    _print_json(ctx, schemas.profile_list_doc(
+    print_json(ctx, schemas.profile_list_doc(
         lower_profile_names=current.lower_profile_names,
         user_profile_name=current.upper_profile_name,
         current_profile_path=current.profile_path,
@@ -187,19 +185,9 @@ def profile_check(ctx, args):
         return 0
 
     if args.remote_only:
-        try:
-            from . import remote
-        except ModuleNotFoundError as e:
-            if e.name != "torcx.remote":
-                raise
-            raise TorcxError("--remote-only is not available: module torcx.remote "
-                             "is not part of this build") from None
-        check = getattr(remote, "check_remote", None)
-        if check is None:
-            raise TorcxError("--remote-only is not available: "
-                             "torcx.remote.check_remote is missing")
-        status = check(ctx, wanted, paths.os_version)
-        return 0 if status is None else int(status)
+        from .remote import check_remote
+
+        return check_remote(ctx, wanted, paths.os_version)
 
     store = Store(paths, log=ctx.log)
     missing = []
@@ -214,50 +202,4 @@ def profile_check(ctx, args):
         raise NotFound(f"{source}: {len(missing)} of {len(wanted)} image(s) missing: "
                        + ", ".join(missing))
     ctx.log.info(f"{source}: all {len(wanted)} image(s) present")
-    return 0
-
-
-# -- image list / clear-versioned ----------------------------------------------------------
-
-def image_list(ctx, args):
-    paths = ctx.load_paths(os_version=args.os_version) if args.os_version else ctx.paths
-    store = Store(paths, log=ctx.log)
-    _print_json(ctx, schemas.image_list_doc(store.archives(args.name)))
-
-
-def image_clear_versioned(ctx, args):
-    paths = ctx.paths
-    keep = set()
-    for version in args.keep:
-        if not version or "/" in version or version in (".", ".."):
-            raise UsageError(f"--keep-version {version!r} is not a store version")
-        keep.add(version)
-    top = paths.host(paths.user_store())
-    try:
-        versions = sorted(os.listdir(top))
-    except FileNotFoundError:
-        ctx.log.info(f"{paths.user_store()} does not exist, nothing to clear")
-        return 0
-    removed = 0
-    for version in versions:
-        folder = os.path.join(top, version)
-        logical = paths.user_store(version)
-        if version in keep or os.path.islink(folder) or not os.path.isdir(folder):
-            continue
-        if args.name is None:
-            ctx.log.info(f"removing versioned store {logical}")
-            shutil.rmtree(folder)
-            removed += 1
-            continue
-        for entry in sorted(os.listdir(folder)):
-            parsed = parse_archive_filename(entry)
-            path = os.path.join(folder, entry)
-            if parsed is None or parsed[0] != args.name:
-                continue
-            if os.path.islink(path) or os.path.isfile(path):
-                ctx.log.info(f"removing {logical}/{entry}")
-                os.unlink(path)
-                removed += 1
-    if removed == 0:
-        ctx.log.info("nothing to clear")
     return 0

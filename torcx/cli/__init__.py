@@ -1,6 +1,9 @@
 # SPDX-License-Identifier: Apache-2.0
 """The command line: ``torcx`` and ``torcx-generator`` (multicall on argv[0]).
 
+The parser, :class:`Context` and dispatch are here; the handlers are in one module
+per command group (profile, image, remote, status, boot).
+
 ``torcx-generator`` is what systemd runs at boot: it takes no flags, ignores the
 three output folders systemd passes, and applies (through ``torcx.boot``). Every
 other name is ``torcx COMMAND``; global options ``--root DIR`` and
@@ -28,17 +31,16 @@ becomes one ``torcx: error: ...`` line and exit 1. ``ctx`` is a :class:`Context`
 - ``ctx.stdout``: where command output (JSON, summaries) goes.
 - ``ctx.environ``: the environment used to resolve paths.
 
-Hooks: the generator calls ``torcx.boot.generator_main(ctx, args)``, which applies
-through ``torcx.apply.main`` unless it runs sandboxed (then it only plans the
-units; see torcx/boot.py). ``torcx apply`` calls ``torcx.apply.main(ctx, args)``.
-Both pass ``args.no_mount``, ``args.dry_run``, ``args.json``, ``args.generator``
-and ``args.output_dirs`` (systemd's folders; empty for ``torcx apply``).
-``status`` calls ``torcx.status.main``;
-``image pack|inspect|verify`` call ``torcx.pack.cmd_*``; ``profile populate``
-and ``remote list|contents`` call ``torcx.remote.cmd_*``; ``profile check
---remote-only`` calls ``torcx.remote.check_remote(ctx, images, os_version)``.
-Command modules are imported inside the handlers: the generator's start-up
-time counts at boot.
+Hooks: the generator calls ``torcx.boot.generator_main(ctx, args)``,
+which applies through ``torcx.apply.run.main`` unless it runs sandboxed (then it
+only plans the units; see torcx/boot/__init__.py). ``torcx apply`` calls
+``torcx.apply.run.main(ctx, args)``. Both pass ``args.no_mount``,
+``args.dry_run``, ``args.json``, ``args.generator`` and ``args.output_dirs``
+(systemd's folders; empty for ``torcx apply``). Every other command's handler
+is in this package, one module per command group (profile, image, remote,
+status, boot), and calls the stage that does the work. Handler modules are
+imported only when their command runs: the generator's start-up time counts
+at boot.
 """
 
 from __future__ import annotations
@@ -46,16 +48,12 @@ from __future__ import annotations
 import os
 import sys
 
-from . import log as _log
-from .errors import ConfigError, TorcxError
+from .. import log as _log
+from ..errors import TorcxError, UsageError
 
 __all__ = ["Context", "Terminated", "UsageError", "build_parser", "main"]
 
 GENERATOR_NAME = "torcx-generator"
-
-
-class UsageError(ConfigError):
-    """The command line is wrong: exit 2."""
 
 
 class Terminated(KeyboardInterrupt):
@@ -91,7 +89,7 @@ class Context:
 
     def load_paths(self, os_version: str | None = None):
         """Resolve paths for this root; ``os_version`` overrides VERSION_ID."""
-        from . import paths
+        from .. import paths
 
         loaded = paths.load(self.root, environ=self.environ, os_version=os_version,
                             log=self.log, strict=self.strict_paths)
@@ -135,16 +133,6 @@ def _lookup(module: str, function: str, command: str):
     return fn
 
 
-def _mine(function: str):
-    def handler(ctx, args):
-        from . import commands
-
-        return getattr(commands, function)(ctx, args)
-
-    handler.__name__ = function
-    return handler
-
-
 # -- argument parsing -------------------------------------------------------------
 
 def _parser_class():
@@ -159,7 +147,7 @@ def _parser_class():
 
 def build_parser(prog: str = "torcx"):
     argparse, Parser = _parser_class()
-    from ._version import __version__
+    from .._version import __version__
 
     common = Parser(add_help=False)
     common.add_argument("--root", metavar="DIR", default=argparse.SUPPRESS,
@@ -192,7 +180,7 @@ def build_parser(prog: str = "torcx"):
         g.add_argument("--file", metavar="F", help=f"{what} the profile file F")
 
     # apply / status
-    p = sub(cmds, "apply", _delegate("apply", "main", "torcx apply"),
+    p = sub(cmds, "apply", _delegate("apply.run", "main", "torcx apply"),
             "apply the profiles now (what torcx-generator does at boot)")
     p.add_argument("--no-mount", action="store_true",
                    help="do everything except mounts (image builders, unprivileged tests)")
@@ -200,12 +188,12 @@ def build_parser(prog: str = "torcx"):
     json_flag(p)
     p.set_defaults(generator=False, output_dirs=[], strict_paths=False)
 
-    p = sub(cmds, "status", _delegate("status", "main", "torcx status"),
+    p = sub(cmds, "status", _delegate("cli.status", "main", "torcx status"),
             "what this boot applied, from which archives, and what failed")
     json_flag(p)
 
-    # boot integration (torcx.boot)
-    p = sub(cmds, "install-boot", _delegate("boot", "install_boot_main", "torcx install-boot"),
+    # boot integration (torcx.boot, handlers in torcx.cli.boot)
+    p = sub(cmds, "install-boot", _delegate("cli.boot", "install_boot", "torcx install-boot"),
             "install torcx-generator, the torcx launcher and torcx-apply.service")
     p.add_argument("--generator-dir", default="/usr/lib/systemd/system-generators",
                    choices=["/usr/lib/systemd/system-generators",
@@ -214,7 +202,7 @@ def build_parser(prog: str = "torcx"):
     p.add_argument("--wheel", metavar="WHEEL",
                    help="also unpack this torcx wheel (abi3) for the target's python3")
     p.add_argument("--force", action="store_true", help="replace files torcx did not install")
-    sub(cmds, "uninstall-boot", _delegate("boot", "uninstall_boot_main",
+    sub(cmds, "uninstall-boot", _delegate("cli.boot", "uninstall_boot",
                                           "torcx uninstall-boot"),
         "remove what install-boot installed")
 
@@ -224,32 +212,37 @@ def build_parser(prog: str = "torcx"):
     pcmds = prof.add_subparsers(dest="profile_command", metavar="COMMAND",
                                 parser_class=Parser)
     pcmds.required = True
-    sub(pcmds, "list", _mine("profile_list"), "list profiles (torcx-profile-list-v0 JSON)")
+    sub(pcmds, "list", _delegate("cli.profile", "profile_list", "torcx profile list"),
+        "list profiles (torcx-profile-list-v0 JSON)")
 
-    p = sub(pcmds, "new", _mine("profile_new"), "create a user profile")
+    p = sub(pcmds, "new", _delegate("cli.profile", "profile_new", "torcx profile new"),
+            "create a user profile")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--from", dest="from_name", metavar="P", help="copy profile P")
     g.add_argument("--from-next", action="store_true", help="copy the next-boot profile")
     name_or_file(p, "create")
 
-    p = sub(pcmds, "set-next", _mine("profile_set_next"), "select the profile for next boot")
+    p = sub(pcmds, "set-next",
+            _delegate("cli.profile", "profile_set_next", "torcx profile set-next"),
+            "select the profile for next boot")
     p.add_argument("profile", metavar="NAME")
 
-    p = sub(pcmds, "use-image", _mine("profile_use_image"),
+    p = sub(pcmds, "use-image", _delegate("cli.profile", "profile_use_image",
+                                  "torcx profile use-image"),
             "add or replace an image in a user profile")
     p.add_argument("--allow", metavar="missing", choices=["missing"],
                    help="--allow=missing: add an image no store holds")
     name_or_file(p, "edit")
     p.add_argument("image", metavar="NAME:REF")
 
-    p = sub(pcmds, "check", _mine("profile_check"),
+    p = sub(pcmds, "check", _delegate("cli.profile", "profile_check", "torcx profile check"),
             "check that every image of a profile is available")
     name_or_file(p, "check")
     p.add_argument("--remote-only", action="store_true",
                    help="check only the images' remotes (not the local stores)")
     osver(p)
 
-    p = sub(pcmds, "populate", _delegate("remote", "cmd_populate", "torcx profile populate"),
+    p = sub(pcmds, "populate", _delegate("cli.remote", "populate", "torcx profile populate"),
             "fetch the profile's missing images from their remotes")
     name_or_file(p, "populate")
     osver(p)
@@ -260,17 +253,19 @@ def build_parser(prog: str = "torcx"):
     icmds = img.add_subparsers(dest="image_command", metavar="COMMAND", parser_class=Parser)
     icmds.required = True
 
-    p = sub(icmds, "list", _mine("image_list"), "list images in the stores (torcx-image-list-v0)")
+    p = sub(icmds, "list", _delegate("cli.image", "image_list", "torcx image list"),
+            "list images in the stores (torcx-image-list-v0)")
     p.add_argument("name", nargs="?", metavar="NAME")
     osver(p)
 
-    p = sub(icmds, "clear-versioned", _mine("image_clear_versioned"),
+    p = sub(icmds, "clear-versioned", _delegate("cli.image", "clear_versioned",
+                                             "torcx image clear-versioned"),
             "remove versioned user stores except the kept versions")
     p.add_argument("name", nargs="?", metavar="NAME")
     p.add_argument("-k", "--keep-version", dest="keep", action="append", required=True,
                    metavar="VERSION", help="store version to keep (repeatable)")
 
-    p = sub(icmds, "pack", _delegate("pack", "cmd_pack", "torcx image pack"),
+    p = sub(icmds, "pack", _delegate("cli.image", "pack", "torcx image pack"),
             "build an image archive from a folder")
     p.add_argument("rootfs", metavar="ROOTFS")
     p.add_argument("--name", required=True, metavar="NAME")
@@ -287,12 +282,12 @@ def build_parser(prog: str = "torcx"):
     p.add_argument("--overwrite", action="store_true", help="replace an existing archive")
     json_flag(p)
 
-    p = sub(icmds, "inspect", _delegate("pack", "cmd_inspect", "torcx image inspect"),
+    p = sub(icmds, "inspect", _delegate("cli.image", "inspect", "torcx image inspect"),
             "show an archive's manifest, digests and contents")
     p.add_argument("archive", metavar="ARCHIVE|NAME:REF")
     json_flag(p)
 
-    p = sub(icmds, "verify", _delegate("pack", "cmd_verify", "torcx image verify"),
+    p = sub(icmds, "verify", _delegate("cli.image", "verify", "torcx image verify"),
             "check an archive against its digest list (writes nothing)")
     p.add_argument("archive", metavar="ARCHIVE|NAME:REF")
     p.add_argument("--digest", metavar="D", help="expected digest of the archive bytes")
@@ -302,10 +297,10 @@ def build_parser(prog: str = "torcx"):
                           description="Operate on remotes.")
     rcmds = rem.add_subparsers(dest="remote_command", metavar="COMMAND", parser_class=Parser)
     rcmds.required = True
-    p = sub(rcmds, "list", _delegate("remote", "cmd_remote_list", "torcx remote list"),
+    p = sub(rcmds, "list", _delegate("cli.remote", "remote_list", "torcx remote list"),
             "list configured remotes")
     json_flag(p)
-    p = sub(rcmds, "contents", _delegate("remote", "cmd_remote_contents",
+    p = sub(rcmds, "contents", _delegate("cli.remote", "remote_contents",
                                          "torcx remote contents"),
             "write a signed-contents manifest for a folder of archives")
     p.add_argument("dir", metavar="DIR")

@@ -13,9 +13,9 @@ import os
 import stat
 from dataclasses import dataclass
 
-from . import digestlist
-from .errors import PackError
-from .imagecheck import Problem
+from .. import digestlist
+from ..errors import PackError
+from .check import Problem
 
 TORCX_DIR_REL = b".torcx"
 MANIFEST_REL = b".torcx/manifest.json"

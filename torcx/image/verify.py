@@ -11,23 +11,18 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import os
 import re
-import stat
 from dataclasses import dataclass
 
 import xxhash
 
-from . import digestlist, mountns
-from .errors import (
+from .. import digestlist, mountns
+from ..errors import (
     ConfigError,
-    CorruptArchive,
     DigestMismatch,
-    ExtractError,
     MountError,
-    NoDigestList,
 )
-from .imageinspect import FS_FORMATS, detect_format, is_regular_file_in, walk_error
+from .inspect import FS_FORMATS, detect_format
 
 _HEX = re.compile(r"^[0-9a-f]+$")
 _PIN_LENGTHS = {"xxh3": 32, "sha256": 64, "sha512": 128}
@@ -76,46 +71,6 @@ def _check_pin_in_python(path: str, algo: str, expected: str) -> None:
                              f"{expected}", filename=path)
 
 
-def _check_mounted(mnt: str, archive: str) -> int:
-    """Hash every regular file of the mounted image against its digest list; file count."""
-    try:
-        return _check_tree_at(mnt)
-    except ExtractError as e:  # name the archive, not the temporary mount point
-        raise type(e)(e.message, filename=archive, entry=e.entry, err_no=e.errno) from None
-
-
-def check_mounted_tree(mnt: str, archive: str) -> int:
-    """Hash every regular file below ``mnt`` against its digest list, naming ``archive``
-    in errors; the file count. NoDigestList when there is no list."""
-    return _check_mounted(mnt, archive)
-
-
-def _check_tree_at(mnt: str) -> int:
-    listing = os.path.join(mnt, digestlist.DIGESTS_PATH.decode())
-    if not is_regular_file_in(mnt, digestlist.DIGESTS_PATH.decode()):
-        raise NoDigestList("the image has no .torcx/digests; its files cannot be verified")
-    root = os.fsencode(mnt)
-    files = []
-    try:
-        with open(listing, "rb") as f:
-            digests = digestlist.parse(f.read())
-        for top, _dirs, names in os.walk(root, onerror=walk_error):
-            for name in names:
-                full = os.path.join(top, name)
-                rel = os.path.relpath(full, root)
-                if rel != digestlist.DIGESTS_PATH and stat.S_ISREG(os.lstat(full).st_mode):
-                    files.append(rel)
-    except ValueError as e:
-        raise DigestMismatch(str(e)) from None
-    except OSError as e:  # a damaged image reads as EIO or EUCLEAN
-        where = os.fsencode(e.filename) if e.filename else os.fsencode(listing)
-        raise CorruptArchive(f"cannot read: {e.strerror or e}",
-                             entry=os.fsdecode(os.path.relpath(where, root)),
-                             err_no=e.errno or 0) from None
-    digestlist.check_tree(mnt, digests, files)
-    return len(files)
-
-
 def verify_archive(path: str, digest: str | None = None) -> Verdict:
     """Verify the archive at ``path``; raise DigestMismatch/CorruptArchive/... naming the fault."""
     pin = parse_pin(digest) if digest else None
@@ -128,9 +83,9 @@ def verify_archive(path: str, digest: str | None = None) -> Verdict:
                                           "private mount namespace")
         if pin:
             _check_pin_in_python(path, *pin)
-        files = mountns.with_mounted_image(path, fmt, _check_mounted, path)
+        files = mountns.with_mounted_image(path, fmt, digestlist.check_mounted_tree, path)
         return Verdict(path, fmt, files, pinned)
-    from . import engine
+    from .. import engine
 
     options = {}
     if pin and pin[0] == "xxh3":

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""``torcx status [--json]``: what this boot applied, from which archives, what failed.
+"""The status (``torcx status``): what this boot applied, from which archives, what failed.
 
 Read-only. Sources, in order of trust: the seal file (/run/metadata/torcx,
 written last by a completed apply), the run profile (RUNDIR/profile.json) and
@@ -9,14 +9,14 @@ this boot, or an apply that stopped early); the status says which.
 
 from __future__ import annotations
 
-import json
 import os
 
-from . import schemas, seal
+from .. import schemas
+from . import seal
 
 STATUS_KIND = "torcx-status-v0"
 
-__all__ = ["STATUS_KIND", "collect", "main"]
+__all__ = ["STATUS_KIND", "collect", "human"]
 
 
 def _run_profile(paths) -> tuple[list, str]:
@@ -114,7 +114,7 @@ _STATE_TEXT = {
 }
 
 
-def _human(s: dict) -> str:
+def human(s: dict) -> str:
     out = [f"state: {_STATE_TEXT.get(s['state'], s['state'])}"]
     if s["sealed"]:
         upper = s["upper_profile"] or "(none)"
@@ -143,30 +143,3 @@ def _human(s: dict) -> str:
     for p in s["problems"]:
         out.append(f"warning: {p}")
     return "\n".join(out) + "\n"
-
-
-def _paths(ctx):
-    """The paths, leniently: a broken config file must not hide what the boot applied.
-
-    The apply itself used the defaults in that case (and recorded the fault),
-    so the defaults are where its results are.
-    """
-    from .errors import ConfigError, SchemaError
-
-    try:
-        return ctx.paths
-    except (ConfigError, SchemaError) as e:
-        from . import paths
-
-        ctx.log.warning(f"{e}; reading the status from the default locations")
-        return paths.load(ctx.root, environ=ctx.environ, strict=False)
-
-
-def main(ctx, args) -> int:
-    """Print the status; exit 1 when this boot's apply failed or did not run."""
-    status = collect(_paths(ctx))
-    if getattr(args, "json", False):
-        ctx.out(json.dumps({"kind": STATUS_KIND, "value": status}, indent=2, sort_keys=True))
-    else:
-        ctx.out(_human(status))
-    return 0 if status["state"] == "applied" else 1

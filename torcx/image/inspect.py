@@ -16,8 +16,9 @@ import stat
 import subprocess
 from dataclasses import asdict, dataclass, field
 
-from . import digestlist, mountns, schemas
-from .errors import CorruptArchive, MountError, SchemaError
+from .. import digestlist, mountns, schemas
+from ..digestlist import is_regular_file_in, walk_error
+from ..errors import CorruptArchive, MountError, SchemaError
 
 MANIFEST = ".torcx/manifest.json"
 DIGESTS = digestlist.DIGESTS_PATH.decode()
@@ -254,30 +255,6 @@ def summarize_tree(root: str, report: Report) -> Report:
                              entry=os.fsdecode(os.path.relpath(where, root_b)),
                              err_no=e.errno or 0) from None
     return report
-
-
-def is_regular_file_in(root: str, rel: str) -> bool:
-    """True if ``root/rel`` is a regular file reached through no symlink at all.
-
-    A mounted image's ``.torcx`` may be a symlink: followed, it would read a
-    file of the host instead of the image's own.
-    """
-    path = root
-    parts = rel.split("/")
-    for i, part in enumerate(parts):
-        path = os.path.join(path, part)
-        try:
-            mode = os.lstat(path).st_mode
-        except FileNotFoundError:
-            return False
-        if not (stat.S_ISREG(mode) if i == len(parts) - 1 else stat.S_ISDIR(mode)):
-            return False
-    return True
-
-
-def walk_error(e: OSError) -> None:
-    """``os.walk(onerror=)``: a folder that cannot be listed is an error, not a silent skip."""
-    raise e
 
 
 def _unsquashfs_listing(path: str, report: Report) -> Report:

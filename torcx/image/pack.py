@@ -4,13 +4,13 @@
 Two passes over the root folder: the first hashes every regular file into the
 digest list ``.torcx/digests``, the second writes the archive (the digest list
 first, then ``.torcx/``, then the files the manifest propagates, then every
-other entry in sorted order: see imagetree.archive_order) and hashes each
+other entry in sorted order: see torcx.image.tree.archive_order) and hashes each
 file again to prove it did not change in between. Both passes
 stream in fixed-size chunks, so memory does not grow with the image.
 
-Modules: imagecheck (manifest and paths), imagetree (entries, digests,
-xattrs), tarwriter (tar formats through libarchive), fsimage (squashfs and
-erofs through mksquashfs and mkfs.erofs); this one checks options, runs the
+Modules of torcx.image: check (manifest and paths), tree (entries, digests,
+xattrs), formats, tarwriter (tar formats through libarchive), fsimage (squashfs
+and erofs through mksquashfs and mkfs.erofs); this one checks options, runs the
 passes and publishes the result.
 
 The archive is written to a temporary file in the store and renamed into place;
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import json
 import os
 import stat
 import tempfile
@@ -30,12 +29,15 @@ from dataclasses import asdict, dataclass
 import xxhash
 from libarchive.exception import ArchiveError
 
-from . import digestlist, imagecheck
-from .durable import fsync_dir
-from .errors import ConfigError, InvalidImage, NotFound, PackError
+from .. import digestlist
+from ..durable import fsync_dir
+from ..errors import ConfigError, InvalidImage, PackError
+from . import check as imagecheck
+from .check import Problem
+from .formats import DEFAULT_FORMAT, FORMATS, Format
 from .fsimage import write_fs_image
-from .imagecheck import Problem
-from .imagetree import (
+from .tarwriter import write_tar
+from .tree import (
     TORCX_DIR_REL,
     archive_order,
     compute_digests,
@@ -43,32 +45,10 @@ from .imagetree import (
     resolve_epoch,
     scan_tree,
 )
-from .tarwriter import write_tar
 
 CHUNK = digestlist.CHUNK
 
 
-@dataclass(frozen=True)
-class Format:
-    """How one archive format is written: libarchive filter or external tool, level range."""
-
-    name: str
-    filter: str | None  # libarchive write filter for tar formats
-    tool: str | None    # mksquashfs / mkfs.erofs for file system images
-    default_level: int | None
-    min_level: int = 0
-    max_level: int = 0
-
-
-FORMATS = {
-    "tgz": Format("tgz", "gzip", None, 6, 1, 9),
-    "tar.zst": Format("tar.zst", "zstd", None, 3, 1, 19),
-    "tar.xz": Format("tar.xz", "xz", None, 6, 0, 9),
-    "tar": Format("tar", None, None, None),
-    "squashfs": Format("squashfs", None, "mksquashfs", 9, 1, 9),  # gzip: every kernel reads it
-    "erofs": Format("erofs", None, "mkfs.erofs", 9, 0, 12),       # lz4hc
-}
-DEFAULT_FORMAT = "tgz"  # the upstream format: every torcx reads it
 
 
 @dataclass
@@ -242,71 +222,3 @@ def pack_image(rootfs: str, name: str, reference: str, out_dir: str, *,
     return PackResult(path=final, name=name, reference=reference, format=fmt,
                       entries=entries, files=len(digests), unpacked_bytes=unpacked,
                       packed_bytes=size, xxh3=xxh3, sha512=sha512)
-
-
-# -- command handlers (torcx/cli.py dispatches here) ------------------------------
-
-def cmd_pack(ctx, args) -> int:
-    """``torcx image pack ROOTFS --name NAME --reference REF [...]``."""
-    try:
-        result = pack_image(
-            args.rootfs, args.name, args.reference, args.output or os.getcwd(),
-            fmt=args.format, level=args.level, threads=args.threads,
-            epoch=source_date_epoch(args.source_date_epoch, ctx.environ),
-            keep_owner=args.keep_owner, overwrite=args.overwrite)
-    except InvalidImage as e:
-        for problem in e.problems:
-            ctx.log.error(f"{e.rootfs}: {problem}")
-        ctx.log.error(f"{e.rootfs}: {len(e.problems)} problem(s); nothing written")
-        return 1
-    if args.json:
-        ctx.out(json.dumps(result.to_json(), sort_keys=True, indent=2))
-    else:
-        ctx.out("\n".join(result.lines()))
-    return 0
-
-
-def resolve_archive(ctx, text: str) -> tuple[str, str | None]:
-    """``(file to open, store that answered or None)`` for ``ARCHIVE`` or ``NAME:REF``."""
-    if os.path.exists(text):
-        return text, None
-    name, colon, reference = text.partition(":")
-    if colon and "/" not in text and name and reference:
-        from .store import Store
-
-        found = Store(ctx.paths, log=ctx.log).lookup(name, reference)
-        return found.host_path, found.store
-    raise NotFound(f"{text}: no such archive file (and not NAME:REF)")
-
-
-def cmd_inspect(ctx, args) -> int:
-    """``torcx image inspect ARCHIVE|NAME:REF [--json]``."""
-    from .imageinspect import inspect_archive
-
-    path, store = resolve_archive(ctx, args.archive)
-    report = inspect_archive(path, store=store)
-    if args.json:
-        ctx.out(json.dumps(report.to_json(), sort_keys=True, indent=2))
-    else:
-        ctx.out("\n".join(report.lines()))
-    return 0
-
-
-def cmd_verify(ctx, args) -> int:
-    """``torcx image verify ARCHIVE|NAME:REF [--digest D]``: one-line verdict."""
-    from .errors import ExtractError, MountError
-    from .imageverify import verify_archive
-
-    path, store = resolve_archive(ctx, args.archive)
-    if store:
-        ctx.log.info(f"{args.archive}: {path} (store {store})")
-    try:
-        verdict = verify_archive(path, args.digest)
-    except MountError as e:
-        ctx.log.error(f"cannot verify: {e.strerror or e}")
-        return 2 if e.errno == errno.EPERM else 1
-    except ExtractError as e:
-        ctx.out(f"FAILED {e}")
-        return 1
-    ctx.out(verdict.line())
-    return 0

@@ -1,0 +1,210 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The boot-time apply (SPEC.md section 6): plan, unpack, propagate, seal.
+
+``torcx-generator`` and ``torcx apply`` both end here. The run is split in
+phases, each timed: *plan* (profiles merged, archives chosen, tmpfs sized),
+*unpack* (every tarball in one parallel engine batch, squashfs/erofs
+loop-mounted), *propagate* (bins and unit-like files exposed) and *seal*
+(run profile, seal file, read-only remount, per-image record). What it
+says is formatted by torcx.apply.report; each phase has its module here.
+
+A failing image never stops the others; it is recorded with the phase that
+failed and why, and the run exits 1 at the end. An image the machine has
+no memory for fails at plan; only an unpack dir that cannot be prepared
+stops the run.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from ..errors import MountError
+from ..log import Logger
+from ..paths import Paths
+from . import (
+    ABORTED,
+    ALREADY,
+    DRY_RUN,
+    FAILED,
+    PLANNED,
+    REFUSED,
+    REPORT_KIND,
+    Phase,
+    Run,
+    seal,
+)
+from .plan import fit_memory, plan
+
+__all__ = ["main", "report", "run"]
+
+GENERATOR_LOG = "generator.log"
+
+
+# -- the run ------------------------------------------------------------------------
+
+def run(paths: Paths, log: Logger, *, mount: bool = True, dry_run: bool = False) -> Run:
+    """Apply the merged profile once per boot; returns the Run with its report.
+
+    ``mount=False`` does everything but mounts (image builders, tests);
+    ``dry_run=True`` plans and changes nothing on the target.
+    """
+    start = time.monotonic()
+    r = Run(paths, mount=mount, dry_run=dry_run)
+    run_host = paths.host(paths.run_dir)
+    if os.path.lexists(run_host) and not dry_run:
+        r.status = ALREADY  # the summary line says so
+        return r
+    with Phase(r, "plan"):
+        plan(r, log)
+    if dry_run:
+        r.status = DRY_RUN
+        if os.path.lexists(run_host):
+            r.error = f"{paths.run_dir} exists: a real apply would do nothing this boot"
+        _dry_run(r, log)
+        r.timings["total"] = time.monotonic() - start
+        return r
+    if mount:
+        fit_memory(r)
+    unpack_host = paths.host(paths.unpack_dir)
+    with Phase(r, "unpack"):
+        try:
+            os.makedirs(os.path.dirname(run_host), mode=0o755, exist_ok=True)
+            os.mkdir(run_host, 0o755)  # the once-per-boot claim: fails if another run won
+        except FileExistsError:
+            r.status = ALREADY
+            return r
+        try:
+            os.mkdir(paths.host(paths.bin_dir), 0o755)
+            os.mkdir(unpack_host, 0o755)
+            if mount:
+                from .. import engine
+
+                engine.mount_tmpfs(unpack_host, r.tmpfs_size, 0o755)
+                r.tmpfs_mounted = True
+        except (OSError, ImportError) as e:
+            r.status = ABORTED
+            r.error = (f"{e.filename}: {e.strerror}" if isinstance(e, OSError)
+                       and not isinstance(e, MountError) else str(e))
+            for image in r.images:
+                if image.ok:
+                    image.fail("unpack", f"unpack dir not prepared: {r.error}")
+            seal.write_record(paths, report(r))
+            r.timings["total"] = time.monotonic() - start
+            return r
+        if any(im.ok for im in r.images):
+            from .unpack import unpack  # the engine with it: only when there are images
+
+            unpack(r, unpack_host, log)
+    with Phase(r, "propagate"):
+        if any(im.ok for im in r.images):
+            from .propagate import plan_run, propagate_run  # only when there are images
+
+            plan_run(r, unpack_host)
+            propagate_run(r)
+    if r.failed_images or r.profile_errors or r.config_errors:
+        r.status = FAILED
+    with Phase(r, "seal"):
+        seal.seal_run(r, log)
+    r.timings["total"] = time.monotonic() - start
+    seal.write_record(paths, report(r))
+    return r
+
+
+def _dry_run(r: Run, log: Logger) -> None:
+    """Unpack the tarballs into a private temporary folder to read their manifests.
+
+    This verifies every archive and shows exactly what a real run would
+    propagate, without touching the target. Mountable images are not mounted.
+    """
+    import shutil
+    import tempfile
+
+    from .. import engine
+
+    tmp = tempfile.mkdtemp(prefix="torcx-dry-run-")
+    try:
+        with Phase(r, "unpack"):
+            batch = [im for im in r.images if im.ok and not im.archive.mountable]
+            jobs = [engine.Job(im.archive.host_path, os.path.join(tmp, im.name))
+                    for im in batch]
+            for image, result in zip(batch, engine.extract_many(jobs)):
+                image.unpack = {"method": "extract", "bytes": result.bytes,
+                                "files": result.files, "verified": result.verified,
+                                "archive_xxh3": result.archive_xxh3}
+                if result.error is not None:
+                    image.fail("unpack", str(result.error))
+        with Phase(r, "propagate"):
+            from .propagate import plan_run, resolve_run
+
+            plan_run(r, tmp)
+            resolve_run(r)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    for image in r.images:
+        if image.ok:
+            image.status = PLANNED
+            if image.archive.mountable:
+                image.unpack = {"method": "loop-mount", "fstype": image.archive.format}
+                image.error = "manifest not read: mountable images are not mounted in a dry run"
+
+
+def report(r: Run) -> dict:
+    """The JSON report (``torcx apply --json``, RUNDIR/apply.json)."""
+    return r.to_json()
+
+
+class _Recorder(Logger):
+    """Passes lines on to a logger and keeps them for RUNDIR/generator.log."""
+
+    __slots__ = ("inner", "lines")
+
+    def __init__(self, inner: Logger):
+        super().__init__(inner.level, stream=inner.stream, prefix=inner.prefix,
+                         priority_prefix=inner.priority_prefix)
+        self.inner = inner
+        self.lines: list[str] = []
+
+    def log(self, priority: int, message: str) -> None:
+        self.inner.log(priority, message)
+        if priority <= self.level:
+            self.lines.append(f"<{priority}>{message}")
+
+
+def _append_generator_log(paths: Paths, lines: list[str]) -> None:
+    path = paths.host(f"{paths.run_dir}/{GENERATOR_LOG}")
+    if not os.path.isdir(os.path.dirname(path)):
+        return  # refused before RUNDIR existed: the journal has the lines
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write("".join(f"{stamp} {line}\n" for line in lines))
+    except OSError:
+        pass  # the log copy is a convenience; the journal has the lines
+
+
+def main(ctx, args) -> int:
+    """``torcx apply [--no-mount] [--dry-run] [--json]`` and ``torcx-generator``."""
+    import json
+
+    from .report import human, log_lines, summary_line
+
+    generator = bool(getattr(ctx, "generator", False))
+    mount = not getattr(args, "no_mount", False)
+    dry_run = bool(getattr(args, "dry_run", False))
+    as_json = bool(getattr(args, "json", False))
+    log = _Recorder(ctx.log)
+    r = run(ctx.paths, log, mount=mount, dry_run=dry_run)
+    if generator:
+        for priority, text in log_lines(r):
+            log.log(priority, text)
+        if not dry_run:
+            _append_generator_log(ctx.paths, log.lines)
+    elif as_json:
+        ctx.out(json.dumps({"kind": REPORT_KIND, "value": report(r)}, indent=2,
+                           sort_keys=True))
+    else:
+        if r.status in (REFUSED, ABORTED):
+            log.error(summary_line(r)[1])
+        ctx.out(human(r))
+    return r.exit_code

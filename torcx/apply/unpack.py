@@ -1,0 +1,92 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Unpack: every tarball in one parallel engine batch, squashfs/erofs loop-mounted."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from ..errors import MountError, NoDigestList, TorcxError
+from ..log import Logger
+from . import SKIPPED, Run
+
+__all__ = ["unpack"]
+
+
+def unpack(run: Run, unpack_host: str, log: Logger) -> None:
+    """Extract every tarball in one parallel batch; loop-mount the mountable images."""
+    batch = [im for im in run.images if im.ok and not im.archive.mountable]
+    mountable = [im for im in run.images if im.ok and im.archive.mountable]
+    if not (batch or mountable):
+        return
+    try:
+        from .. import engine  # the native engine loads only when there is work
+    except ImportError as e:
+        for image in batch + mountable:
+            image.fail("unpack", str(e))
+        return
+    jobs = [engine.Job(im.archive.host_path, os.path.join(unpack_host, im.name))
+            for im in batch]
+    try:
+        results = engine.extract_many(jobs)
+    except TorcxError as e:  # the batch could not run at all (ENOMEM)
+        results = []
+        for image in batch:
+            image.fail("unpack", str(e))
+    for image, result in zip(batch, results):
+        image.unpack = {
+            "method": "extract", "compression": result.compression,
+            "entries": result.entries, "files": result.files, "dirs": result.dirs,
+            "symlinks": result.symlinks, "hardlinks": result.hardlinks,
+            "bytes": result.bytes, "archive_bytes": result.archive_bytes,
+            "archive_xxh3": result.archive_xxh3, "verified": result.verified,
+            "seconds": round(result.seconds, 6),
+        }
+        if result.error is not None:
+            image.fail("unpack", str(result.error))
+    for image in run.images:
+        if not (image.ok and image.archive.mountable):
+            continue
+        image.unpack = {"method": "loop-mount", "fstype": image.archive.format,
+                        "archive_bytes": image.archive.size, "verified": False}
+        if not run.mount:
+            image.status, image.stage = SKIPPED, "unpack"
+            image.error = f"{image.archive.format} image not mounted (--no-mount)"
+            continue
+        target = os.path.join(unpack_host, image.name)
+        start = time.monotonic()
+        try:
+            os.mkdir(target, 0o755)
+            engine.loop_mount(image.archive.host_path, target, image.archive.format)
+        except OSError as e:  # MountError is an OSError
+            image.fail("unpack", str(e) if isinstance(e, MountError)
+                       else f"{target}: {e.strerror or e}")
+            try:
+                os.rmdir(target)
+            except OSError:
+                pass
+        else:
+            _verify_mounted(image, target, engine)
+        image.unpack["seconds"] = round(time.monotonic() - start, 6)
+
+
+def _verify_mounted(image, target: str, engine) -> None:
+    """Check every file of a mounted image against its .torcx/digests, as the engine
+    does for tarballs; a mismatch unmounts it and fails the image alone. An image
+    without a digest list stays mounted and is reported unverified."""
+    from ..digestlist import check_mounted_tree
+
+    try:
+        files = check_mounted_tree(target, image.archive.path)
+    except NoDigestList:
+        return
+    except TorcxError as e:
+        image.fail("unpack", str(e))
+        try:
+            engine.umount(target)
+            os.rmdir(target)
+        except OSError:
+            pass
+        return
+    image.unpack.update(verified=True, files=files)
+

@@ -1,0 +1,140 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The sandboxed generator's work (systemd 253+): the addon units, gated on the apply.
+
+For each image of the merged profile, its manifest and unit files are read
+without unpacking it (torcx.boot.unit_reader; a squashfs/erofs image is
+loop-mounted for the moment of reading, in the sandbox's own namespace), then
+written into the generator's output folder with a drop-in that orders them
+after ``torcx-apply.service`` and asserts that their image was applied.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import sys
+import tempfile
+
+from .. import log as _log
+from ..errors import TorcxError
+from .unit_reader import manifest_path_in, read_manifest, read_unit_members
+from .unitfiles import (
+    BOOT_UNITS,
+    DROPIN_NAME,
+    SYSTEMD_UNIT_DIR,
+    dropin_text,
+    unit_text,
+    write_file,
+)
+
+__all__ = ["plan_generator_units"]
+
+TAR_FORMATS = ("tgz", "tar.zst", "tar.xz", "tar")
+
+
+def plan_generator_units(paths, normal_dir: str, late_dir: str, log=_log.NULL) -> int:
+    """Write the addon units (+ drop-ins) into ``normal_dir`` and the apply unit into ``late_dir``.
+
+    Returns 0, or 1 when some image's units could not be read (the apply will
+    report that image as failed; the other images' units are still written).
+    """
+    from .. import profiles
+    from ..store import Store
+
+    if os.path.exists(paths.host(paths.run_dir)):
+        log.info(f"{paths.run_dir} exists: torcx already ran this boot, units are in "
+                 f"{SYSTEMD_UNIT_DIR}; nothing to generate")
+        return 0
+    _write_boot_units(late_dir)
+    sel = profiles.select(paths, log)
+    store = Store(paths, log=log)
+    failed = 0
+    for image in sel.images:
+        archive = store.find(image.name, image.reference)
+        if archive is None:
+            log.error(f"image {image.name}:{image.reference} not found in any store; "
+                      "its units are not generated")
+            failed += 1
+            continue
+        try:
+            units = _write_image_units(paths, archive, normal_dir, log)
+        except (TorcxError, OSError, ValueError, ImportError) as e:
+            log.error(f"{archive.path}: cannot read the units of {image.name}: {e}; "
+                      "its units are not generated")
+            failed += 1
+            continue
+        log.info(f"{image.name}:{image.reference}: {len(units)} unit(s) from {archive.path}")
+    return 1 if failed else 0
+
+
+def _write_boot_units(late_dir: str) -> None:
+    """Fallback copies of the boot units (shipped ones win) and their sysinit.target links.
+
+    They run torcx with this very interpreter, so they work however torcx was installed.
+    """
+    wants = os.path.join(late_dir, "sysinit.target.wants")
+    os.makedirs(wants, exist_ok=True)
+    for unit in BOOT_UNITS:
+        write_file(os.path.join(late_dir, unit),
+                    unit_text(unit, f"{sys.executable} -I -m torcx"))
+        link = os.path.join(wants, unit)
+        if not os.path.lexists(link):
+            os.symlink("../" + unit, link)
+
+
+@contextlib.contextmanager
+def _readable_image(archive, tmp: str):
+    """(folder, manifest or None) of an image's manifest and units, for a moment.
+
+    A tarball's manifest and unit members are copied out (the rest is not
+    decoded); a squashfs/erofs image is loop-mounted, here in the sandbox's own
+    mount namespace, and unmounted again.
+    """
+    if archive.format in TAR_FORMATS:
+        folder = os.path.join(tmp, "image")
+        yield folder, read_unit_members(archive.host_path, folder)
+        return
+    from .. import engine
+
+    folder = os.path.join(tmp, "mnt")
+    os.mkdir(folder)
+    engine.loop_mount(archive.host_path, folder, archive.format)
+    try:
+        yield folder, (read_manifest(folder) if manifest_path_in(folder) else None)
+    finally:
+        engine.umount(folder)
+
+
+def _write_image_units(paths, archive, normal_dir: str, log) -> list[str]:
+    """Read one image's manifest and units, write them + drop-ins; return the unit names."""
+    from ..apply import propagate
+
+    with tempfile.TemporaryDirectory(prefix="torcx-generator.") as tmp, \
+            _readable_image(archive, tmp) as (image_root, manifest):
+        if manifest is None or not manifest.units:
+            return []
+        # Propagation's own rules (one level deep, links kept, confined to the
+        # image), with the generator folder in place of /run/systemd/system.
+        entries = propagate.plan_image(archive.name, image_root, image_root,
+                                       {"units": manifest.units}, paths.bin_dir)
+        moved = [dataclasses.replace(e, dest=normal_dir + e.dest[len(SYSTEMD_UNIT_DIR):])
+                 for e in entries if e.dest.startswith(SYSTEMD_UNIT_DIR + "/")]
+        res = propagate.resolve("/", [moved])
+        for c in res.conflicts:
+            log.warning(f"{c}, ignoring")
+        for e in res.existing:
+            log.warning(f"{e.dest} already generated by an earlier image, ignoring")
+        outcome = propagate.execute("/", res.entries)
+        for _entry, why in outcome.failed:
+            log.error(f"cannot generate {why}")
+    gate = f"{paths.unpack_dir}/{archive.name}/.torcx/manifest.json"
+    names = []
+    for entry in outcome.created:
+        if entry.action != propagate.COPY or os.path.dirname(entry.dest) != normal_dir:
+            continue  # files inside .wants/ folders are links, not units to gate
+        name = os.path.basename(entry.dest)
+        write_file(os.path.join(normal_dir, name + ".d", DROPIN_NAME),
+                    dropin_text(archive.name, gate))
+        names.append(name)
+    return names

@@ -1,0 +1,128 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The ``torcx image list|clear-versioned|pack|inspect|verify`` commands.
+
+The stores answer list and clear-versioned; torcx.image does pack, inspect and verify.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+
+from .. import schemas
+from ..errors import ExtractError, InvalidImage, MountError, NotFound, UsageError
+from ..store import Store, parse_archive_filename
+from .profile import print_json
+
+__all__ = ["clear_versioned", "image_list", "inspect", "pack", "verify"]
+
+
+def image_list(ctx, args):
+    paths = ctx.load_paths(os_version=args.os_version) if args.os_version else ctx.paths
+    store = Store(paths, log=ctx.log)
+    print_json(ctx, schemas.image_list_doc(store.archives(args.name)))
+
+
+def clear_versioned(ctx, args):
+    paths = ctx.paths
+    keep = set()
+    for version in args.keep:
+        if not version or "/" in version or version in (".", ".."):
+            raise UsageError(f"--keep-version {version!r} is not a store version")
+        keep.add(version)
+    top = paths.host(paths.user_store())
+    try:
+        versions = sorted(os.listdir(top))
+    except FileNotFoundError:
+        ctx.log.info(f"{paths.user_store()} does not exist, nothing to clear")
+        return 0
+    removed = 0
+    for version in versions:
+        folder = os.path.join(top, version)
+        logical = paths.user_store(version)
+        if version in keep or os.path.islink(folder) or not os.path.isdir(folder):
+            continue
+        if args.name is None:
+            ctx.log.info(f"removing versioned store {logical}")
+            shutil.rmtree(folder)
+            removed += 1
+            continue
+        for entry in sorted(os.listdir(folder)):
+            parsed = parse_archive_filename(entry)
+            path = os.path.join(folder, entry)
+            if parsed is None or parsed[0] != args.name:
+                continue
+            if os.path.islink(path) or os.path.isfile(path):
+                ctx.log.info(f"removing {logical}/{entry}")
+                os.unlink(path)
+                removed += 1
+    if removed == 0:
+        ctx.log.info("nothing to clear")
+    return 0
+
+
+def pack(ctx, args) -> int:
+    """``torcx image pack ROOTFS --name NAME --reference REF [...]``."""
+    from ..image.pack import pack_image, source_date_epoch  # libarchive: only when packing
+
+    try:
+        result = pack_image(
+            args.rootfs, args.name, args.reference, args.output or os.getcwd(),
+            fmt=args.format, level=args.level, threads=args.threads,
+            epoch=source_date_epoch(args.source_date_epoch, ctx.environ),
+            keep_owner=args.keep_owner, overwrite=args.overwrite)
+    except InvalidImage as e:
+        for problem in e.problems:
+            ctx.log.error(f"{e.rootfs}: {problem}")
+        ctx.log.error(f"{e.rootfs}: {len(e.problems)} problem(s); nothing written")
+        return 1
+    if args.json:
+        ctx.out(json.dumps(result.to_json(), sort_keys=True, indent=2))
+    else:
+        ctx.out("\n".join(result.lines()))
+    return 0
+
+
+def resolve_archive(ctx, text: str) -> tuple[str, str | None]:
+    """``(file to open, store that answered or None)`` for ``ARCHIVE`` or ``NAME:REF``."""
+    if os.path.exists(text):
+        return text, None
+    name, colon, reference = text.partition(":")
+    if colon and "/" not in text and name and reference:
+        found = Store(ctx.paths, log=ctx.log).lookup(name, reference)
+        return found.host_path, found.store
+    raise NotFound(f"{text}: no such archive file (and not NAME:REF)")
+
+
+def inspect(ctx, args) -> int:
+    """``torcx image inspect ARCHIVE|NAME:REF [--json]``."""
+    from ..image.inspect import inspect_archive
+
+    path, store = resolve_archive(ctx, args.archive)
+    report = inspect_archive(path, store=store)
+    if args.json:
+        ctx.out(json.dumps(report.to_json(), sort_keys=True, indent=2))
+    else:
+        ctx.out("\n".join(report.lines()))
+    return 0
+
+
+def verify(ctx, args) -> int:
+    """``torcx image verify ARCHIVE|NAME:REF [--digest D]``: one-line verdict."""
+    from ..image.verify import verify_archive
+
+    path, store = resolve_archive(ctx, args.archive)
+    if store:
+        ctx.log.info(f"{args.archive}: {path} (store {store})")
+    try:
+        verdict = verify_archive(path, args.digest)
+    except MountError as e:
+        ctx.log.error(f"cannot verify: {e.strerror or e}")
+        return 2 if e.errno == errno.EPERM else 1
+    except ExtractError as e:
+        ctx.out(f"FAILED {e}")
+        return 1
+    ctx.out(verdict.line())
+    return 0

@@ -1,0 +1,62 @@
+# SPDX-License-Identifier: Apache-2.0
+"""``torcx remote contents DIR``: the contents manifest of a folder of archives, to sign."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import urllib.parse
+
+from .. import schemas
+from ..errors import ConfigError, NotFound
+from ..store import parse_archive_filename
+from .config import CONTENTS_FILE
+
+__all__ = ["contents_doc", "write_contents"]
+
+
+# ---------------------------------------------------------------- publishing
+
+def contents_doc(folder: str) -> dict:
+    """torcx-remote-contents-v1 for the ``NAME:VERSION.torcx.FORMAT`` archives in folder.
+
+    A file name without ``:`` has the vendor default version (``com.coreos.cl``),
+    as in a store. Locations are the file names, percent-encoded (``:`` too, so no
+    client can mistake ``docker:20.10...`` for a URL scheme).
+    """
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError as e:
+        raise ConfigError(f"{folder}: cannot list: {e.strerror}") from None
+    images: dict = {}
+    for filename in names:
+        parsed = parse_archive_filename(filename)
+        path = os.path.join(folder, filename)
+        if parsed is None or not os.path.isfile(path):
+            continue
+        name, version, fmt = parsed
+        digest = hashlib.sha512()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        images.setdefault(name, []).append({
+            "version": version,
+            "format": fmt,
+            "hash": "sha512-" + digest.hexdigest(),
+            "location": urllib.parse.quote(filename),
+        })
+    if not images:
+        raise NotFound(f"{folder}: no NAME:VERSION.torcx.FORMAT archives found")
+    doc = {"kind": schemas.REMOTE_CONTENTS_V1,
+           "value": {"images": [{"name": n, "versions": v} for n, v in images.items()]}}
+    schemas.parse_remote_contents(doc, f"{folder}/{CONTENTS_FILE}")  # what we write must parse
+    return doc
+
+
+def write_contents(folder: str) -> str:
+    """Write the unsigned contents file for ``folder``; returns its path."""
+    path = os.path.join(folder, CONTENTS_FILE)
+    schemas.write_json(path, contents_doc(folder))
+    return path
+
+
