@@ -35,6 +35,11 @@ def _check_headers():
             sys.exit(f"torcx build: {header} not found; install the Debian package {package}")
 
 
+def _sources():
+    """Every translation unit in csrc/ (not fuzz/, which has its own main)."""
+    return [os.path.join("csrc", f) for f in sorted(os.listdir(HERE)) if f.endswith(".c")]
+
+
 def _cdef():
     header = _read(HERE, "torcx_engine.h")
     return header.split("/* cffi:begin */")[1].split("/* cffi:end */")[0]
@@ -46,7 +51,7 @@ ffibuilder.cdef(_cdef())
 ffibuilder.set_source(
     "torcx._native",
     '#include "torcx_engine.h"',
-    sources=[os.path.join("csrc", f) for f in ("engine.c", "source.c", "sha256.c", "mounts.c")],
+    sources=_sources(),
     include_dirs=[HERE],
     libraries=["archive", "xxhash", "isal", "pthread"],
     define_macros=[("TORCX_VERSION", f'"{_version()}"'), ("_GNU_SOURCE", "1")],
