@@ -15,24 +15,74 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "torcx_engine.h"
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st, (void)flag, (void)ftw;
-    (void)chmod(path, 0700);
-    return remove(path) < 0 && errno != ENOENT ? -1 : 0;
+/* Removes dirfd/name with everything below it. fd-relative and never
+ * following a symlink: an archive's symlink may point anywhere (a link to
+ * "/" once made a path-based chmod change the mode of "/"). Only folders
+ * are made writable, and only after lstat-like fstatat said so; nothing
+ * else writes below base while this runs. */
+static void remove_at(int dirfd, const char *name) {
+    struct stat st;
+    if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+        return;
+    if (!S_ISDIR(st.st_mode)) {
+        (void)unlinkat(dirfd, name, 0);
+        return;
+    }
+    int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0 && errno == EACCES) { /* a folder left 0000 (not as root) */
+        int pfd = openat(dirfd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        char proc[64];
+        snprintf(proc, sizeof(proc), "/proc/self/fd/%d", pfd);
+        if (pfd >= 0 && chmod(proc, 0700) == 0) /* the folder pfd holds, not a link */
+            fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (pfd >= 0)
+            close(pfd);
+    }
+    if (fd < 0)
+        return;
+    (void)fchmod(fd, 0700);
+    DIR *d = fdopendir(dup(fd));
+    char **names = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+            continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 16;
+            names = realloc(names, cap * sizeof(*names));
+            if (!names)
+                abort();
+        }
+        if (!(names[n++] = strdup(de->d_name)))
+            abort();
+    }
+    if (d)
+        closedir(d);
+    for (size_t i = 0; i < n; i++) {
+        remove_at(fd, names[i]);
+        free(names[i]);
+    }
+    free(names);
+    close(fd);
+    (void)unlinkat(dirfd, name, AT_REMOVEDIR);
 }
 
 static void run_one(const char *archive) {
-    char base[] = "/tmp/torcx-fuzz.XXXXXX";
+    const char *tmp = getenv("TMPDIR");
+    char base[512];
+    snprintf(base, sizeof(base), "%s/torcx-fuzz.XXXXXX", tmp && *tmp ? tmp : "/tmp");
     if (!mkdtemp(base))
         abort();
     char dest[sizeof(base) + 8];
@@ -48,10 +98,25 @@ static void run_one(const char *archive) {
     for (int i = 0; i < 2; i++)
         if (results[i].code < 0 || results[i].code > TORCX_E_EXISTS)
             abort(); /* an undefined result code */
-    (void)nftw(base, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    remove_at(AT_FDCWD, base);
+}
+
+/* Removal holds one fd per folder level: an archive may nest 2000. */
+static void raise_fd_limit(void) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        (void)setrlimit(RLIMIT_NOFILE, &rl);
+    }
 }
 
 #ifdef TORCX_LIBFUZZER
+int LLVMFuzzerInitialize(int *argc, char ***argv) {
+    (void)argc, (void)argv;
+    raise_fd_limit();
+    return 0;
+}
+
 int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
     int fd = memfd_create("torcx-fuzz", MFD_CLOEXEC);
     if (fd < 0 || write(fd, data, size) != (ssize_t)size)
@@ -64,6 +129,7 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
 }
 #else
 int main(int argc, char **argv) {
+    raise_fd_limit();
     for (int i = 1; i < argc; i++)
         run_one(argv[i]);
     return 0;

@@ -115,3 +115,24 @@ def test_decode_ahead_ring_is_clean_under_tsan(tmp_path):
     r = subprocess.run([str(tsan), *map(str, corpus * 3)], env=env, capture_output=True,
                        text=True, timeout=600)
     assert r.returncode == 0 and "ThreadSanitizer" not in r.stderr, r.stderr[-4000:]
+
+
+def test_harness_cleanup_never_follows_archive_symlinks(driver, tmp_path):
+    """The harness removes what it extracted without following an archive's symlinks."""
+    outside = tmp_path / "outside"
+    outside.mkdir(mode=0o755)
+    (outside / "file").write_bytes(b"keep")
+    os.chmod(outside, 0o755)
+    os.chmod(outside / "file", 0o644)
+    archive = tarkit.write_tar(tmp_path / "links.tar", [
+        symlink("to-dir", str(outside)), symlink("to-file", str(outside / "file")),
+        directory("d"), symlink("d/up", str(outside))])
+    work = tmp_path / "work"
+    work.mkdir()
+    r = subprocess.run([str(driver), str(archive)], env=dict(os.environ, TMPDIR=str(work)),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert oct(outside.stat().st_mode & 0o7777) == oct(0o755)
+    assert oct((outside / "file").stat().st_mode & 0o7777) == oct(0o644)
+    assert (outside / "file").read_bytes() == b"keep"
+    assert list(work.iterdir()) == [], "the harness left its folder behind"
