@@ -24,7 +24,7 @@ def _read(*parts):
 
 
 def _version():
-    return re.search(r'__version__ = "([^"]+)"', _read(ROOT, "torcx", "_version.py")).group(1)
+    return re.search(r'__version__ = "([^"]+)"', _read(ROOT, "torcx", "__init__.py")).group(1)
 
 
 def _check_headers():

@@ -5,7 +5,8 @@ Importing the package is cheap on purpose (the generator runs at boot): the
 native engine is loaded only when one of its names is first used.
 """
 
-from ._version import __version__
+__version__ = "0.1.0"  # the compiled engine must match it (torcx.engine)
+
 from .errors import (
     ConfigError,
     CorruptArchive,

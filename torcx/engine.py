@@ -12,8 +12,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from . import errors
-from ._version import __version__
+from . import __version__, errors
 
 try:
     from ._native import ffi, lib

@@ -19,7 +19,6 @@ import json
 import os
 import re
 
-from .durable import fsync_dir
 from .errors import SchemaError
 
 CONFIG_V0 = "torcx-config-v0"
@@ -531,6 +530,25 @@ def image_list_doc(entries) -> dict:
 def dumps(doc) -> str:
     """Deterministic JSON text: sorted keys, two-space indent, trailing newline."""
     return json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+
+
+def fsync_dir(folder: str) -> None:
+    """fsync ``folder`` so that a rename into it survives a crash.
+
+    Called after the rename has succeeded: a file system that refuses fsync on
+    folders must not turn a completed, verified write into a reported failure,
+    so such refusals are ignored (the file's own data was synced before).
+    """
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_atomic(path, data, mode: int | None = None, *, durable: bool = True) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from .._version import __version__
+from .. import __version__
 from ..paths import Paths
 
 REPORT_KIND = "torcx-apply-report-v0"

@@ -147,7 +147,7 @@ def _parser_class():
 
 def build_parser(prog: str = "torcx"):
     argparse, Parser = _parser_class()
-    from .._version import __version__
+    from .. import __version__
 
     common = Parser(add_help=False)
     common.add_argument("--root", metavar="DIR", default=argparse.SUPPRESS,

@@ -30,8 +30,8 @@ import xxhash
 from libarchive.exception import ArchiveError
 
 from .. import digestlist
-from ..durable import fsync_dir
 from ..errors import ConfigError, InvalidImage, PackError
+from ..schemas import fsync_dir
 from . import check as imagecheck
 from .check import Problem
 from .formats import DEFAULT_FORMAT, FORMATS, Format

@@ -38,9 +38,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, TextIO
 
-from .._version import __version__
-from ..durable import fsync_dir
+from .. import __version__
 from ..errors import ConfigError, RemoteError
+from ..schemas import fsync_dir
 
 __all__ = ["Download", "FetchOptions", "Outcome", "Progress", "download_all",
            "fetch_document"]
