@@ -118,6 +118,10 @@ static int read_entries(struct job *j) {
             }
             return -1;
         }
+        /* The entry's strings belong to libarchive and die with the next
+         * header: a later fault (a gzip trailer after the end marker) must
+         * not name them, nor an index past the last entry. */
+        j->entry = NULL;
         j->index++;
     }
 }
