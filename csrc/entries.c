@@ -283,6 +283,13 @@ out:
     return r;
 }
 
+static size_t depth(const char *p) {
+    size_t d = 1;
+    for (; *p; p++)
+        d += *p == '/';
+    return d;
+}
+
 static int add_fixup(struct job *j, const char *path, struct archive_entry *e) {
     struct dir_fixup f = {
         .mode = archive_entry_perm(e),
@@ -301,6 +308,7 @@ static int add_fixup(struct job *j, const char *path, struct archive_entry *e) {
     if (s) {
         struct dir_fixup *old = &j->fixups[s->digest.low64];
         f.path = old->path;
+        f.depth = old->depth;
         *old = f;
         return 0;
     }
@@ -316,6 +324,7 @@ static int add_fixup(struct job *j, const char *path, struct archive_entry *e) {
     if (!s)
         return torcx_job_fail(j, TORCX_E_OS, ENOMEM, "out of memory");
     f.path = s->key; /* owned by the map, which never deletes */
+    f.depth = depth(f.path);
     j->fixups[j->nfixups++] = f;
     return 0;
 }
@@ -526,16 +535,11 @@ int torcx_do_entry(struct job *j, struct archive_entry *e) {
 
 /* ---- folders: modes last, deepest first ---- */
 
-static size_t depth(const char *p) {
-    size_t d = 1;
-    for (; *p; p++)
-        d += *p == '/';
-    return d;
-}
-
+/* Depths were counted once when the folder was recorded: counting here made
+ * the sort cost the length of every path on every comparison. */
 static int cmp_depth_desc(const void *a, const void *b) {
-    size_t da = depth(((const struct dir_fixup *)a)->path);
-    size_t db = depth(((const struct dir_fixup *)b)->path);
+    size_t da = ((const struct dir_fixup *)a)->depth;
+    size_t db = ((const struct dir_fixup *)b)->depth;
     return da < db ? 1 : da > db ? -1 : 0;
 }
 

@@ -20,6 +20,7 @@ struct archive;
 
 struct dir_fixup {
     const char *path; /* normalized, "" for the root; a key of fixup_at */
+    size_t depth;     /* components of path, counted once for the sort */
     mode_t mode;
     uid_t uid;
     gid_t gid;
