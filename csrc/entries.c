@@ -30,15 +30,25 @@ static mode_t mode_bits(struct job *j, mode_t mode) {
     return mode & (j->ownership ? 07777 : 0777);
 }
 
+/* The allowlist: user.* always; security.capability only with ownership
+ * (a file capability is a privilege, like a setuid bit). Everything else is
+ * dropped: trusted.* (overlayfs whiteouts and redirects), other security.*
+ * names (LSM labels, IMA), and system.posix_acl_* (ACLs are not restored: an
+ * ACL would also rewrite the mode). */
+static bool xattr_allowed(struct job *j, const char *name) {
+    if (strncmp(name, "user.", 5) == 0)
+        return true;
+    return j->ownership && strcmp(name, "security.capability") == 0;
+}
+
 static int apply_xattrs(struct job *j, struct archive_entry *e, int fd) {
     const char *name;
     const void *value;
     size_t size;
     archive_entry_xattr_reset(e);
     while (archive_entry_xattr_next(e, &name, &value, &size) == ARCHIVE_OK) {
-        bool user = strncmp(name, "user.", 5) == 0;
-        if (!user && !j->is_root)
-            continue; /* privileged namespaces need root: skipped, as tar does */
+        if (!xattr_allowed(j, name))
+            continue;
         if (fsetxattr(fd, name, value, size, 0) < 0) {
             if (errno == ENOTSUP || errno == EOPNOTSUPP)
                 continue; /* filesystem without xattrs, ignoring */

@@ -7,6 +7,7 @@ also has a reproducer in the fuzz seed corpus (csrc/fuzz/corpus).
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -71,3 +72,42 @@ def test_folder_fixup_sort_reads_no_path(tmp_path):
     program = _build_c_test("fixup_sort.c", tmp_path / "fixup_sort")
     r = subprocess.run([str(program)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout == "ok\n", (r.returncode, r.stderr[-2000:])
+
+
+def _posix_acl(user: int, group: int, other: int) -> bytes:
+    """system.posix_acl_access in the kernel's binary form (version 2)."""
+    entries = [(0x01, user, 0xFFFFFFFF), (0x04, group, 0xFFFFFFFF), (0x20, other, 0xFFFFFFFF)]
+    return (2).to_bytes(4, "little") + b"".join(
+        t.to_bytes(2, "little") + p.to_bytes(2, "little") + i.to_bytes(4, "little")
+        for t, p, i in entries)
+
+
+FOREIGN_XATTRS = {
+    "trusted.overlay.opaque": b"y",
+    "trusted.overlay.redirect": b"/etc",
+    "security.selinux": b"system_u:object_r:shadow_t:s0",
+    "security.ima": b"\x03\x02\x04",
+    "security.evil": b"x",
+    "system.posix_acl_access": _posix_acl(7, 7, 7),
+}
+
+
+@tarkit.needs_root
+@pytest.mark.parametrize("ownership", [True, False])
+def test_only_user_and_capability_xattrs_land(sandbox, ownership):
+    """Only user.* and (with ownership) security.capability land; trusted.*, other security.*
+    names and ACLs never do, and an ACL never changes a mode."""
+    cap = tarkit.CAP_NET_BIND_SERVICE_EP
+    xattrs = dict(FOREIGN_XATTRS, **{"user.ok": b"1", "security.capability": cap})
+    d = directory("d", mode=0o750)
+    d.info.pax_headers = {f"SCHILY.xattr.{k}": v.decode("utf-8", "surrogateescape")
+                          for k, v in FOREIGN_XATTRS.items()}
+    members = [d, reg("d/f", b"x", mode=0o640, xattrs=xattrs)]
+    sandbox.extract(sandbox.archive(members), ownership=ownership)
+    for path, mode in ((sandbox.dest / "d", 0o750), (sandbox.dest / "d/f", 0o640)):
+        names = set(os.listxattr(path, follow_symlinks=False))
+        assert not names & set(FOREIGN_XATTRS), names
+        assert oct(os.lstat(path).st_mode & 0o7777) == oct(mode)
+    names = set(os.listxattr(sandbox.dest / "d/f"))
+    assert "user.ok" in names
+    assert ("security.capability" in names) == ownership
