@@ -76,7 +76,7 @@ class Context:
         self.environ = os.environ if environ is None else environ
         self.stdout = stdout if stdout is not None else sys.stdout
         self.log = _log.Logger(verbosity, stream=stderr, prefix=prog,
-                               priority_prefix=self.generator)
+                               priority_prefix=self.generator and not _on_terminal(stderr))
         # Boot-time applies tolerate a broken config file (warned, defaults used).
         self.strict_paths = not self.generator
         self._paths = None
@@ -139,6 +139,29 @@ def _parser_class():
     import argparse
 
     class Parser(argparse.ArgumentParser):
+        """One-line usage errors that name the command whose --help explains them.
+
+        Unknown options are reported by the deepest command that saw them (so
+        ``torcx apply --bogus`` points to ``torcx apply --help``), and before a
+        missing subcommand is (so ``torcx --bogus`` names ``--bogus``).
+        """
+
+        _command_dest = None
+
+        def add_subparsers(self, **kw):
+            self._command_dest = kw.get("dest")
+            return super().add_subparsers(**kw)
+
+        def parse_known_args(self, args=None, namespace=None):
+            namespace, extras = super().parse_known_args(args, namespace)
+            if extras:
+                self.error(f"unrecognized arguments: {' '.join(extras)}")
+            dest = self._command_dest
+            if dest and getattr(namespace, dest, None) is None:
+                choices = ", ".join(self._subparsers._group_actions[0].choices)
+                self.error(f"a command is required (one of {choices})")
+            return namespace, extras
+
         def error(self, message):  # one line, exit 2 (raised, handled in main)
             raise UsageError(f"{message} (see '{self.prog} --help')")
 
@@ -159,7 +182,6 @@ def build_parser(prog: str = "torcx"):
                  description="Boot-time addon manager for immutable Linux systems.")
     top.add_argument("--version", action="version", version=f"torcx {__version__}")
     cmds = top.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    cmds.required = True
 
     def sub(group, name, handler, help_text, **kw):
         p = group.add_parser(name, parents=[common], help=help_text, description=help_text,
@@ -211,7 +233,6 @@ def build_parser(prog: str = "torcx"):
                            description="Operate on profiles.")
     pcmds = prof.add_subparsers(dest="profile_command", metavar="COMMAND",
                                 parser_class=Parser)
-    pcmds.required = True
     sub(pcmds, "list", _delegate("cli.profile", "profile_list", "torcx profile list"),
         "list profiles (torcx-profile-list-v0 JSON)")
 
@@ -251,7 +272,6 @@ def build_parser(prog: str = "torcx"):
     img = cmds.add_parser("image", parents=[common], help="operate on images",
                           description="Operate on images.")
     icmds = img.add_subparsers(dest="image_command", metavar="COMMAND", parser_class=Parser)
-    icmds.required = True
 
     p = sub(icmds, "list", _delegate("cli.image", "image_list", "torcx image list"),
             "list images in the stores (torcx-image-list-v0)")
@@ -296,7 +316,6 @@ def build_parser(prog: str = "torcx"):
     rem = cmds.add_parser("remote", parents=[common], help="operate on remotes",
                           description="Operate on remotes.")
     rcmds = rem.add_subparsers(dest="remote_command", metavar="COMMAND", parser_class=Parser)
-    rcmds.required = True
     p = sub(rcmds, "list", _delegate("cli.remote", "remote_list", "torcx remote list"),
             "list configured remotes")
     json_flag(p)
@@ -308,6 +327,19 @@ def build_parser(prog: str = "torcx"):
 
 
 # -- generator front (no argparse: boot-time start-up cost) --------------------------
+
+GENERATOR_HELP = f"""usage: {GENERATOR_NAME} [NORMAL_DIR EARLY_DIR LATE_DIR]
+
+The systemd generator of torcx: systemd runs it at boot with three output
+folders. It applies the profiles (or, sandboxed on systemd 253+, plans the
+addon units and pulls in torcx-apply.service). It takes no flags but
+--root DIR and --verbose LEVEL (tests, debugging); see 'torcx --help'.
+"""
+
+
+class _GeneratorHelp(Exception):
+    """``torcx-generator --help``: print GENERATOR_HELP, exit 0."""
+
 
 class _Args:
     """A minimal argparse.Namespace stand-in for the generator."""
@@ -338,6 +370,8 @@ def _generator_args(argv):
         elif arg.startswith(("--root=", "--verbose=")):
             arg, _, value = arg.partition("=")
             i += 1
+        elif arg in ("-h", "--help"):
+            raise _GeneratorHelp
         elif arg.startswith("-") and arg != "-":
             raise UsageError(f"unknown option {arg} (torcx-generator takes no flags)")
         else:
@@ -381,13 +415,15 @@ def main(argv=None, prog: str | None = None, *, environ=None, stdout=None,
                 verbosity = _log.parse_level(level)
             except ValueError as e:
                 raise UsageError(f"--verbose: {e}") from None
-        if not root:
-            raise UsageError("--root needs a folder")
+        _check_root(root)
         ctx = Context(prog=name, root=root, verbosity=verbosity, environ=environ,
                       stdout=stdout, stderr=stderr)
         ctx.strict_paths = getattr(args, "strict_paths", ctx.strict_paths)
         status = _run_handler(name, args, ctx)
         return 0 if status is None else int(status)
+    except _GeneratorHelp:
+        (stdout if stdout is not None else sys.stdout).write(GENERATOR_HELP)
+        return 0
     except UsageError as e:
         _say(err, name, ctx, f"error: {e}", priority=_log.ERROR)
         return 2
@@ -424,6 +460,22 @@ def main(argv=None, prog: str | None = None, *, environ=None, stdout=None,
         return 1
 
 
+def _check_root(root: str) -> None:
+    """A missing or non-folder --root is a usage error: no command may create it."""
+    import stat
+
+    if not root:
+        raise UsageError("--root needs a folder")
+    try:
+        st = os.stat(root)
+    except FileNotFoundError:
+        raise UsageError(f"--root {root}: no such folder") from None
+    except OSError as e:
+        raise UsageError(f"--root {root}: {e.strerror or e}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise UsageError(f"--root {root}: not a folder")
+
+
 def _raise_terminated(signum, frame):
     raise Terminated
 
@@ -451,8 +503,17 @@ def _run_handler(name: str, args, ctx):
         signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
+def _on_terminal(stream) -> bool:
+    """True when ``stream`` (None: stderr) is a terminal: no ``<N>`` priorities there."""
+    try:
+        return (stream if stream is not None else sys.stderr).isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 def _say(stream, name, ctx, message, priority):
-    prefix = f"<{priority}>" if name == GENERATOR_NAME else ""
+    generator = name == GENERATOR_NAME and not _on_terminal(stream)
+    prefix = f"<{priority}>" if generator else ""
     try:
         stream.write(f"{prefix}{name}: {message}\n")
         stream.flush()
