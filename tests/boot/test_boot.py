@@ -289,7 +289,7 @@ def test_install_boot_then_uninstall_leaves_the_root_as_it_was(tmp_path):
         (root / "usr/lib/systemd/system/torcx-apply.service").read_text()
     assert (root / "usr/lib/systemd/system/torcx-sysusers.service").exists()
     assert (root / "usr/lib/python3/dist-packages/torcx/cli.py").exists()
-    assert not any(".data/" in p for p in installed)
+    assert not any(".data/" in p for p in installed.written)
     cache = root / "usr/lib/python3/dist-packages/torcx/__pycache__"
     cache.mkdir()
     (cache / "cli.cpython-313.pyc").write_bytes(b"")  # the image's python3 ran torcx

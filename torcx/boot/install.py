@@ -4,16 +4,16 @@
 from __future__ import annotations
 
 import os
-import shutil
+import stat
 import sys
 
 from .. import log as _log
 from ..errors import ConfigError
-from ..paths import host_path
+from ..inroot import InRoot, resolve
 from .unit_reader import member_path
-from .unitfiles import BOOT_UNITS, unit_text, write_file
+from .unitfiles import BOOT_UNITS, unit_text
 
-__all__ = ["install_boot", "uninstall_boot"]
+__all__ = ["Outcome", "install_boot", "uninstall_boot"]
 
 GENERATOR_DIRS = ("/usr/lib/systemd/system-generators", "/etc/systemd/system-generators")
 UNIT_DIRS = {"/usr/lib/systemd/system-generators": "/usr/lib/systemd/system",
@@ -33,54 +33,107 @@ def launcher_text(interpreter: str) -> str:
             "sys.exit(main())\n")
 
 
-def _ours(path: str) -> bool:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return MARKER in f.read(4096)
-    except OSError:
+class Outcome:
+    """What install_boot or uninstall_boot did, as logical paths."""
+
+    def __init__(self):
+        self.written: list[str] = []    # created or replaced
+        self.unchanged: list[str] = []  # already installed with this content
+        self.removed: list[str] = []    # removed (install: files the new wheel lacks)
+        self.kept: list[str] = []       # recorded but left alone (changed since, or no digest)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.written or self.removed)
+
+
+def _digest(data: bytes) -> str:
+    import xxhash
+
+    return xxhash.xxh3_128_hexdigest(data)
+
+
+def _installable(logical: str) -> bool:
+    """Only the places install_boot writes to: a record naming others is not obeyed."""
+    if logical != os.path.normpath(logical) or not logical.startswith("/"):
         return False
+    if logical == LAUNCHER or logical.startswith(PACKAGE_DIR + "/"):
+        return True
+    folder = os.path.dirname(logical)
+    return folder in GENERATOR_DIRS or folder in UNIT_DIRS.values()
 
 
 def install_boot(root: str = "/", *, generator_dir: str = GENERATOR_DIRS[0],
-                 wheel: str | None = None, force: bool = False, log=_log.NULL) -> list[str]:
-    """Install the generator, the launcher and torcx-apply.service under ``root``.
+                 wheel: str | None = None, force: bool = False, log=_log.NULL) -> Outcome:
+    """Install the generator, the launcher and the boot units under ``root``.
 
     ``wheel``: also unpack a torcx wheel (abi3: one build serves every Python
-    3.9+) into ``PACKAGE_DIR``, so the target's own python3 runs torcx.
-    Returns the installed paths (logical), also recorded in RECORD for
-    ``uninstall_boot``. An existing file not installed by us is never replaced
-    unless ``force``.
+    3.9+) into ``PACKAGE_DIR``, so the target's own python3 runs torcx. Each file
+    is recorded in RECORD with the digest of what was written: a second install
+    of the same files changes nothing, an install of another wheel replaces what
+    changed and removes what the new one lacks. Every target is checked before
+    anything is written: an existing file that torcx did not write (or that was
+    changed since) is never replaced unless ``force``. Paths are resolved inside
+    ``root`` as a chroot would: absolute links in the root never lead out of it.
     """
     root = os.path.abspath(root or "/")
     if generator_dir not in GENERATOR_DIRS:
         raise ConfigError(f"--generator-dir must be one of {', '.join(GENERATOR_DIRS)}")
     interpreter = "/usr/bin/python3" if root != "/" else sys.executable
-    installed: list[str] = []
-    if wheel:
-        installed += _unpack_wheel(root, wheel)
+    outcome = Outcome()
+    with InRoot(root) as fs:
+        record = _read_record(fs, log)
+        wanted: dict[str, tuple[bytes, int]] = {}
+        if wheel:
+            wanted.update(_wheel_files(wheel))
+        elif root != "/" and not _has_package(fs):
+            log.warning(f"no torcx package for the python3 of {root} (looked in "
+                        f"{PACKAGE_DIR} and /usr/local/lib/python3*/dist-packages); its boot "
+                        "will fail until one is installed: pass --wheel")
+        launcher = launcher_text(interpreter).encode()
+        wanted[LAUNCHER] = (launcher, 0o755)
+        wanted[f"{generator_dir}/torcx-generator"] = (launcher, 0o755)
+        for unit in BOOT_UNITS:
+            wanted[f"{UNIT_DIRS[generator_dir]}/{unit}"] = (
+                unit_text(unit, LAUNCHER).encode(), 0o644)
+        # Package files of an earlier --wheel stay recorded when no wheel is given.
+        keep = {p: d for p, d in record.items()
+                if not wheel and p.startswith(PACKAGE_DIR + "/") and p not in wanted}
+
+        foreign = []
+        for logical, (data, mode) in wanted.items():
+            st = fs.lstat(logical)
+            if st is None:
+                outcome.written.append(logical)
+                continue
+            current = fs.read(logical) if stat.S_ISREG(st.st_mode) else None
+            if current == data and stat.S_IMODE(st.st_mode) == mode:
+                outcome.unchanged.append(logical)
+            elif force or (current is not None and record.get(logical) == _digest(current)):
+                outcome.written.append(logical)
+            else:
+                foreign.append(logical)
+        if foreign:
+            more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+            changed = " or was changed since" if foreign[0] in record else ""
+            raise ConfigError(f"{fs.host(foreign[0])} exists and was not installed by "
+                              f"torcx{changed}{more}; nothing written; use --force to "
+                              "replace it")
+
+        for logical in outcome.written:
+            data, mode = wanted[logical]
+            fs.write(logical, data, mode)
+            log.debug(f"installed {logical}")
+        stale = {p: d for p, d in record.items() if p not in wanted and p not in keep}
+        _remove_recorded(fs, stale, outcome, log)
+        new_record = {p: _digest(data) for p, (data, _mode) in wanted.items()}
+        new_record.update(keep)
+        if new_record != record:
+            fs.write(RECORD, "".join(f"{d}  {p}\n" for p, d in sorted(new_record.items()))
+                     .encode())
+    if wheel and any(p.startswith(PACKAGE_DIR + "/") for p in outcome.written + outcome.removed):
         _precompile(root, log)
-    elif root != "/" and not _has_package(root):
-        log.warning(f"no torcx package for the python3 of {root} (looked in "
-                    f"{PACKAGE_DIR} and /usr/local/lib/python3*/dist-packages); its boot "
-                    "will fail until one is installed: pass --wheel")
-    files = [
-        (LAUNCHER, launcher_text(interpreter), 0o755),
-        (f"{generator_dir}/torcx-generator", launcher_text(interpreter), 0o755),
-    ] + [(f"{UNIT_DIRS[generator_dir]}/{unit}", unit_text(unit, LAUNCHER), 0o644)
-         for unit in BOOT_UNITS]
-    for logical, _text, _mode in files:
-        host = host_path(root, logical)
-        if os.path.lexists(host) and not force and not _ours(host):
-            raise ConfigError(f"{host} exists and was not installed by torcx; "
-                              "use --force to replace it")
-    for logical, text, mode in files:
-        write_file(host_path(root, logical), text, mode)
-        installed.append(logical)
-        log.info(f"installed {logical}")
-    previous = _read_record(root)
-    write_file(host_path(root, RECORD), "".join(
-        p + "\n" for p in dict.fromkeys(previous + installed)))
-    return installed
+    return outcome
 
 
 def _precompile(root: str, log) -> None:
@@ -111,22 +164,26 @@ def _precompile(root: str, log) -> None:
                     "with a read-only /usr it compiles at every boot")
 
 
-def _has_package(root: str) -> bool:
+def _has_package(fs: InRoot) -> bool:
     import glob
 
-    patterns = [PACKAGE_DIR, "/usr/lib/python3.*/dist-packages",
-                "/usr/local/lib/python3.*/dist-packages"]
-    return any(glob.glob(os.path.join(host_path(root, p), "torcx", "__init__.py"))
-               for p in patterns)
+    patterns = [(PACKAGE_DIR, ""), ("/usr/lib", "python3.*/dist-packages"),
+                ("/usr/local/lib", "python3.*/dist-packages")]
+    return any(glob.glob(os.path.join(glob.escape(fs.host(base)), rest, "torcx", "__init__.py"))
+               for base, rest in patterns)
 
 
-def _unpack_wheel(root: str, wheel: str) -> list[str]:
-    """Unpack the package and its dist-info from a wheel into PACKAGE_DIR."""
+def _wheel_files(wheel: str) -> dict[str, tuple[bytes, int]]:
+    """``{logical path: (bytes, mode)}`` of the package and its dist-info in a wheel."""
     import zipfile
 
-    out = []
-    base = host_path(root, PACKAGE_DIR)
-    with zipfile.ZipFile(wheel) as z:
+    out = {}
+    try:
+        z = zipfile.ZipFile(wheel)
+    except (OSError, zipfile.BadZipFile) as e:
+        raise ConfigError(f"{wheel}: not a wheel ({getattr(e, 'strerror', None) or e})") \
+            from None
+    with z:
         for info in z.infolist():
             name = info.filename
             top = name.split("/", 1)[0]
@@ -136,59 +193,103 @@ def _unpack_wheel(root: str, wheel: str) -> list[str]:
             member = member_path(name)
             if member is None:
                 raise ConfigError(f"{wheel}: unsafe member {name!r}")
-            target = os.path.join(base, member)
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            with z.open(info) as src, open(target + ".torcx-tmp", "wb") as dst:
-                shutil.copyfileobj(src, dst)
             mode = (info.external_attr >> 16) & 0o777 or 0o644
-            os.chmod(target + ".torcx-tmp", mode)
-            os.replace(target + ".torcx-tmp", target)
-            out.append(f"{PACKAGE_DIR}/{member}")
-    if not any(p.endswith("/torcx/__init__.py") for p in out):
+            out[f"{PACKAGE_DIR}/{member}"] = (z.read(info), mode)
+    if f"{PACKAGE_DIR}/torcx/__init__.py" not in out:
         raise ConfigError(f"{wheel}: not a torcx wheel (no torcx/__init__.py)")
     return out
 
 
-def _read_record(root: str) -> list[str]:
-    try:
-        with open(host_path(root, RECORD), encoding="utf-8") as f:
-            return [ln.strip() for ln in f if ln.strip().startswith("/")]
-    except FileNotFoundError:
-        return []
+def _read_record(fs: InRoot, log) -> dict[str, str | None]:
+    """``{logical path: xxh3-128 hex}`` of RECORD (None: a line without a digest).
 
-
-def uninstall_boot(root: str = "/", log=_log.NULL) -> list[str]:
-    """Remove what install_boot recorded, and the package folders it leaves empty.
-
-    Byte-code caches Python wrote into the package since are removed with it;
-    nothing else is touched. Returns the removed paths (logical).
+    Lines naming a place install_boot never writes to are ignored, said once each.
     """
-    root = os.path.abspath(root or "/")
-    package_dir = host_path(root, PACKAGE_DIR)
-    removed = []
-    folders: set = set()
-    for logical in _read_record(root):
-        host = host_path(root, logical)
-        try:
-            os.unlink(host)
-        except FileNotFoundError:
+    data = fs.read(RECORD)
+    out: dict[str, str | None] = {}
+    for line in (data or b"").decode("utf-8", "surrogateescape").splitlines():
+        text = line.strip()
+        if not text:
             continue
-        removed.append(logical)
-        log.info(f"removed {logical}")
-        parent = os.path.dirname(host)
+        digest, sep, logical = text.partition("  ")
+        if not sep:
+            digest, logical = None, text
+        if not _installable(logical) or (digest is not None and len(digest) != 32):
+            log.warning(f"{RECORD}: ignoring the entry {text!r} (not a file install-boot "
+                        "writes)")
+            continue
+        out[logical] = digest
+    return out
+
+
+def _remove_recorded(fs: InRoot, entries: dict, outcome: Outcome, log) -> None:
+    """Remove each recorded file whose content is still what install_boot wrote."""
+    package_dir = resolve(fs.root, PACKAGE_DIR)
+    folders: set = set()
+    for logical, digest in entries.items():
+        try:
+            current = fs.read(logical)
+        except OSError as e:
+            current, why = b"", e.strerror or str(e)
+        else:
+            why = "changed since install-boot wrote it"
+        if current is None:
+            continue  # already gone
+        if digest is None or _digest(current) != digest:
+            if digest is None:
+                why = "no digest recorded"
+            outcome.kept.append(logical)
+            log.warning(f"{fs.host(logical)}: {why}, kept")
+            continue
+        fs.unlink(logical)
+        outcome.removed.append(logical)
+        log.debug(f"removed {logical}")
+        where = fs.locate(logical)
+        if where.endswith(".py"):  # its byte code, by the python3 of any version
+            stem = os.path.basename(where)[:-3]
+            cache = os.path.join(os.path.dirname(where), "__pycache__")
+            try:
+                with os.scandir(fs.host(cache)) as it:
+                    names = [e.name for e in it]
+            except OSError:
+                names = []
+            for name in names:
+                if name.startswith(stem + ".") and name.endswith(".pyc"):
+                    fs.unlink(f"{cache}/{name}")
+        parent = os.path.dirname(where)
         while parent.startswith(package_dir + "/"):
             folders.add(parent)
             parent = os.path.dirname(parent)
     for folder in sorted(folders, key=len, reverse=True):  # deepest first
-        shutil.rmtree(os.path.join(folder, "__pycache__"), ignore_errors=True)
         try:
-            os.rmdir(folder)
-        except OSError:
-            pass  # holds files we did not install: keep it
-    record = host_path(root, RECORD)
-    for undo, path in ((os.unlink, record), (os.rmdir, os.path.dirname(record))):
-        try:
-            undo(path)
+            with os.scandir(fs.host(folder)) as it:
+                if {e.name for e in it} - {"__pycache__"}:
+                    continue  # holds files we did not install: keep it
+            fs.rmtree(f"{folder}/__pycache__")
         except OSError:
             pass
-    return removed
+        try:
+            fs.rmdir(folder)
+        except OSError:
+            pass
+
+
+def uninstall_boot(root: str = "/", log=_log.NULL) -> Outcome:
+    """Remove what install_boot recorded, and the package folders it leaves empty.
+
+    Only files whose content is still what install_boot wrote are removed (the
+    record holds a digest per file); byte-code caches Python wrote into the
+    package since go with it; nothing else is touched, and paths are resolved in
+    ``root`` as a chroot would, so nothing outside it is ever removed.
+    """
+    root = os.path.abspath(root or "/")
+    outcome = Outcome()
+    with InRoot(root) as fs:
+        _remove_recorded(fs, _read_record(fs, log), outcome, log)
+        if not outcome.kept:
+            for undo, path in ((fs.unlink, RECORD), (fs.rmdir, os.path.dirname(RECORD))):
+                try:
+                    undo(path)
+                except OSError:
+                    pass
+    return outcome

@@ -1,5 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
-"""``torcx install-boot`` and ``torcx uninstall-boot`` (torcx.boot.install does the work)."""
+"""``torcx install-boot`` and ``torcx uninstall-boot`` (torcx.boot.install does the work).
+
+One summary line on stdout; the files, one per line, with ``--verbose debug``.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +13,22 @@ __all__ = ["install_boot", "uninstall_boot"]
 
 def install_boot(ctx, args) -> int:
     """``torcx install-boot [--root DIR] [--generator-dir D] [--wheel W] [--force]``."""
-    installed = install.install_boot(ctx.root, generator_dir=args.generator_dir, wheel=args.wheel,
-                             force=args.force, log=ctx.log)
-    ctx.out(f"installed {len(installed)} file(s) under {ctx.root}")
+    done = install.install_boot(ctx.root, generator_dir=args.generator_dir, wheel=args.wheel,
+                                force=args.force, log=ctx.log)
+    if not done.changed:
+        ctx.out(f"torcx is already installed under {ctx.root} ({len(done.unchanged)} "
+                "file(s) unchanged), nothing to do")
+    elif done.unchanged or done.removed:
+        ctx.out(f"updated torcx under {ctx.root}: {len(done.written)} file(s) written, "
+                f"{len(done.removed)} removed, {len(done.unchanged)} unchanged")
+    else:
+        ctx.out(f"installed {len(done.written)} file(s) under {ctx.root}")
     return 0
 
 
 def uninstall_boot(ctx, args) -> int:
     """``torcx uninstall-boot [--root DIR]``."""
-    removed = install.uninstall_boot(ctx.root, log=ctx.log)
-    ctx.out(f"removed {len(removed)} file(s) under {ctx.root}")
-    return 0
+    done = install.uninstall_boot(ctx.root, log=ctx.log)
+    kept = f", {len(done.kept)} kept (see the warnings)" if done.kept else ""
+    ctx.out(f"removed {len(done.removed)} file(s) under {ctx.root}{kept}")
+    return 1 if done.kept else 0
