@@ -140,6 +140,7 @@ def test_new_with_file(tmp_path):
     """--file F writes a profile at F (a host path, not under --root)."""
     target = tmp_path / "elsewhere" / "p.json"
     target.parent.mkdir()
+    (tmp_path / "root").mkdir()
     r = torcx(tmp_path / "root", "profile", "new", "--file", str(target))
     assert r.status == 0, r
     assert json.loads(target.read_text())["kind"] == "profile-manifest-v0"
@@ -149,6 +150,7 @@ def test_new_file_refuses_to_overwrite(tmp_path):
     """An existing --file is left untouched and the command fails."""
     target = tmp_path / "p.json"
     target.write_text("keep")
+    (tmp_path / "root").mkdir()
     r = torcx(tmp_path / "root", "profile", "new", "--file", str(target))
     assert r.status == 1
     assert target.read_text() == "keep"
@@ -157,6 +159,7 @@ def test_new_file_refuses_to_overwrite(tmp_path):
 def test_new_file_in_a_missing_folder_names_the_file(tmp_path):
     """--file in a folder that does not exist fails naming that file, not a temporary one."""
     target = tmp_path / "missing" / "p.json"
+    (tmp_path / "root").mkdir()
     r = torcx(tmp_path / "root", "profile", "new", "--file", str(target))
     assert r.status == 1
     assert f"error: {target}: No such file or directory" in r.err
