@@ -160,7 +160,8 @@ static void run_job(const struct torcx_job *in, struct torcx_result *out, bool t
         torcx_job_fail(&j, TORCX_E_OS, ENOMEM, "out of memory");
         goto done;
     }
-    if (torcx_source_open(&j.src, in->archive, in->flags & TORCX_JOB_SHA256, threaded) < 0) {
+    if (torcx_source_open(&j.src, in->archive,
+                          in->flags & (TORCX_JOB_SHA256 | TORCX_JOB_SHA512), threaded) < 0) {
         source_failed(&j);
         goto done;
     }

@@ -114,13 +114,12 @@ static bool pin_matches(const char *pin, const char *actual) {
 
 int torcx_finish_checks(struct job *j) {
     j->entry = NULL;
-    uint8_t sha[32];
     XXH128_hash_t ad = XXH3_128bits_digest(j->src.xxh);
     digest_hex(ad, j->out->archive_xxh3);
-    if (j->src.want_sha256) {
-        torcx_sha256_final(&j->src.sha, sha);
-        hex(sha, 32, j->out->archive_sha256);
-    }
+    if (j->src.want_sha256)
+        torcx_md_final_hex(&j->src.sha256, j->out->archive_sha256, sizeof(j->out->archive_sha256));
+    if (j->src.want_sha512)
+        torcx_md_final_hex(&j->src.sha512, j->out->archive_sha512, sizeof(j->out->archive_sha512));
     j->out->archive_bytes = j->src.bytes;
     if (j->in->pin_xxh3 && !pin_matches(j->in->pin_xxh3, j->out->archive_xxh3))
         return torcx_job_fail(j, TORCX_E_ARCHIVE_DIGEST, 0,
@@ -130,6 +129,10 @@ int torcx_finish_checks(struct job *j) {
         return torcx_job_fail(j, TORCX_E_ARCHIVE_DIGEST, 0,
                               "archive digest mismatch: expected sha256 %s, got %s",
                               j->in->pin_sha256, j->out->archive_sha256);
+    if (j->in->pin_sha512 && !pin_matches(j->in->pin_sha512, j->out->archive_sha512))
+        return torcx_job_fail(j, TORCX_E_ARCHIVE_DIGEST, 0,
+                              "archive digest mismatch: expected sha512 %s, got %s",
+                              j->in->pin_sha512, j->out->archive_sha512);
     if (!j->have_list) {
         if (j->in->flags & TORCX_JOB_REQUIRE_DIGESTS)
             return torcx_job_fail(j, TORCX_E_DIGEST_LIST, 0, "archive has no " DIGESTS_PATH);

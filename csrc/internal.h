@@ -12,16 +12,16 @@
 
 #define HIDDEN __attribute__((visibility("hidden")))
 
-/* ---- SHA-256 (sha256.c) ---- */
-struct sha256 {
-    uint32_t h[8];
-    uint64_t len;
-    uint8_t buf[64];
-    size_t used;
+/* ---- SHA-256/SHA-512 through libcrypto's EVP (digest.c) ---- */
+struct torcx_md {
+    struct evp_md_ctx_st *ctx; /* EVP_MD_CTX; NULL when not in use */
 };
-HIDDEN void torcx_sha256_init(struct sha256 *s);
-HIDDEN void torcx_sha256_update(struct sha256 *s, const void *data, size_t n);
-HIDDEN void torcx_sha256_final(struct sha256 *s, uint8_t out[32]);
+/* name: "sha256" or "sha512". Returns 0 or -errno. */
+HIDDEN int torcx_md_init(struct torcx_md *m, const char *name);
+HIDDEN void torcx_md_update(struct torcx_md *m, const void *data, size_t n);
+/* Lowercase hex into out (cap bytes, NUL included). Returns 0 or -errno. */
+HIDDEN int torcx_md_final_hex(struct torcx_md *m, char *out, size_t cap);
+HIDDEN void torcx_md_free(struct torcx_md *m);
 
 /* ---- Archive input (source.c): reads the file, hashes its bytes, inflates
  * gzip with ISA-L, and hands tar bytes to libarchive; optionally on its own
@@ -38,10 +38,12 @@ struct source {
     int fd;
     bool gzip;           /* content is gzip: inflated here, not by libarchive */
     bool want_sha256;
+    bool want_sha512;
     bool threaded;
     uint64_t bytes;      /* archive bytes read and hashed */
     XXH3_state_t *xxh;
-    struct sha256 sha;
+    struct torcx_md sha256;
+    struct torcx_md sha512;
     struct inflate_state *inflate;
     bool inflate_done;   /* gzip stream ended; later bytes are only hashed */
     uint8_t *in;         /* raw input buffer */
@@ -65,7 +67,8 @@ struct source {
 
 #define SOURCE_E_CORRUPT (-100000) /* corrupt or truncated compressed stream */
 
-HIDDEN int torcx_source_open(struct source *s, const char *path, bool want_sha256, bool threaded);
+/* want: TORCX_JOB_SHA256 and/or TORCX_JOB_SHA512 bits of the job's flags. */
+HIDDEN int torcx_source_open(struct source *s, const char *path, unsigned want, bool threaded);
 /* Next block of tar bytes; *len 0 at the end. Returns 0 or a negative error. */
 HIDDEN int torcx_source_next(struct source *s, const void **buf, size_t *len);
 /* Reads and hashes whatever is left of the file (the archive digest covers

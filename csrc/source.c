@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "torcx_engine.h"
 
 static int fail(struct source *s, int r, const char *msg) {
     if (!s->error) {
@@ -28,7 +29,9 @@ static int fail(struct source *s, int r, const char *msg) {
 static void hash_bytes(struct source *s, const uint8_t *p, size_t n) {
     XXH3_128bits_update(s->xxh, p, n);
     if (s->want_sha256)
-        torcx_sha256_update(&s->sha, p, n);
+        torcx_md_update(&s->sha256, p, n);
+    if (s->want_sha512)
+        torcx_md_update(&s->sha512, p, n);
     s->bytes += n;
 }
 
@@ -159,17 +162,19 @@ static void *producer_main(void *arg) {
     }
 }
 
-int torcx_source_open(struct source *s, const char *path, bool want_sha256, bool threaded) {
+int torcx_source_open(struct source *s, const char *path, unsigned want, bool threaded) {
     memset(s, 0, sizeof(*s));
     s->fd = -1;
-    s->want_sha256 = want_sha256;
+    s->want_sha256 = want & TORCX_JOB_SHA256;
+    s->want_sha512 = want & TORCX_JOB_SHA512;
     s->xxh = XXH3_createState();
     s->in = malloc(SOURCE_BLOCK);
     if (!s->xxh || !s->in)
         return fail(s, -ENOMEM, "out of memory");
     XXH3_128bits_reset(s->xxh);
-    if (want_sha256)
-        torcx_sha256_init(&s->sha);
+    if ((s->want_sha256 && torcx_md_init(&s->sha256, "sha256") < 0) ||
+        (s->want_sha512 && torcx_md_init(&s->sha512, "sha512") < 0))
+        return fail(s, -ENOMEM, "cannot set up the archive digest");
 
     /* O_NONBLOCK: opening a FIFO without a writer would block for ever;
      * the type is checked right after, and regular files ignore the flag. */
@@ -299,6 +304,8 @@ void torcx_source_close(struct source *s) {
     free(s->in);
     if (s->xxh)
         XXH3_freeState(s->xxh);
+    torcx_md_free(&s->sha256);
+    torcx_md_free(&s->sha512);
     s->fd = -1;
     s->inflate = NULL;
     s->in = NULL;

@@ -22,6 +22,7 @@
 #define TORCX_JOB_SHA256 4        /* also compute SHA-256 of the archive bytes */
 #define TORCX_JOB_NO_WRITE 8      /* read and verify only; dest is ignored */
 #define TORCX_JOB_REQUIRE_DIGESTS 16 /* fail when the archive has no .torcx/digests */
+#define TORCX_JOB_SHA512 32       /* also compute SHA-512 of the archive bytes */
 
 /* result codes (torcx_result.code) */
 #define TORCX_OK 0
@@ -47,6 +48,7 @@ struct torcx_job {
     uint64_t max_bytes;        /* total logical bytes of regular files; 0: default */
     uint32_t max_path;         /* bytes of one entry path; 0: default */
     uint32_t flags;            /* TORCX_JOB_* */
+    const char *pin_sha512;    /* 128 hex digits or NULL (a signed store's digest) */
 };
 
 struct torcx_result {
@@ -68,6 +70,15 @@ struct torcx_result {
     char compression[16];      /* "gzip", "zstd", "xz", "none", ... */
     int verified;              /* 1 when every file matched .torcx/digests */
     double seconds;
+    char archive_sha512[129];  /* hex SHA-512 when TORCX_JOB_SHA512, else "" */
+};
+
+/* One whole file to digest (torcx_digest_files). */
+struct torcx_file_digest {
+    const char *path;
+    int err_no;                /* 0, or the errno that stopped reading it */
+    uint64_t bytes;            /* bytes read */
+    char sha512[129];          /* hex SHA-512 of the whole file */
 };
 
 /* Version of the compiled engine, checked against the Python package's. */
@@ -78,6 +89,12 @@ const char *torcx_version(void);
  * number of failed jobs, or -errno if the batch itself could not run. */
 int torcx_extract_batch(const struct torcx_job *jobs, struct torcx_result *results,
                         size_t n, unsigned threads);
+
+/* SHA-512 of n whole files on up to `threads` threads (0: one per online
+ * core), one sequential read each; a mountable image is checked this way
+ * before it is mounted. Returns the number of files that could not be read
+ * (see err_no), or -errno. */
+int torcx_digest_files(struct torcx_file_digest *files, size_t n, unsigned threads);
 
 /* Mount helpers of the apply. Each returns 0 or -errno. */
 int torcx_mount_tmpfs(const char *target, uint64_t size_bytes, unsigned mode);

@@ -4,10 +4,10 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-# Build: compiler and headers; run time: libarchive, libxxhash, libisal.
+# Build: compiler and headers; run time: libarchive, libxxhash, libisal, libcrypto.
 # Tests: tools used as baselines and to build fixtures (squashfs, erofs, gpg, nspawn);
 # GNU time measures the benchmarks' peak RSS.
-PACKAGES="build-essential libarchive-dev libxxhash-dev libisal-dev
+PACKAGES="build-essential libarchive-dev libxxhash-dev libisal-dev libssl-dev
   libarchive-tools pigz zstd xz-utils lz4 bzip2 xxhash squashfs-tools erofs-utils
   gnupg gpgv openssl util-linux debootstrap systemd-container time"
 

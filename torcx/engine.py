@@ -8,6 +8,7 @@ verify). The GIL is released for the whole batch by cffi.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ try:
 except ImportError as e:  # pragma: no cover - depends on the build
     raise ImportError(
         f"torcx: the native engine is not built ({e}); run 'pip install .' "
-        "with libarchive-dev, libxxhash-dev and libisal-dev installed"
+        "with libarchive-dev, libxxhash-dev, libisal-dev and libssl-dev installed"
     ) from e
 
 _built = ffi.string(lib.torcx_version()).decode()
@@ -39,7 +40,7 @@ class Job:
     """One archive to extract into ``dest`` (a folder that must not exist yet).
 
     ``dest=None`` reads and verifies without writing anything.
-    ``pin_xxh3``/``pin_sha256`` pin the digest of the archive bytes (hex).
+    ``pin_xxh3``/``pin_sha256``/``pin_sha512`` pin the digest of the archive bytes (hex).
     ``ownership=None`` applies ownership and special mode bits when running as root.
     """
 
@@ -48,6 +49,8 @@ class Job:
     pin_xxh3: str | None = None
     pin_sha256: str | None = None
     sha256: bool = False
+    pin_sha512: str | None = None
+    sha512: bool = False
     ownership: bool | None = None
     allow_devices: bool = False
     require_digests: bool = False
@@ -72,6 +75,7 @@ class Result:
     archive_bytes: int = 0
     archive_xxh3: str = ""
     archive_sha256: str = ""
+    archive_sha512: str = ""
     compression: str = ""
     verified: bool = False
     seconds: float = 0.0
@@ -122,6 +126,8 @@ def _flags(job: Job, is_root: bool) -> int:
         flags |= lib.TORCX_JOB_ALLOW_DEVICES
     if job.sha256 or job.pin_sha256:
         flags |= lib.TORCX_JOB_SHA256
+    if job.sha512 or job.pin_sha512:
+        flags |= lib.TORCX_JOB_SHA512
     if job.dest is None:
         flags |= lib.TORCX_JOB_NO_WRITE
     if job.require_digests:
@@ -155,6 +161,7 @@ def extract_many(jobs: Sequence[Job], threads: int = 0) -> list[Result]:
         c.dest = cstr(job.dest)
         c.pin_xxh3 = cstr(job.pin_xxh3.lower() if job.pin_xxh3 else None)
         c.pin_sha256 = cstr(job.pin_sha256.lower() if job.pin_sha256 else None)
+        c.pin_sha512 = cstr(job.pin_sha512.lower() if job.pin_sha512 else None)
         c.max_entries = job.max_entries
         c.max_bytes = job.max_bytes
         c.max_path = job.max_path
@@ -177,6 +184,7 @@ def extract_many(jobs: Sequence[Job], threads: int = 0) -> list[Result]:
             archive_bytes=res.archive_bytes,
             archive_xxh3=ffi.string(res.archive_xxh3).decode(),
             archive_sha256=ffi.string(res.archive_sha256).decode(),
+            archive_sha512=ffi.string(res.archive_sha512).decode(),
             compression=ffi.string(res.compression).decode(),
             verified=bool(res.verified),
             seconds=res.seconds,
@@ -199,6 +207,41 @@ def verify(archive: str, **options) -> Result:
     if result.error is not None:
         raise result.error
     return result
+
+
+@dataclass(frozen=True)
+class FileDigest:
+    """SHA-512 of one whole file; ``error`` is an OSError when it could not be read."""
+
+    path: str
+    sha512: str = ""
+    bytes: int = 0
+    error: OSError | None = field(default=None, repr=False)
+
+
+def digest_files(paths: Sequence[str], threads: int = 0) -> list[FileDigest]:
+    """SHA-512 of each whole file, several files in parallel, one sequential read each.
+
+    The GIL is released for the whole call; ``threads=0`` uses one thread per core.
+    """
+    n = len(paths)
+    if n == 0:
+        return []
+    c_files = ffi.new("struct torcx_file_digest[]", n)
+    keep = [ffi.new("char[]", os.fsencode(p)) for p in paths]
+    for c, s in zip(c_files, keep):
+        c.path = s
+    r = lib.torcx_digest_files(c_files, n, threads)
+    if r < 0:
+        raise errors.ExtractError(f"cannot digest files: {os.strerror(-r)}", err_no=-r)
+    out = []
+    for path, c in zip(paths, c_files):
+        error = None
+        if c.err_no:
+            text = "not a regular file" if c.err_no == errno.EINVAL else os.strerror(c.err_no)
+            error = OSError(c.err_no, text, path)
+        out.append(FileDigest(path, ffi.string(c.sha512).decode(), c.bytes, error))
+    return out
 
 
 def _check_mount(r: int, what: str, path: str) -> None:

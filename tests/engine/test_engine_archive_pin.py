@@ -81,3 +81,34 @@ def test_pin_checked_by_verify(sandbox):
     with pytest.raises(errors.DigestMismatch):
         engine.verify(str(archive), pin_xxh3="1" * 32)
     assert engine.verify(str(archive), pin_xxh3=tarkit.xxh3(archive.read_bytes())).verified
+
+
+def test_sha512_pin_of_a_multi_block_archive(sandbox):
+    """SHA-512 (libcrypto) of an archive larger than the read block is reported and pinnable."""
+    archive = sandbox.archive([reg("big", bytes(range(256)) * 12_000), reg("b", b"beta")],
+                              digests=True, compress="gzip")
+    digest = hashlib.sha512(archive.read_bytes()).hexdigest()
+    result = sandbox.extract(archive, pin_sha512=digest, sha256=True)
+    assert result.archive_sha512 == digest
+    assert result.archive_sha256 == hashlib.sha256(archive.read_bytes()).hexdigest()
+
+
+def test_mismatching_sha512_pin(sandbox):
+    """A job pinned to another SHA-512 fails with DigestMismatch naming both digests."""
+    err = sandbox.refuses(_archive(sandbox), errors.DigestMismatch, pin_sha512="cd" * 64)
+    assert "expected sha512 " + "cd" * 64 in err.message
+
+
+def test_digest_files_in_parallel(tmp_path):
+    """digest_files gives each whole file's SHA-512, and an error for what cannot be read."""
+    files = []
+    for i, size in enumerate((0, 1, (3 << 20) + 17)):
+        f = tmp_path / f"f{i}"
+        f.write_bytes(bytes([i]) * size)
+        files.append(f)
+    results = engine.digest_files([str(f) for f in files] + [str(tmp_path / "no"),
+                                                             str(tmp_path)])
+    for f, r in zip(files, results):
+        assert r.error is None and r.bytes == f.stat().st_size
+        assert r.sha512 == hashlib.sha512(f.read_bytes()).hexdigest()
+    assert results[3].error.errno == 2 and results[4].error.errno == 22

@@ -90,10 +90,8 @@ def verify_archive(path: str, digest: str | None = None) -> Verdict:
     options = {}
     if pin and pin[0] == "xxh3":
         options["pin_xxh3"] = pin[1]
-    elif pin and pin[0] == "sha256":
-        options["pin_sha256"] = pin[1]
-    elif pin:  # sha512: the engine does not compute it; stream it here first
-        _check_pin_in_python(path, *pin)
+    elif pin:  # sha256 or sha512: computed by the engine while it streams
+        options[f"pin_{pin[0]}"] = pin[1]
     # Nothing is created, so device nodes are only read past (inspect lists them).
     result = engine.verify(path, require_digests=True, allow_devices=True, **options)
     return Verdict(path, fmt, result.files + result.hardlinks, pinned)
