@@ -34,6 +34,7 @@ __all__ = [
     "MountError",
     "NotFound",
     "PackError",
+    "PolicyError",
     "RemoteError",
     "Result",
     "SchemaError",

@@ -85,6 +85,11 @@ class RemoteError(TorcxError):
     """A remote could not be used: unreachable, bad signature, bad content."""
 
 
+class PolicyError(TorcxError):
+    """An image does not meet the trust policy of its store (unsigned, unknown key,
+    a digest other than the signed or recorded one)."""
+
+
 class InvalidImage(TorcxError, ValueError):
     """An image root folder cannot be packed; ``problems`` lists every fault with its path."""
 

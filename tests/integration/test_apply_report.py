@@ -31,7 +31,7 @@ def test_json_report_fields(root):
                             "unpack_dir": "/run/torcx/unpack",
                             "profile_path": "/run/torcx/profile.json",
                             "seal_file": "/run/metadata/torcx"}
-    assert set(rep["timings"]) == {"plan", "unpack", "propagate", "seal", "total"}
+    assert set(rep["timings"]) == {"plan", "policy", "unpack", "propagate", "seal", "total"}
     assert all(v >= 0 for v in rep["timings"].values())
     assert rep["failed_images"] == ["ghost"]
     hello, ghost = rep["images"]

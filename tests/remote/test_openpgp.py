@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from torcx import openpgp
 from torcx.errors import RemoteError
-from torcx.remote import openpgp
 
 DOC = b'{"kind": "torcx-remote-contents-v1", "value": {"images": []}}\n'
 

@@ -43,9 +43,10 @@ class Image:
         self.ref = ref
         self.name: str = ref.name
         self.status = OK
-        self.stage = ""   # phase that failed: lookup, unpack, manifest, propagate
+        self.stage = ""   # phase that failed: lookup, plan, policy, unpack, manifest, propagate
         self.error = ""
         self.archive = None  # torcx.store.Archive
+        self.trust = None  # torcx.policy.Decision: what the policy asked, why it passed
         self.estimate = None  # torcx.apply.sizing.Estimate
         self.unpack: dict = {}
         self.entries: list = []  # planned propagate.Entry
@@ -74,6 +75,7 @@ class Image:
                 "bytes": self.estimate.need, "exact": self.estimate.exact,
                 "method": self.estimate.method},
             "unpack": self.unpack,
+            "trust": None if self.trust is None else self.trust.to_json(),
             "propagated": [e.to_json() for e in self.created],
             "not_overwritten": [e.to_json() for e in self.existing],
         }
@@ -92,6 +94,7 @@ class Run:
         self.status = APPLIED
         self.error = ""
         self.selection = None  # torcx.profiles.Selection
+        self.policy = None  # torcx.policy.Policy
         # Faults of the config file or os-release tolerated while loading paths.
         self.config_errors: list[str] = list(getattr(paths, "problems", ()))
         self.profile_errors: list[tuple[str, str]] = []
@@ -146,6 +149,7 @@ class Run:
             "tmpfs": {"planned_bytes": self.need, "size_bytes": self.tmpfs_size,
                       "mem_available_bytes": self.mem_available,
                       "mounted": self.tmpfs_mounted, "read_only": self.read_only},
+            "policy": None if self.policy is None else self.policy.to_json(),
             "images": [im.to_json() for im in self.images],
             "failed_images": self.failed_images,
             "conflicts": [c.to_json() for c in self.conflicts],

@@ -57,6 +57,10 @@ def run(paths: Paths, log: Logger, *, mount: bool = True, dry_run: bool = False)
         return r
     with Phase(r, "plan"):
         plan(r, log)
+    with Phase(r, "policy"):
+        from .policy import check
+
+        check(r, log)
     if dry_run:
         r.status = DRY_RUN
         if os.path.lexists(run_host):
@@ -121,19 +125,20 @@ def _dry_run(r: Run, log: Logger) -> None:
     import tempfile
 
     from .. import engine
+    from . import policy as trust
 
     tmp = tempfile.mkdtemp(prefix="torcx-dry-run-")
     try:
         with Phase(r, "unpack"):
             batch = [im for im in r.images if im.ok and not im.archive.mountable]
-            jobs = [engine.Job(im.archive.host_path, os.path.join(tmp, im.name))
-                    for im in batch]
+            jobs = [engine.Job(im.archive.host_path, os.path.join(tmp, im.name),
+                               pin_sha512=trust.pin(im)) for im in batch]
             for image, result in zip(batch, engine.extract_many(jobs)):
                 image.unpack = {"method": "extract", "bytes": result.bytes,
                                 "files": result.files, "verified": result.verified,
                                 "archive_xxh3": result.archive_xxh3}
                 if result.error is not None:
-                    image.fail("unpack", str(result.error))
+                    image.fail(*trust.unpack_failure(image, result.error))
         with Phase(r, "propagate"):
             from .propagate import plan_run, resolve_run
 

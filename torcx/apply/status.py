@@ -79,6 +79,7 @@ def collect(paths) -> dict:
             "bytes": unpack.get("bytes"),
             "files": unpack.get("files"),
             "propagated": [e["dest"] for e in rec.get("propagated", [])],
+            "trust": rec.get("trust"),
         })
     seal_keys = sealed or {}
     failed = [n for n in seal_keys.get(seal.FAILED_IMAGES, "").split(":") if n]
@@ -97,6 +98,7 @@ def collect(paths) -> dict:
         "config_problems": (record or {}).get("config_problems", []),
         "profile_problems": (record or {}).get("profiles", {}).get("problems", []),
         "conflicts": (record or {}).get("conflicts", []),
+        "policy": (record or {}).get("policy"),
         "error": (record or {}).get("error", ""),
         "read_only": ((record or {}).get("tmpfs") or {}).get("read_only"),
         "timings": (record or {}).get("timings", {}),
@@ -126,6 +128,15 @@ def human(s: dict) -> str:
         out.append(f"configuration: {message}")
     for p in s["profile_problems"]:
         out.append(f"profile {p['profile']} ({p['severity']}): {p['message']}")
+    policy = s.get("policy")
+    if policy:
+        origin = " + ".join(policy["sources"]) or "default (no policy file)"
+        levels = ", ".join(f"{c} {lv}" for c, lv in policy["levels"].items())
+        out.append(f"policy: {levels} (from {origin})"
+                   + ("; every file of mounted images checked" if policy["check_files"]
+                      else ""))
+        for problem in policy.get("problems", []):
+            out.append(f"policy problem: {problem}")
     for im in s["images"]:
         ref = f"{im['name']}:{im['reference']}"
         if im["status"] == "ok":
@@ -133,6 +144,10 @@ def human(s: dict) -> str:
             how = "mounted" if im["method"] == "loop-mount" else "unpacked"
             out.append(f"  ok      {ref}  {how} {im['format']} {im['archive']} ({check}); "
                        f"{len(im['propagated'])} propagated")
+            trust = im.get("trust")
+            if trust and trust.get("reason"):
+                out.append(f"          trust ({trust['class']} store, {trust['level']}): "
+                           f"{trust['reason']}")
         else:
             out.append(f"  {im['status']:7} {ref}  {im['stage']}: {im['error']}")
     for c in s["conflicts"]:

@@ -9,6 +9,7 @@ import time
 from ..errors import MountError, NoDigestList, TorcxError
 from ..log import Logger
 from . import SKIPPED, Run
+from . import policy as trust
 
 __all__ = ["unpack"]
 
@@ -25,7 +26,8 @@ def unpack(run: Run, unpack_host: str, log: Logger) -> None:
         for image in batch + mountable:
             image.fail("unpack", str(e))
         return
-    jobs = [engine.Job(im.archive.host_path, os.path.join(unpack_host, im.name))
+    jobs = [engine.Job(im.archive.host_path, os.path.join(unpack_host, im.name),
+                       pin_sha512=trust.pin(im))
             for im in batch]
     try:
         results = engine.extract_many(jobs)
@@ -43,7 +45,9 @@ def unpack(run: Run, unpack_host: str, log: Logger) -> None:
             "seconds": round(result.seconds, 6),
         }
         if result.error is not None:
-            image.fail("unpack", str(result.error))
+            image.fail(*trust.unpack_failure(image, result.error))
+        else:
+            trust.unpacked_passed(image, result.verified)
     for image in run.images:
         if not (image.ok and image.archive.mountable):
             continue
@@ -66,7 +70,11 @@ def unpack(run: Run, unpack_host: str, log: Logger) -> None:
             except OSError:
                 pass
         else:
-            _verify_mounted(image, target, engine)
+            if trust.file_check_needed(image):
+                _verify_mounted(image, target, engine)
+            else:  # its image file's sha512 was checked before it was mounted
+                image.unpack["verified"] = image.trust.pin_sha512 is not None
+                trust.mounted_passed(image, False)
         image.unpack["seconds"] = round(time.monotonic() - start, 6)
 
 
@@ -79,6 +87,7 @@ def _verify_mounted(image, target: str, engine) -> None:
     try:
         files = check_mounted_tree(target, image.archive.path)
     except NoDigestList:
+        trust.mounted_passed(image, None)
         return
     except TorcxError as e:
         image.fail("unpack", str(e))
@@ -89,4 +98,5 @@ def _verify_mounted(image, target: str, engine) -> None:
             pass
         return
     image.unpack.update(verified=True, files=files)
+    trust.mounted_passed(image, True)
 

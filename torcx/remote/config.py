@@ -14,7 +14,7 @@ URLs name paths on the target system, so under ``--root`` they are read below
 the root like every other path.
 
 Trust: nothing from a remote is used before ``torcx_remote_contents.json.asc``
-has been verified by gpgv against the remote's own keys (torcx.remote.openpgp); each
+has been verified by gpgv against the remote's own keys (torcx.openpgp); each
 archive is then pinned by the sha512 in those contents and checked while it
 streams (torcx.remote.fetch). The file name in the store comes from the profile's
 name and reference and the contents' format, never from ``location``.
@@ -29,10 +29,9 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .. import profiles, schemas
+from .. import openpgp, profiles, schemas
 from ..errors import ConfigError, NotFound, RemoteError, SchemaError, TorcxError
 from ..paths import parse_os_release
-from . import openpgp
 
 CONTENTS_FILE = "torcx_remote_contents.json"
 SIGNED_CONTENTS_FILE = CONTENTS_FILE + ".asc"

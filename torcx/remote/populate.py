@@ -2,7 +2,7 @@
 """``torcx profile populate`` and ``check --remote-only``: signed contents, then archives.
 
 Nothing from a remote is used before its ``torcx_remote_contents.json.asc`` has
-been verified by gpgv against the remote's own keys (torcx.remote.openpgp);
+been verified by gpgv against the remote's own keys (torcx.openpgp);
 each archive is then pinned by the sha512 in those contents and checked while
 it streams (torcx.remote.fetch). The file name in the store comes from the
 profile's name and reference and the contents' format, never from ``location``.
@@ -15,11 +15,10 @@ import urllib.parse
 from collections.abc import Sequence
 from typing import Callable
 
-from .. import schemas
+from .. import openpgp, schemas
 from ..errors import ConfigError, RemoteError, SchemaError, TorcxError
 from ..log import INFO, NULL
 from ..store import Store, archive_filename
-from . import openpgp
 from .config import URL_SCHEME_RE, Remote, describe_error, find_remote, load_keyrings
 from .fetch import Download, FetchOptions, Progress, download_all, fetch_document
 

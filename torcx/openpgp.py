@@ -32,9 +32,9 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from ..errors import RemoteError
+from .errors import RemoteError
 
-__all__ = ["Keyring", "load_keyring", "verify_clearsigned"]
+__all__ = ["Keyring", "load_keyring", "verify_clearsigned", "verify_clearsigned_by"]
 
 _ARMOR_BEGIN = b"-----BEGIN PGP PUBLIC KEY BLOCK-----"
 _ARMOR_END = b"-----END PGP PUBLIC KEY BLOCK-----"
@@ -210,6 +210,24 @@ def verify_clearsigned(signed: bytes, keyrings: Sequence[Keyring], *, what: str)
     ``what`` names the document in errors (e.g. "remote example: <url>"). Raises
     RemoteError naming the reason and the fingerprints of the keys tried.
     """
+    return verify_clearsigned_by(signed, keyrings, what=what)[0]
+
+
+def _signers(status: str) -> tuple[str, ...]:
+    """Primary-key fingerprints of the good signatures (VALIDSIG's last field)."""
+    found = []
+    for line in status.splitlines():
+        words = line.split()
+        if len(words) > 2 and words[0] == "[GNUPG:]" and words[1] == "VALIDSIG":
+            fpr = words[-1].upper()
+            if fpr not in found:
+                found.append(fpr)
+    return tuple(found)
+
+
+def verify_clearsigned_by(signed: bytes, keyrings: Sequence[Keyring], *,
+                          what: str) -> tuple[bytes, tuple[str, ...]]:
+    """:func:`verify_clearsigned`, also returning the fingerprints of the keys that signed."""
     tried = ", ".join(f for k in keyrings for f in k.fingerprints) or "none"
     if not keyrings:
         raise RemoteError(f"{what}: no keys configured; refusing unverified contents")
@@ -231,8 +249,9 @@ def verify_clearsigned(signed: bytes, keyrings: Sequence[Keyring], *, what: str)
                                   timeout=_GPGV_TIMEOUT_S, env={**os.environ, "LC_ALL": "C"})
         except subprocess.TimeoutExpired:
             raise RemoteError(f"{what}: gpgv timed out; keys tried: {tried}") from None
-        reason = _judge(proc.returncode, proc.stdout.decode("utf-8", "replace"))
+        status = proc.stdout.decode("utf-8", "replace")
+        reason = _judge(proc.returncode, status)
         if reason:
             raise RemoteError(f"{what}: signature not verified: {reason}; keys tried: {tried}")
         with open(output, "rb") as f:
-            return f.read()
+            return f.read(), _signers(status)

@@ -1,0 +1,104 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The policy phase of the apply: what each image needs from its store (torcx.policy).
+
+Between plan and unpack. Each image gets a torcx.policy.Decision, or fails
+alone in phase ``policy`` (unsigned store, unknown key, not listed). Mounted
+images with a signed or recorded sha512 are digested here, all in parallel,
+one sequential read each, before anything is mounted; a tarball's sha512 is
+checked by the engine while it unpacks (:func:`pin`), and a mismatch there is
+reported as this phase's (:func:`unpack_failure`).
+"""
+
+from __future__ import annotations
+
+from ..errors import PolicyError, TorcxError
+from ..log import Logger
+from . import Run
+
+__all__ = ["check", "file_check_needed", "mounted_passed", "pin", "unpack_failure",
+           "unpacked_passed"]
+
+PHASE = "policy"
+
+
+def check(run: Run, log: Logger) -> None:
+    """Decide every planned image; digest the mountable ones that have a pinned sha512."""
+    from .. import policy as trust
+
+    run.policy = pol = trust.load(run.paths, log)
+    images = [im for im in run.images if im.ok and im.archive is not None]
+    if not images:
+        return
+    verifier = trust.Verifier(pol, run.paths, log)
+    to_digest = []
+    for image in images:
+        try:
+            image.trust = verifier.decide_archive(image.archive)
+        except PolicyError as e:
+            image.fail(PHASE, str(e))
+            continue
+        if image.archive.mountable and image.trust.pin_sha512:
+            to_digest.append(image)
+    if not to_digest:
+        return
+    try:
+        results = trust.check_files([(im.archive.host_path, im.trust) for im in to_digest])
+    except TorcxError as e:
+        results = [PolicyError(str(e))] * len(to_digest)
+    for image, result in zip(to_digest, results):
+        if isinstance(result, PolicyError):
+            image.fail(PHASE, str(result).replace(image.archive.host_path, image.archive.path))
+
+
+def pin(image) -> str | None:
+    """The sha512 the engine must find in a tarball's bytes, if the policy pins one."""
+    d = getattr(image, "trust", None)
+    return d.pin_sha512 if d is not None and not image.archive.mountable else None
+
+
+def unpack_failure(image, error) -> tuple[str, str]:
+    """(phase, reason) of a failed unpack: a pinned digest that differs is a policy fault."""
+    d = getattr(image, "trust", None)
+    message = str(error)
+    if d is not None and d.pin_sha512 and "expected sha512" in message:
+        actual = message.rsplit("got ", 1)[-1].strip()
+        return PHASE, d.mismatch(image.archive.path, actual)
+    return "unpack", message
+
+
+def unpacked_passed(image, verified: bool) -> None:
+    d = getattr(image, "trust", None)
+    if d is None:
+        return
+    how = ("every file matched .torcx/digests while unpacking" if verified
+           else "archive has no .torcx/digests")
+    if d.pin_source == "signed":
+        d.passed(f"checked while unpacking; {how}")
+    else:
+        d.passed(how if d.level != "none" else f"nothing required; {how}")
+
+
+def file_check_needed(image) -> bool:
+    """Whether a mounted image's files are all read (no image digest, or asked for)."""
+    d = getattr(image, "trust", None)
+    return d is None or d.check_files
+
+
+def mounted_passed(image, files_checked: bool | None) -> None:
+    """Record why a mounted image passed; ``files_checked`` None: no digest list inside."""
+    d = getattr(image, "trust", None)
+    if d is None:
+        return
+    if files_checked:
+        extra = "every file matched .torcx/digests after mounting"
+    elif files_checked is None:
+        extra = "image has no .torcx/digests"
+    else:
+        extra = ""
+    if d.pin_sha512:
+        if extra:
+            d.reason = f"{d.reason}; {extra}"
+    elif d.level == "none":
+        d.passed("nothing required; mounted without reading its files")
+    else:
+        d.passed(extra or "mounted")
