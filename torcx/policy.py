@@ -117,8 +117,9 @@ def parse_policy(doc, filename: str) -> tuple[dict, bool | None, bool | None]:
 
 
 def parse_cmdline(cmdline: str) -> tuple[dict, bool, list]:
-    """Levels from ``torcx.policy=LEVEL`` or ``torcx.policy=CLASS:LEVEL,...`` (and
-    ``files``, to check every file of mounted images); (levels, check_files, problems)."""
+    """Levels from ``torcx.policy=LEVEL`` (every store but the vendor's) or
+    ``torcx.policy=CLASS:LEVEL,...`` (and ``files``, to check every file of mounted
+    images); (levels, check_files, problems)."""
     levels: dict = {}
     check_files = False
     problems = []
@@ -130,7 +131,8 @@ def parse_cmdline(cmdline: str) -> tuple[dict, bool, list]:
             if item == "files":
                 check_files = True
             elif level in LEVELS and (not colon or cls in CLASSES):
-                for c in ([cls] if colon else CLASSES):
+                # A bare LEVEL spares the vendor store: /usr holds the keys too.
+                for c in ([cls] if colon else CLASSES[1:]):
                     if _rank(level) > _rank(levels.get(c, "none")):
                         levels[c] = level
             else:

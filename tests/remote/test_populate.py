@@ -22,6 +22,8 @@ from torcx.remote import contents as remote_contents
 from torcx.remote import populate as remote_populate
 from torcx.schemas import ImageRef
 
+SIGNED = "torcx_remote_contents.json.asc"  # kept next to the archives
+
 
 def run_populate(fake_root, images, os_version=None):
     """populate() for ``images`` under the fake root; returns (rc, log text)."""
@@ -155,7 +157,7 @@ def test_server_error_then_success_is_retried(fake_root, http_server, fast_fetch
     assert rc == 0, err
     assert "HTTP 500" in err and "retrying" in err
     assert http_server.state.requests["/docker:20.10.torcx.tgz"] == 2
-    assert fake_root.store_files() == ["docker:20.10.torcx.tgz"]
+    assert fake_root.store_files() == ["docker:20.10.torcx.tgz", SIGNED]
     with open(os.path.join(fake_root.store, "docker:20.10.torcx.tgz"), "rb") as f:
         assert f.read() == data
 
@@ -354,7 +356,7 @@ def test_base_url_template_uses_os_release(fake_root, http_server):
     fake_root.add_remote("main", http_server.url + "/${ID}/${VERSION_ID}/${COREOS_BOARD}/")
     rc, err = run_populate(fake_root, DOCKER)
     assert rc == 0, err
-    assert fake_root.store_files() == ["docker:20.10.torcx.tgz"]
+    assert fake_root.store_files() == ["docker:20.10.torcx.tgz", SIGNED]
 
 
 def test_os_version_option_selects_the_store(fake_root, http_server):
@@ -378,7 +380,7 @@ def test_published_folder_round_trip(fake_root, http_server, gpg_keys):
     fake_root.add_remote("main", http_server.url)
     rc, err = run_populate(fake_root, DOCKER)
     assert rc == 0, err
-    assert fake_root.store_files() == ["docker:20.10.torcx.tgz"]
+    assert fake_root.store_files() == ["docker:20.10.torcx.tgz", SIGNED]
 
 
 @pytest.mark.parametrize("location", [

@@ -31,6 +31,7 @@ from libarchive.exception import ArchiveError
 
 from .. import digestlist
 from ..errors import ConfigError, InvalidImage, PackError
+from ..policy import write_recorded_digest
 from ..schemas import fsync_dir
 from . import check as imagecheck
 from .check import Problem
@@ -210,6 +211,11 @@ def pack_image(rootfs: str, name: str, reference: str, out_dir: str, *,
                            keep_owner=keep_owner)
         xxh3, sha512, size = archive_digests(tmp)
         _publish(tmp, final, overwrite)
+        if spec.tool is not None:
+            # A mounted image is checked at boot by its file's digest, not file by
+            # file: record it next to it (integrity; a signature needs the store's
+            # signed contents).
+            write_recorded_digest(final, sha512[len("sha512-"):])
         fsync_dir(out_dir)
     finally:
         if fd >= 0:

@@ -30,12 +30,19 @@ __all__ = ["fetch_contents", "location_url", "populate", "remote_problems"]
 def fetch_contents(paths, remote: Remote, opts: FetchOptions,
                    note: Callable[[str], None] = lambda _m: None) -> schemas.RemoteContents:
     """Fetch, verify (gpgv) and parse the remote's contents; RemoteError names the remote."""
+    return fetch_signed_contents(paths, remote, opts, note)[0]
+
+
+def fetch_signed_contents(paths, remote: Remote, opts: FetchOptions,
+                          note: Callable[[str], None] = lambda _m: None
+                          ) -> tuple[schemas.RemoteContents, bytes]:
+    """:func:`fetch_contents` and the signed document as fetched (kept in the store)."""
     url = remote.contents_url
     try:
         rings = load_keyrings(paths, remote)
         signed = fetch_document(url, opts, note)
         text = openpgp.verify_clearsigned(signed, rings, what=url)
-        return schemas.parse_remote_contents(schemas.load_json(text, url), url)
+        return schemas.parse_remote_contents(schemas.load_json(text, url), url), signed
     except (RemoteError, SchemaError) as e:
         raise RemoteError(f"remote {remote.name}: {e}") from None
 
@@ -82,7 +89,7 @@ def _contents_by_remote(paths, names: Sequence[str], opts: FetchOptions,
     for name in names:
         try:
             remote = find_remote(paths, name)
-            result[name] = (remote, fetch_contents(paths, remote, opts, note))
+            result[name] = (remote, *fetch_signed_contents(paths, remote, opts, note))
         except (TorcxError, OSError) as e:
             result[name] = describe_error(e)
     return result
@@ -101,7 +108,7 @@ def _resolve(image, entry) -> tuple[Remote, schemas.RemoteVersion, str]:
     _check_file_name_parts(image)
     if isinstance(entry, str):
         raise RemoteError(entry)
-    remote, contents = entry
+    remote, contents, _signed = entry
     version = contents.find(image.name, image.reference)
     if version is None:
         raise RemoteError(f"remote {remote.name} does not offer {image.name}:"
@@ -146,6 +153,7 @@ def populate(paths, images, *, log=NULL, opts: FetchOptions | None = None,
     remotes = sorted({im.remote for im in missing})
     contents = _contents_by_remote(paths, remotes, opts, progress.note)
     downloads: list[Download] = []
+    by_download: dict[str, str] = {}  # file name -> remote
     host_dest = paths.host(dest)
     for image in missing:
         try:
@@ -155,21 +163,48 @@ def populate(paths, images, *, log=NULL, opts: FetchOptions | None = None,
             failures.append(f"{image}: {e}")
             continue
         downloads.append(Download(str(image), url, host_dest, filename, version.sha512))
+        by_download[filename] = image.remote
     fetched = 0
     if downloads:
         try:
             os.makedirs(host_dest, mode=0o755, exist_ok=True)
         except OSError as e:
             raise RemoteError(f"{dest}: cannot create the store: {e.strerror}") from None
+        done = []
         for outcome in download_all(downloads, opts, progress):
             if outcome.error:
                 failures.append(f"{outcome.download.label}: {outcome.error}")
             else:
                 fetched += 1
+                done.append(outcome.download)
+        _keep_trust(dest, done, {by_download[d.filename] for d in done}, contents, log)
     for line in failures:
         log.error(f"populate: {line}")
     log.info(f"populate: {fetched} fetched into {dest}, {len(failures)} failed")
     return 1 if failures else 0
+
+
+def _keep_trust(dest: str, done: list, remotes: set, contents: dict, log) -> None:
+    """Keep what vouches for the fetched archives next to them: the remote's signed
+    contents (so a node needs no key of its own to re-sign for a ``signed`` policy)
+    and, for mountable images, the recorded sha512 the boot checks them against."""
+    from ..policy import SIGNED_FILE, write_recorded_digest
+    from ..store import MOUNTABLE, parse_archive_filename
+
+    for d in done:
+        parsed = parse_archive_filename(d.filename)
+        if parsed and parsed[2] in MOUNTABLE:
+            write_recorded_digest(d.path, d.sha512)
+    if not done:
+        return
+    if len(remotes) > 1:
+        log.warning(f"populate: {dest} got archives from remotes {', '.join(sorted(remotes))}; "
+                    f"a store folder holds one {SIGNED_FILE}, none kept")
+        return
+    (name,) = remotes
+    signed = contents[name][2]
+    schemas.write_atomic(os.path.join(done[0].dest_dir, SIGNED_FILE), signed, 0o644)
+    log.info(f"populate: kept the signed contents of remote {name} in {dest}/{SIGNED_FILE}")
 
 
 def remote_problems(paths, images, *, opts: FetchOptions | None = None) -> list[str]:
