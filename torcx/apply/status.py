@@ -131,7 +131,10 @@ def human(s: dict) -> str:
     policy = s.get("policy")
     if policy:
         origin = " + ".join(policy["sources"]) or "default (no policy file)"
-        levels = ", ".join(f"{c} {lv}" for c, lv in policy["levels"].items())
+        from ..policy import CLASSES
+
+        levels = ", ".join(f"{c} {policy['levels'][c]}" for c in CLASSES
+                           if c in policy["levels"])
         out.append(f"policy: {levels} (from {origin})"
                    + ("; every file of mounted images checked" if policy["check_files"]
                       else ""))
