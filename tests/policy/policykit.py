@@ -32,9 +32,12 @@ class PolicyRoot(FakeRoot):
         self.user_store = self.host("/var/lib/torcx/store")
         os.makedirs(self.user_store, exist_ok=True)
 
-    def user_image(self, name, fmt="tgz", reference="1"):
-        """An image with a bin and a unit, in the user store."""
-        archive = self.add_hello(reference, fmt, name)
+    def user_image(self, name, fmt="tgz", reference="1", digests=False):
+        """An image with a bin and a unit (or with files and a digest list), in the user
+        store."""
+        archive = (self.add_image(name, reference, fmt, files={"a": "alpha", "d/b": "beta"},
+                                  digests=True) if digests
+                   else self.add_hello(reference, fmt, name))
         moved = os.path.join(self.user_store, os.path.basename(archive))
         shutil.move(archive, moved)
         return moved
