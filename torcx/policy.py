@@ -29,8 +29,6 @@ from __future__ import annotations
 import os
 import posixpath
 import re
-import urllib.parse
-from dataclasses import dataclass, field
 
 from . import schemas
 from .errors import PolicyError, RemoteError, SchemaError
@@ -56,16 +54,22 @@ def _rank(level: str) -> int:
     return LEVELS.index(level)
 
 
-@dataclass
 class Policy:
-    """The effective policy of a run: a level per store class, and the keys allowed."""
+    """The effective policy of a run: a level per store class, and the keys allowed.
 
-    levels: dict = field(default_factory=lambda: dict.fromkeys(CLASSES, DEFAULT_LEVEL))
-    check_files: bool = False   # also check every file of a mounted image (reads everything)
-    admin_keys: bool = True
-    sources: list = field(default_factory=list)   # what set it, in order
-    problems: list = field(default_factory=list)  # ignored or failed-closed inputs
-    key_paths: list = field(default_factory=list)  # logical paths of the keyrings
+    (Plain classes here, not dataclasses: this module is on the boot path, and
+    dataclasses imports inspect.)
+    """
+
+    __slots__ = ("levels", "check_files", "admin_keys", "sources", "problems", "key_paths")
+
+    def __init__(self):
+        self.levels = dict.fromkeys(CLASSES, DEFAULT_LEVEL)
+        self.check_files = False  # also check every file of a mounted image (reads everything)
+        self.admin_keys = True
+        self.sources: list[str] = []   # what set it, in order
+        self.problems: list[str] = []  # ignored or failed-closed inputs
+        self.key_paths: list[str] = []  # logical paths of the keyrings
 
     def tighten(self, levels: dict, source: str) -> None:
         for cls, level in levels.items():
@@ -270,19 +274,20 @@ def read_recorded_digest(host_path: str, logical: str) -> str | None:
 
 # -- decisions ------------------------------------------------------------------------
 
-@dataclass
 class Decision:
     """What one archive needs, and once checked, why it passed."""
 
-    store: str
-    store_class: str
-    level: str
-    pin_sha512: str | None = None  # the archive's bytes must have this sha512
-    pin_source: str = ""           # "signed" or "recorded"
-    pin_file: str = ""             # the signed contents or .sha512 file
-    signers: tuple = ()            # fingerprints that verified the store's contents
-    check_files: bool = False      # a mounted image is also checked file by file
-    reason: str = ""               # why it passed (set by the caller once checked)
+    __slots__ = ("store", "store_class", "level", "pin_sha512", "pin_source", "pin_file",
+                 "signers", "check_files", "reason")
+
+    def __init__(self, store: str, store_class: str, level: str, *, check_files=False):
+        self.store, self.store_class, self.level = store, store_class, level
+        self.pin_sha512: str | None = None  # the archive's bytes must have this sha512
+        self.pin_source = ""   # "signed" or "recorded"
+        self.pin_file = ""     # the signed contents or .sha512 file
+        self.signers: tuple = ()  # fingerprints of the keys that signed the store's contents
+        self.check_files = check_files  # a mounted image is also checked file by file
+        self.reason = ""       # why it passed (set once checked)
 
     def to_json(self) -> dict:
         return {"store": self.store, "class": self.store_class, "level": self.level,
@@ -309,11 +314,11 @@ class Decision:
             self.reason = f"{self.level}: {how}"
 
 
-@dataclass
 class _SignedStore:
-    contents: object = None  # schemas.RemoteContents
-    signers: tuple = ()
-    error: str = ""
+    __slots__ = ("contents", "signers", "error")
+
+    def __init__(self, contents=None, signers: tuple = (), error: str = ""):
+        self.contents, self.signers, self.error = contents, signers, error
 
 
 class Verifier:
@@ -422,6 +427,8 @@ class Verifier:
 def _find(contents, name: str, reference: str, fmt: str, filename: str):
     """The signed version of an archive: same name and version, its file name as location
     if one matches, else the one of its format."""
+    import urllib.parse
+
     versions = [v for im in contents.images if im.name == name
                 for v in im.versions if v.version == reference]
     for v in versions:
