@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 
 import xxhash
 
+from . import fstree
 from .errors import CorruptArchive, DigestMismatch, ExtractError, NoDigestList
 
 DIGESTS_PATH = b".torcx/digests"
@@ -117,11 +118,6 @@ def is_regular_file_in(root: str, rel: str) -> bool:
     return True
 
 
-def walk_error(e: OSError) -> None:
-    """``os.walk(onerror=)``: a folder that cannot be listed is an error, not a silent skip."""
-    raise e
-
-
 def check_mounted_tree(mnt: str, archive: str) -> int:
     """Hash every regular file below ``mnt`` against its digest list, naming ``archive``
     in errors; the file count. NoDigestList when there is no list."""
@@ -141,7 +137,7 @@ def _check_tree_at(mnt: str) -> int:
     try:
         with open(listing, "rb") as f:
             digests = parse(f.read())
-        for top, _dirs, names in os.walk(root, onerror=walk_error):
+        for top, _dirs, names in fstree.walk(root):
             for name in names:
                 full = os.path.join(top, name)
                 rel = os.path.relpath(full, root)

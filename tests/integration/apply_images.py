@@ -17,8 +17,29 @@ import xxhash
 TAR_FLAGS = {"tgz": ["-z"], "tar.zst": ["--zstd"], "tar.xz": ["-J"], "tar": []}
 
 
+def makedirs(path):
+    """os.makedirs without recursion (it recurses per level: images may be 1,000 deep)."""
+    missing = []
+    while path and not os.path.isdir(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    for folder in reversed(missing):
+        os.mkdir(folder)
+
+
+def walk(top):
+    """Sorted os.walk without recursion: (folder, dirs, files), links to folders in files."""
+    stack = [top] if os.path.isdir(top) else []  # as os.walk: a missing top is empty
+    while stack:
+        folder = stack.pop()
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        dirs = [e.name for e in entries if e.is_dir(follow_symlinks=False)]
+        yield folder, dirs, [e.name for e in entries if e.name not in dirs]
+        stack.extend(os.path.join(folder, d) for d in reversed(dirs))
+
+
 def write(path, text, mode=0o644):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    makedirs(os.path.dirname(path))
     with open(path, "w") as f:
         f.write(text)
     os.chmod(path, mode)
@@ -42,9 +63,8 @@ def image_tree(src, files, manifest=None, links=None):
 def digest_list(src):
     """xxh128sum lines for every regular file under ``src`` but the list itself."""
     lines = []
-    for top, dirs, names in os.walk(src):
-        dirs.sort()
-        for name in sorted(names):
+    for top, _dirs, names in walk(src):
+        for name in names:
             full = os.path.join(top, name)
             rel = os.path.relpath(full, src)
             if rel == ".torcx/digests" or os.path.islink(full) or not os.path.isfile(full):

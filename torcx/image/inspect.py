@@ -16,8 +16,8 @@ import stat
 import subprocess
 from dataclasses import asdict, dataclass, field
 
-from .. import digestlist, mountns, schemas
-from ..digestlist import is_regular_file_in, walk_error
+from .. import digestlist, fstree, mountns, schemas
+from ..digestlist import is_regular_file_in
 from ..errors import CorruptArchive, MountError, SchemaError
 
 MANIFEST = ".torcx/manifest.json"
@@ -230,8 +230,7 @@ def summarize_tree(root: str, report: Report) -> Report:
     root_b = os.fsencode(root)
     where = root_b
     try:
-        for top, dirs, files in os.walk(root_b, onerror=walk_error):
-            dirs.sort()
+        for top, dirs, files in fstree.walk(root_b):
             for name in sorted(dirs + files):
                 where = os.path.join(top, name)
                 st = os.lstat(where)
@@ -249,7 +248,7 @@ def summarize_tree(root: str, report: Report) -> Report:
                 else:
                     setter(data)
     except OSError as e:
-        if e.filename:  # os.walk reports the folder it could not list
+        if e.filename:  # the walk reports the folder it could not list
             where = os.fsencode(e.filename)
         raise CorruptArchive(f"cannot read: {e.strerror or e}", filename=report.path,
                              entry=os.fsdecode(os.path.relpath(where, root_b)),
