@@ -33,7 +33,13 @@ IMAGE_FAILED = "failed"
 SKIPPED = "skipped"  # a mountable image under --no-mount
 PLANNED = "planned"  # dry run
 
-__all__ = ["REPORT_KIND", "Image", "Phase", "Run"]
+__all__ = ["REPORT_KIND", "Image", "Phase", "Run", "internal_error"]
+
+
+def internal_error(e: BaseException) -> str:
+    """The failure text of an exception no step expected (a bug, or a hostile image
+    that found one): it fails the image it happened to, never the whole run."""
+    return f"internal error ({type(e).__name__}): {e}"
 
 
 class Image:
@@ -52,6 +58,7 @@ class Image:
         self.entries: list = []  # planned propagate.Entry
         self.created: list = []
         self.existing: list = []
+        self.mounted = False  # loop-mounted at unpack/NAME
 
     @property
     def ok(self) -> bool:
@@ -107,6 +114,7 @@ class Run:
         self.tmpfs_mounted = False
         self.read_only = False
         self.sealed = False
+        self.interrupted = ""  # the signal that asked the apply to stop, e.g. "SIGTERM"
         self.timings: dict[str, float] = {}
 
     @property
@@ -154,6 +162,7 @@ class Run:
             "failed_images": self.failed_images,
             "conflicts": [c.to_json() for c in self.conflicts],
             "sealed": self.sealed,
+            "interrupted": self.interrupted or None,
             "timings": {k: round(v, 6) for k, v in self.timings.items()},
         }
 

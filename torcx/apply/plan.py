@@ -7,7 +7,7 @@ from .. import profiles
 from ..errors import NotFound
 from ..log import Logger
 from ..store import Store
-from . import Image, Run, sizing
+from . import Image, Run, internal_error, sizing
 from .report import size_text
 
 __all__ = ["fit_memory", "plan"]
@@ -45,6 +45,9 @@ def plan(run: Run, log: Logger) -> None:
             image.estimate = sizing.estimate(image.archive.host_path)
         except OSError as e:
             image.fail("lookup", f"{image.archive.path}: {e.strerror or e}")
+            continue
+        except Exception as e:  # one archive never stops the plan of the others
+            image.fail("lookup", f"{image.archive.path}: {internal_error(e)}")
             continue
         run.need += image.estimate.need
     run.tmpfs_size = sizing.tmpfs_size(run.need)

@@ -21,9 +21,9 @@ import stat
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from .. import schemas
+from .. import fstree, schemas
 from ..errors import SchemaError
-from . import IMAGE_FAILED, MANIFEST, MANIFEST_LIMIT, Run
+from . import MANIFEST, MANIFEST_LIMIT, Run, internal_error
 
 # Destination folder (target path) of each manifest key other than "bin".
 UNIT_DIRS = {
@@ -42,6 +42,11 @@ MKDIR = "mkdir"      # a unit-like directory (e.g. multi-user.target.wants), rec
 LINK = "link"        # a symlink inside such a directory, copied as a link
 
 COPY_MODE = 0o644  # as upstream: propagated configuration is plain readable data
+
+# Bounds per image, far above any real image: a manifest may list the same
+# folder 700,000 times, and a bin folder may hold a million files.
+MAX_ASSETS = 4096      # distinct paths a manifest lists, all kinds together
+MAX_ENTRIES = 65536    # things one image propagates
 
 # ``host`` arguments map a target path to where it lives here: a function
 # (torcx.paths.Paths.host, the --root prefix) or the root folder as a string.
@@ -212,11 +217,10 @@ def _plan_bin(img: _Image, asset: str, bindir: str) -> list[Entry]:
     if folder is not None:
         host = folder
         found = []
-        for top, dirs, files in os.walk(host):
-            dirs.sort()
-            # os.walk lists symlinks to folders under dirs: a bin may be one.
-            links = [d for d in dirs if os.path.islink(os.path.join(top, d))]
-            found.extend(os.path.join(top, f) for f in sorted(files + links))
+        for top, _dirs, others in fstree.walk(host):
+            found.extend(os.path.join(top, f) for f in others)  # links to folders too
+            if len(found) > MAX_ENTRIES:
+                raise AssetError(f"{asset}: more than {MAX_ENTRIES} files to link")
         paths = found
     else:
         paths = [host]
@@ -269,10 +273,14 @@ def plan_image(name: str, host_dir: str, target_dir: str, assets: dict,
     """
     img = _Image(name, host_dir, target_dir)
     entries: list[Entry] = []
+    listed = {kind: _distinct(assets.get(kind) or ()) for kind in KINDS}
+    count = sum(len(v) for v in listed.values())
+    if count > MAX_ASSETS:
+        raise AssetError(f"lists {count} distinct paths; at most {MAX_ASSETS} are allowed")
     for kind in KINDS:
-        for asset in assets.get(kind) or ():
-            if not asset:
-                continue  # upstream skips empty entries
+        for asset in listed[kind]:
+            if len(entries) > MAX_ENTRIES:
+                raise AssetError(f"more than {MAX_ENTRIES} entries to propagate")
             try:
                 if kind == "bin":
                     entries.extend(_plan_bin(img, asset, bindir))
@@ -283,6 +291,18 @@ def plan_image(name: str, host_dir: str, target_dir: str, assets: dict,
             except AssetError as e:
                 raise AssetError(f"{kind}: {e}") from None
     return entries
+
+
+def _distinct(listed) -> list[str]:
+    """The manifest paths of one kind, each once (first place kept): '/bin', '/bin/'
+    and '/./bin' are one folder, walked once however often it is listed."""
+    seen: dict[str, str] = {}
+    for asset in dict.fromkeys(listed):  # exact repeats first, cheaply
+        if not asset:
+            continue  # upstream skips empty entries
+        key = posixpath.normpath(asset) if asset.startswith("/") else asset
+        seen.setdefault(key, asset)
+    return list(seen.values())
 
 
 def resolve(host: HostMap, planned: Iterable[Sequence[Entry]]) -> Resolution:
@@ -296,45 +316,56 @@ def resolve(host: HostMap, planned: Iterable[Sequence[Entry]]) -> Resolution:
     res = Resolution()
     claimed: dict[str, Entry] = {}
     for entries in planned:
-        for entry in entries:
-            first = claimed.get(entry.dest)
-            if first is not None:
-                if entry.action == MKDIR and first.action == MKDIR:
-                    continue  # two images adding to multi-user.target.wants/
-                if first.image != entry.image:
-                    res.conflicts.append(Conflict(entry.kind, entry.dest, first.image,
-                                                  entry.image))
-                continue
-            claimed[entry.dest] = entry
-            dest = host(entry.dest)
-            if entry.action == MKDIR:
-                if os.path.isdir(dest):
-                    continue  # an existing folder is merged into, as systemd does
-            elif _lexists(dest):
-                res.existing.append(entry)
-                continue
-            res.entries.append(entry)
+        claimed.update(_resolve_image(host, claimed, entries, res))
     return res
 
 
+def _resolve_image(host: Callable[[str], str], claimed: dict, entries: Sequence[Entry],
+                   res: Resolution) -> dict[str, Entry]:
+    """Add one image's entries to ``res`` against the destinations ``claimed`` by the
+    images before it; returns this image's own claims (the caller commits them)."""
+    mine: dict[str, Entry] = {}
+    for entry in entries:
+        first = mine.get(entry.dest) or claimed.get(entry.dest)
+        if first is not None:
+            if entry.action == MKDIR and first.action == MKDIR:
+                continue  # two images adding to multi-user.target.wants/
+            if first.image != entry.image:
+                res.conflicts.append(Conflict(entry.kind, entry.dest, first.image,
+                                              entry.image))
+            continue
+        mine[entry.dest] = entry
+        dest = host(entry.dest)
+        if entry.action == MKDIR:
+            if os.path.isdir(dest):
+                continue  # an existing folder is merged into, as systemd does
+        elif _lexists(dest):
+            res.existing.append(entry)
+            continue
+        res.entries.append(entry)
+    return mine
+
+
 def _copy_new(src: str, dest: str) -> None:
-    """Copy ``src`` to ``dest`` atomically, failing with EEXIST if ``dest`` exists."""
-    tmp = f"{dest}.torcx-tmp-{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, COPY_MODE)
+    """Copy ``src`` to a new ``dest`` (EEXIST if anything is there, a symlink included).
+
+    Created in place with O_EXCL: a temporary name and a link(2) would be one
+    more name to leave behind when a call fails. A copy that fails part way is
+    removed again (systemd reads the folders only once the apply is done).
+    """
+    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 COPY_MODE)
     try:
         with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
+            os.fchmod(out.fileno(), COPY_MODE)  # not subject to the umask
             while True:
                 block = inp.read(1 << 16)
                 if not block:
                     break
                 out.write(block)
-        os.chmod(tmp, COPY_MODE)  # not subject to the umask
-        os.link(tmp, dest)  # link(2) never replaces: the no-overwrite rename
-    finally:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+    except BaseException:
+        _remove(dest, is_dir=False)
+        raise
 
 
 def _create(host: HostMap, entry: Entry) -> None:
@@ -350,10 +381,12 @@ def _create(host: HostMap, entry: Entry) -> None:
         raise AssertionError(f"unknown propagation action {entry.action}")
 
 
-def execute(host: HostMap, entries: Iterable[Entry]) -> Outcome:
-    """Create ``entries`` in order; a failing entry never stops the others."""
+def execute(host: HostMap, entries: Iterable[Entry], out: Outcome | None = None, *,
+            all_or_nothing: bool = False) -> Outcome:
+    """Create ``entries`` in order into ``out``; a failing entry never stops the others,
+    unless ``all_or_nothing``: then the first failure stops (see rollback)."""
     host = _host_fn(host)
-    out = Outcome()
+    out = Outcome() if out is None else out
     for entry in entries:
         try:
             _create(host, entry)
@@ -361,9 +394,36 @@ def execute(host: HostMap, entries: Iterable[Entry]) -> Outcome:
             out.existing.append(entry)  # appeared meanwhile: still never overwritten
         except OSError as e:
             out.failed.append((entry, f"{entry.dest}: {e.strerror or e}"))
+            if all_or_nothing:
+                break
         else:
             out.created.append(entry)
     return out
+
+
+def _remove(path: str, is_dir: bool) -> str:
+    """Remove what we created at ``path`` (tried twice); '' or why it stays."""
+    why = ""
+    for _ in range(2):
+        try:
+            os.rmdir(path) if is_dir else os.unlink(path)
+            return ""
+        except FileNotFoundError:
+            return ""
+        except OSError as e:
+            why = e.strerror or str(e)
+    return why
+
+
+def rollback(host: HostMap, created: Sequence[Entry]) -> list[str]:
+    """Remove ``created`` (newest first); the destinations that could not be removed."""
+    host = _host_fn(host)
+    left = []
+    for entry in reversed(created):
+        why = _remove(host(entry.dest), is_dir=entry.action == MKDIR)
+        if why:
+            left.append(f"{entry.dest} ({why})")
+    return left
 
 
 # -- the apply's propagate phase ---------------------------------------------------
@@ -400,11 +460,15 @@ def plan_run(run: Run, unpack_host: str) -> None:
         except OSError as e:
             image.fail("manifest", f"{target}/{MANIFEST}: {e.strerror or e}")
             continue
+        except Exception as e:
+            image.fail("manifest", f"{target}/{MANIFEST}: {internal_error(e)}")
+            continue
         try:
-            image.entries = plan_image(image.name, host, target, assets,
-                                                 paths.bin_dir)
+            image.entries = plan_image(image.name, host, target, assets, paths.bin_dir)
         except AssetError as e:
             image.fail("manifest", f"{target}/{MANIFEST}: {e}")
+        except Exception as e:  # a bug met by one image fails that image only
+            image.fail("manifest", f"{target}/{MANIFEST}: {internal_error(e)}")
 
 
 def resolve_run(run: Run):
@@ -421,15 +485,36 @@ def resolve_run(run: Run):
 
 
 def propagate_run(run: Run) -> None:
-    res = resolve_run(run)
-    by_image = {im.name: im for im in run.images}
-    outcome = execute(run.paths.host, res.entries)
-    for entry in outcome.created:
-        by_image[entry.image].created.append(entry)
-    for entry in outcome.existing:
-        by_image[entry.image].existing.append(entry)
-    for entry, message in outcome.failed:
-        image = by_image[entry.image]
-        if image.status != IMAGE_FAILED:
-            image.fail("propagate", message)
+    """Propagate image by image, each all or nothing.
 
+    An image whose entry cannot be made has what it made removed again and
+    fails alone; its destinations stay free for the images after it. After a
+    SIGTERM the image in progress finishes, the ones after it are not started.
+    """
+    host = _host_fn(run.paths.host)
+    claimed: dict[str, Entry] = {}
+    for image in run.images:
+        if not image.ok:
+            continue
+        if run.interrupted:
+            image.fail("propagate", f"not propagated: the apply was interrupted "
+                                    f"({run.interrupted})")
+            continue
+        res, out, failure = Resolution(), Outcome(), ""
+        try:
+            mine = _resolve_image(host, claimed, image.entries, res)
+            execute(host, res.entries, out, all_or_nothing=True)
+        except Exception as e:  # a bug met by one image fails that image only
+            failure = internal_error(e)
+        else:
+            failure = out.failed[0][1] if out.failed else ""
+        run.conflicts.extend(res.conflicts)
+        image.existing.extend(res.existing + out.existing)
+        if failure:
+            left = rollback(host, out.created)
+            if left:
+                failure += f"; could not remove again: {', '.join(left)}"
+            image.fail("propagate", failure)
+            continue
+        claimed.update(mine)
+        image.created.extend(out.created)

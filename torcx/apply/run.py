@@ -16,7 +16,9 @@ stops the run.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import time
 
 from ..errors import MountError
@@ -30,8 +32,10 @@ from . import (
     PLANNED,
     REFUSED,
     REPORT_KIND,
+    SKIPPED,
     Phase,
     Run,
+    internal_error,
     seal,
 )
 from .plan import fit_memory, plan
@@ -55,7 +59,7 @@ def run(paths: Paths, log: Logger, *, mount: bool = True, dry_run: bool = False)
     if os.path.lexists(run_host) and not dry_run:
         r.status = ALREADY  # the summary line says so
         return r
-    with Phase(r, "plan"):
+    with Phase(r, "plan"), _guard(r, "lookup"):
         plan(r, log)
     with Phase(r, "policy"):
         from .policy import check
@@ -69,50 +73,135 @@ def run(paths: Paths, log: Logger, *, mount: bool = True, dry_run: bool = False)
         r.timings["total"] = time.monotonic() - start
         return r
     if mount:
-        fit_memory(r)
-    unpack_host = paths.host(paths.unpack_dir)
-    with Phase(r, "unpack"):
-        try:
-            os.makedirs(os.path.dirname(run_host), mode=0o755, exist_ok=True)
-            os.mkdir(run_host, 0o755)  # the once-per-boot claim: fails if another run won
-        except FileExistsError:
-            r.status = ALREADY
-            return r
-        try:
-            os.mkdir(paths.host(paths.bin_dir), 0o755)
-            os.mkdir(unpack_host, 0o755)
-            if mount:
-                from .. import engine
+        with _guard(r, "plan"):
+            fit_memory(r)
+    with _interruptible(r, log):
+        unpack_host = paths.host(paths.unpack_dir)
+        with Phase(r, "unpack"):
+            try:
+                os.makedirs(os.path.dirname(run_host), mode=0o755, exist_ok=True)
+                os.mkdir(run_host, 0o755)  # the once-per-boot claim: fails if another run won
+            except FileExistsError:
+                r.status = ALREADY
+                return r
+            except OSError as e:
+                return _abort(r, e, start)
+            try:
+                os.mkdir(paths.host(paths.bin_dir), 0o755)
+                os.mkdir(unpack_host, 0o755)
+                if mount:
+                    from .. import engine
 
-                engine.mount_tmpfs(unpack_host, r.tmpfs_size, 0o755)
-                r.tmpfs_mounted = True
-        except (OSError, ImportError) as e:
-            r.status = ABORTED
-            r.error = (f"{e.filename}: {e.strerror}" if isinstance(e, OSError)
-                       and not isinstance(e, MountError) else str(e))
-            for image in r.images:
-                if image.ok:
-                    image.fail("unpack", f"unpack dir not prepared: {r.error}")
-            seal.write_record(paths, report(r))
-            r.timings["total"] = time.monotonic() - start
-            return r
-        if any(im.ok for im in r.images):
-            from .unpack import unpack  # the engine with it: only when there are images
+                    engine.mount_tmpfs(unpack_host, r.tmpfs_size, 0o755)
+                    r.tmpfs_mounted = True
+            except (OSError, ImportError) as e:
+                return _abort(r, e, start)
+            if any(im.ok for im in r.images):
+                with _guard(r, "unpack"):
+                    from .unpack import unpack  # the engine with it: only when there are images
 
-            unpack(r, unpack_host, log)
-    with Phase(r, "propagate"):
-        if any(im.ok for im in r.images):
-            from .propagate import plan_run, propagate_run  # only when there are images
+                    unpack(r, unpack_host, log)
+        with Phase(r, "propagate"):
+            if any(im.ok for im in r.images):
+                with _guard(r, "manifest"):
+                    from .propagate import plan_run  # only when there are images
 
-            plan_run(r, unpack_host)
-            propagate_run(r)
-    if r.failed_images or r.profile_errors or r.config_errors:
-        r.status = FAILED
-    with Phase(r, "seal"):
-        seal.seal_run(r, log)
-    r.timings["total"] = time.monotonic() - start
-    seal.write_record(paths, report(r))
+                    plan_run(r, unpack_host)
+                with _guard(r, "propagate"):
+                    from .propagate import propagate_run
+
+                    propagate_run(r)
+            _remove_failed(r, unpack_host, log)
+        if r.interrupted:
+            note = f"interrupted by {r.interrupted}: images not yet applied were not applied"
+            r.error = f"{r.error}; {note}" if r.error else note
+        if r.failed_images or r.profile_errors or r.config_errors or r.error:
+            r.status = FAILED
+        with Phase(r, "seal"):
+            seal.seal_run(r, log)
+        r.timings["total"] = time.monotonic() - start
+        seal.record_run(r, report, log)
     return r
+
+
+def _abort(r: Run, e: BaseException, start: float) -> Run:
+    """The unpack dir could not be prepared: nothing is applied; say so in the record."""
+    r.status = ABORTED
+    r.error = (f"{e.filename}: {e.strerror}" if isinstance(e, OSError)
+               and not isinstance(e, MountError) and e.filename else str(e))
+    for image in r.images:
+        if image.ok:
+            image.fail("unpack", f"unpack dir not prepared: {r.error}")
+    r.timings["total"] = time.monotonic() - start
+    seal.record_run(r, report, None)
+    return r
+
+
+@contextlib.contextmanager
+def _guard(r: Run, stage: str):
+    """A phase that raises what nobody expected fails the images still in play, and the
+    run goes on to seal and record (each phase already fails one image for its faults)."""
+    try:
+        yield
+    except Exception as e:
+        for image in r.images:
+            if image.ok:
+                image.fail(stage, internal_error(e))
+
+
+@contextlib.contextmanager
+def _interruptible(r: Run, log: Logger):
+    """While the apply changes the target, SIGTERM only sets ``r.interrupted``.
+
+    The phases look at it between images: the image in progress is finished
+    (or rolled back), the ones after it fail, and what is applied is sealed
+    and recorded. systemd's SIGKILL after the stop timeout stays the backstop.
+    """
+    def note(signum, _frame):
+        if not r.interrupted:
+            r.interrupted = signal.Signals(signum).name
+            log.warning(f"{r.interrupted} received: finishing the current image, "
+                        "then sealing what is applied")
+
+    try:
+        old = signal.signal(signal.SIGTERM, note)
+    except ValueError:  # not the main thread: nobody can deliver it here anyway
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _remove_failed(r: Run, unpack_host: str, log: Logger) -> None:
+    """Nothing of a failed image stays reachable: its tree is removed, a loop mount
+    unmounted, before the seal makes the unpack dir read-only (issue: a unit's
+    AssertPathExists= on its manifest must not find it)."""
+    from ..fstree import remove_tree
+
+    for image in r.images:
+        if image.ok or image.status == SKIPPED:
+            continue
+        target = os.path.join(unpack_host, image.name)
+        why = ""
+        for _ in range(2):  # once more after a transient fault
+            try:
+                if image.mounted:
+                    from .. import engine
+
+                    engine.umount(target)
+                    image.mounted = False
+                remove_tree(target)
+                why = ""
+                break
+            except Exception as e:
+                why = (f"{e.strerror}" if isinstance(e, OSError) and e.strerror
+                       else str(e))
+        if why:
+            where = f"{r.paths.unpack_dir}/{image.name}"
+            image.error += f"; its tree {where} could not be removed: {why}"
+            log.error(f"{where}: cannot remove the failed image: {why}")
 
 
 def _dry_run(r: Run, log: Logger) -> None:

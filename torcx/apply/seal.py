@@ -15,7 +15,6 @@ import os
 from collections.abc import Sequence
 
 from .. import schemas
-from ..errors import MountError
 from ..log import Logger
 from ..paths import Paths
 from . import FAILED, Run
@@ -38,6 +37,7 @@ __all__ = [
     "read_record",
     "read_seal",
     "record_path",
+    "record_run",
     "remount_read_only",
     "seal_values",
     "write_record",
@@ -110,6 +110,36 @@ def write_record(paths: Paths, report: dict) -> str:
                   schemas.dumps({"kind": RECORD_KIND, "value": report}), 0o644)
 
 
+def record_run(run: Run, report, log: Logger | None) -> None:
+    """Write ``report(run)`` as the record; if that fails, a minimal one, and the run fails.
+
+    Without a record `torcx status` cannot know the outcome and says so; a run
+    that could not write its full record never exits 0.
+    """
+    try:
+        write_record(run.paths, report(run))
+        return
+    except Exception as e:
+        why = (e.strerror if isinstance(e, OSError) else "") or str(e)
+        error = f"cannot write {record_path(run.paths)}: {why}"
+    run.status = FAILED
+    run.error = f"{run.error}; {error}" if run.error else error
+    if log is not None:
+        log.error(error)
+    minimal = {
+        "status": run.status, "error": run.error, "minimal": True, "sealed": run.sealed,
+        "failed_images": run.failed_images, "interrupted": run.interrupted or None,
+        "images": [{"name": im.name, "reference": im.ref.reference, "status": im.status,
+                    "stage": im.stage, "error": im.error} for im in run.images],
+    }
+    try:
+        write_record(run.paths, minimal)
+    except Exception as e:
+        if log is not None:
+            log.error(f"cannot write even a minimal {record_path(run.paths)}: "
+                      f"{(e.strerror if isinstance(e, OSError) else '') or e}")
+
+
 def read_record(paths: Paths) -> dict | None:
     """The apply report written by this boot's apply, None if absent.
 
@@ -144,19 +174,22 @@ def seal_run(run: Run, log: Logger) -> None:
     """
     paths, sel = run.paths, run.selection
     try:
-        write_run_profile(paths, sel.images)
-        write_seal(paths, sel.lower, sel.upper or "", run.failed_images)
+        write_run_profile(paths, sel.images if sel else [])
+        write_seal(paths, sel.lower if sel else [], (sel.upper if sel else "") or "",
+                   run.failed_images)
         run.sealed = True
-    except OSError as e:
+    except Exception as e:
         # Still freeze what was unpacked and record why the seal is missing.
-        where = f"{e.filename}: " if e.filename else ""
-        run.status, run.error = FAILED, f"cannot seal: {where}{e.strerror or e}"
-        log.error(run.error)
+        where = f"{e.filename}: " if isinstance(e, OSError) and e.filename else ""
+        why = (e.strerror if isinstance(e, OSError) else "") or str(e)
+        error = f"cannot seal: {where}{why}"
+        run.status, run.error = FAILED, f"{run.error}; {error}" if run.error else error
+        log.error(error)
     if run.mount:
         try:
             remount_read_only(paths)
             run.read_only = True
-        except MountError as e:
+        except Exception as e:
             run.status = FAILED
             run.error = f"{run.error}; {e}" if run.error else str(e)
             log.error(str(e))

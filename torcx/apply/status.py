@@ -49,7 +49,12 @@ def collect(paths) -> dict:
     except OSError as e:
         problems.append(f"{seal.record_path(paths)}: {e.strerror or e}")
     applied = os.path.lexists(paths.host(paths.run_dir))
-    if sealed is not None:
+    if record is None and (problems or (sealed is not None and seal.FAILED_IMAGES in sealed)):
+        # Our apply writes its record after the seal: a seal of ours without a
+        # readable record means the outcome is not known (the run exited 1).
+        # Only an upstream seal (no TORCX_FAILED_IMAGES) stands on its own.
+        state = "unknown"
+    elif sealed is not None:
         state = "failed" if sealed.get(seal.FAILED_IMAGES) or (
             record and record.get("status") != "applied") else "applied"
     elif record is not None:
@@ -113,6 +118,7 @@ _STATE_TEXT = {
     "incomplete": "an apply started but did not finish (run folder without seal or record)",
     "refused": "apply refused",
     "aborted": "apply aborted before unpacking",
+    "unknown": "unknown: this boot's record of the apply is missing or unreadable",
 }
 
 

@@ -8,7 +8,7 @@ import time
 
 from ..errors import MountError, NoDigestList, TorcxError
 from ..log import Logger
-from . import SKIPPED, Run
+from . import SKIPPED, Run, internal_error
 from . import policy as trust
 
 __all__ = ["unpack"]
@@ -31,10 +31,10 @@ def unpack(run: Run, unpack_host: str, log: Logger) -> None:
             for im in batch]
     try:
         results = engine.extract_many(jobs)
-    except TorcxError as e:  # the batch could not run at all (ENOMEM)
+    except Exception as e:  # the batch could not run at all (ENOMEM)
         results = []
         for image in batch:
-            image.fail("unpack", str(e))
+            image.fail("unpack", str(e) if isinstance(e, TorcxError) else internal_error(e))
     for image, result in zip(batch, results):
         image.unpack = {
             "method": "extract", "compression": result.compression,
@@ -51,37 +51,50 @@ def unpack(run: Run, unpack_host: str, log: Logger) -> None:
     for image in run.images:
         if not (image.ok and image.archive.mountable):
             continue
-        image.unpack = {"method": "loop-mount", "fstype": image.archive.format,
-                        "archive_bytes": image.archive.size, "verified": False}
-        if not run.mount:
-            image.status, image.stage = SKIPPED, "unpack"
-            image.error = f"{image.archive.format} image not mounted (--no-mount)"
+        if run.interrupted:
+            image.fail("unpack", f"not mounted: the apply was interrupted ({run.interrupted})")
             continue
-        target = os.path.join(unpack_host, image.name)
-        start = time.monotonic()
         try:
-            os.mkdir(target, 0o755)
-            engine.loop_mount(image.archive.host_path, target, image.archive.format)
-        except OSError as e:  # MountError is an OSError
-            image.fail("unpack", str(e) if isinstance(e, MountError)
-                       else f"{target}: {e.strerror or e}")
-            try:
-                os.rmdir(target)
-            except OSError:
-                pass
-        else:
-            if trust.file_check_needed(image):
-                _verify_mounted(image, target, engine)
-            else:  # its image file's sha512 was checked before it was mounted
-                image.unpack["verified"] = image.trust.pin_sha512 is not None
-                trust.mounted_passed(image, False)
-        image.unpack["seconds"] = round(time.monotonic() - start, 6)
+            _mount_one(run, image, unpack_host, engine)
+        except Exception as e:  # a bug met by one image fails that image only
+            image.fail("unpack", internal_error(e))
 
 
-def _verify_mounted(image, target: str, engine) -> None:
+def _mount_one(run: Run, image, unpack_host: str, engine) -> None:
+    """Loop-mount one squashfs/erofs image read-only and check it against its digests."""
+    image.unpack = {"method": "loop-mount", "fstype": image.archive.format,
+                    "archive_bytes": image.archive.size, "verified": False}
+    if not run.mount:
+        image.status, image.stage = SKIPPED, "unpack"
+        image.error = f"{image.archive.format} image not mounted (--no-mount)"
+        return
+    target = os.path.join(unpack_host, image.name)
+    start = time.monotonic()
+    try:
+        os.mkdir(target, 0o755)
+        engine.loop_mount(image.archive.host_path, target, image.archive.format)
+    except OSError as e:  # MountError is an OSError
+        image.fail("unpack", str(e) if isinstance(e, MountError)
+                   else f"{target}: {e.strerror or e}")
+        try:
+            os.rmdir(target)
+        except OSError:
+            pass
+    else:
+        image.mounted = True
+        if trust.file_check_needed(image):
+            _verify_mounted(image, target)
+        else:  # its image file's sha512 was checked before it was mounted
+            image.unpack["verified"] = image.trust.pin_sha512 is not None
+            trust.mounted_passed(image, False)
+    image.unpack["seconds"] = round(time.monotonic() - start, 6)
+
+
+def _verify_mounted(image, target: str) -> None:
     """Check every file of a mounted image against its .torcx/digests, as the engine
-    does for tarballs; a mismatch unmounts it and fails the image alone. An image
-    without a digest list stays mounted and is reported unverified."""
+    does for tarballs; a mismatch fails the image alone (it is unmounted with every
+    failed image before the seal). An image without a digest list stays mounted
+    and is reported unverified."""
     from ..digestlist import check_mounted_tree
 
     try:
@@ -89,14 +102,8 @@ def _verify_mounted(image, target: str, engine) -> None:
     except NoDigestList:
         trust.mounted_passed(image, None)
         return
-    except TorcxError as e:
-        image.fail("unpack", str(e))
-        try:
-            engine.umount(target)
-            os.rmdir(target)
-        except OSError:
-            pass
+    except Exception as e:
+        image.fail("unpack", str(e) if isinstance(e, TorcxError) else internal_error(e))
         return
     image.unpack.update(verified=True, files=files)
     trust.mounted_passed(image, True)
-
