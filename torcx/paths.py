@@ -41,6 +41,7 @@ __all__ = [
     "Paths",
     "cmdline_config_path",
     "host_path",
+    "in_root",
     "load",
     "parse_os_release",
     "read_text_file",
@@ -130,6 +131,50 @@ def host_path(root: str, path: str) -> str:
     return os.path.join(root, os.path.normpath("/" + path).lstrip("/"))
 
 
+MAX_SYMLINKS = 40  # as the kernel's path walk
+
+
+def in_root(root: str, path: str) -> str:
+    """Target-system ``path`` under ``root`` with its folders resolved as in a chroot.
+
+    A symlink on the way is followed inside ``root``: an absolute target starts
+    again at ``root``, a '..' stops there. The last component is not followed
+    (callers create it, or lstat it). So ``ROOT/run -> /elsewhere`` leads to
+    ``ROOT/elsewhere``, never out of ``ROOT``. Too many links: OSError ELOOP.
+    """
+    if root == "/":
+        return path
+    todo = [p for p in reversed(path.split("/")) if p and p != "."]
+    done: list[str] = []
+    links = 0
+    while todo:
+        name = todo.pop()
+        if name == "..":
+            if done:
+                done.pop()
+            continue
+        if not todo:
+            done.append(name)
+            break
+        here = os.path.join(root, *done, name)
+        try:
+            is_link = (os.lstat(here).st_mode & 0o170000) == 0o120000
+        except OSError:
+            is_link = False  # missing (or a file): creating below it will fail and say so
+        if not is_link:
+            done.append(name)
+            continue
+        links += 1
+        if links > MAX_SYMLINKS:
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP),
+                          os.path.join(root, path.lstrip("/")))
+        target = os.readlink(here)
+        if target.startswith("/"):
+            done = []
+        todo.extend(p for p in reversed(target.split("/")) if p and p != ".")
+    return os.path.join(root, *done)
+
+
 class Paths:
     """The resolved locations of one torcx installation, root-aware.
 
@@ -174,8 +219,8 @@ class Paths:
     # -- root mapping ---------------------------------------------------------
 
     def host(self, path: str) -> str:
-        """Where the logical (target-system) ``path`` lives on this machine."""
-        return host_path(self.root, path)
+        """Where the logical (target-system) ``path`` lives on this machine (see in_root)."""
+        return in_root(self.root, path)
 
     def logical(self, host_path: str) -> str:
         """Inverse of :meth:`host` for a path under the root."""
