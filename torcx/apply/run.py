@@ -61,7 +61,7 @@ def run(paths: Paths, log: Logger, *, mount: bool = True, dry_run: bool = False)
         return r
     with Phase(r, "plan"), _guard(r, "lookup"):
         plan(r, log)
-    with Phase(r, "policy"):
+    with Phase(r, "policy"), _guard(r, "policy"):
         from .policy import check
 
         check(r, log)
