@@ -229,6 +229,7 @@ done:
     torcx_map_free(&j.nondirs);
     torcx_map_free(&j.parents);
     torcx_map_free(&j.fixup_at);
+    torcx_free_early(&j);
     free(j.fixups);
     if (out->code != TORCX_OK)
         out->verified = 0;

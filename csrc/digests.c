@@ -4,6 +4,7 @@
  * once the archive is read. */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "digests.h"
@@ -97,15 +98,53 @@ int torcx_load_digest_list(struct job *j, char *text, size_t len) {
         line = end + 1;
     }
     j->have_list = true;
-    /* Files extracted before the list arrived are checked now. */
-    for (size_t i = 0; i < j->files.cap; i++) {
-        struct map_slot *s = &j->files.slots[i];
-        if (s->state != SLOT_LIVE || (s->link && !torcx_map_find(&j->listed, s->key)))
-            continue; /* as do_hardlink: a link is checked only if listed */
-        if (torcx_check_listed(j, s->key, s->digest) < 0)
+    /* Every body made before the list is checked by the name it was made
+     * under, as if the list had come first: a name replaced since may leave
+     * that body reachable through a hard link, so checking only the names
+     * as they are now would let it land unchecked. Links need no line; a
+     * listed one must match. */
+    for (size_t i = 0; i < j->nearly; i++) {
+        const struct early_file *f = &j->early[i];
+        if (f->link && !torcx_map_find(&j->listed, f->path))
+            continue;
+        if (torcx_check_listed(j, f->path, f->digest) < 0)
             return -1;
     }
+    /* "Seen" says what the tree holds now, as it would with the list first. */
+    for (size_t i = 0; i < j->listed.cap; i++)
+        j->listed.slots[i].seen = false;
+    for (size_t i = 0; i < j->files.cap; i++) {
+        struct map_slot *s = &j->files.slots[i];
+        struct map_slot *l = s->state == SLOT_LIVE ? torcx_map_find(&j->listed, s->key) : NULL;
+        if (l)
+            l->seen = true;
+    }
+    torcx_free_early(j);
     return 0;
+}
+
+int torcx_remember_early(struct job *j, const char *path, XXH128_hash_t digest, bool link) {
+    if (j->nearly == j->capearly) {
+        size_t ncap = j->capearly ? j->capearly * 2 : 64;
+        struct early_file *n = realloc(j->early, ncap * sizeof(*n));
+        if (!n)
+            return torcx_job_fail(j, TORCX_E_OS, ENOMEM, "out of memory");
+        j->early = n;
+        j->capearly = ncap;
+    }
+    char *copy = strdup(path);
+    if (!copy)
+        return torcx_job_fail(j, TORCX_E_OS, ENOMEM, "out of memory");
+    j->early[j->nearly++] = (struct early_file){.path = copy, .digest = digest, .link = link};
+    return 0;
+}
+
+void torcx_free_early(struct job *j) {
+    for (size_t i = 0; i < j->nearly; i++)
+        free(j->early[i].path);
+    free(j->early);
+    j->early = NULL;
+    j->nearly = j->capearly = 0;
 }
 
 static bool pin_matches(const char *pin, const char *actual) {

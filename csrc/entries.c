@@ -282,7 +282,8 @@ static int do_file(struct job *j, struct archive_entry *e, char *path) {
         goto out;
     }
     slot->link = false;
-    if (j->have_list && torcx_check_listed(j, path, digest) < 0)
+    if (j->have_list ? torcx_check_listed(j, path, digest) < 0
+                     : torcx_remember_early(j, path, digest, false) < 0)
         goto out;
     j->out->files++;
     r = 0;
@@ -426,6 +427,8 @@ static int do_hardlink(struct job *j, struct archive_entry *e, char *path) {
         struct map_slot *s = torcx_map_find(&j->listed, path);
         if (s && torcx_check_listed(j, path, digest) < 0)
             return -1;
+    } else if (torcx_remember_early(j, path, digest, true) < 0) {
+        return -1;
     }
     j->out->hardlinks++;
     return 0;

@@ -27,6 +27,14 @@ struct dir_fixup {
     struct timespec mtime;
 };
 
+/* A file body or hard link made before .torcx/digests arrived, checked when
+ * it does: by its name at creation, whatever later replaced that name. */
+struct early_file {
+    char *path;
+    XXH128_hash_t digest;
+    bool link;
+};
+
 struct job {
     const struct torcx_job *in;
     struct torcx_result *out;
@@ -44,6 +52,8 @@ struct job {
     struct map nondirs; /* verify-only: paths of entries that are not folders */
     struct map parents; /* verify-only: folders that have entries below them */
     bool have_list;
+    struct early_file *early; /* before the list (pack puts it first: none) */
+    size_t nearly, capearly;
     struct dir_fixup *fixups;
     size_t nfixups, capfixups;
     struct map fixup_at; /* path -> index in fixups (in digest.low64) */

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import tarkit
-from tarkit import directory, reg
+from tarkit import directory, hardlink, reg
 
 from torcx import engine, errors
 
@@ -111,3 +111,39 @@ def test_only_user_and_capability_xattrs_land(sandbox, ownership):
     names = set(os.listxattr(sandbox.dest / "d/f"))
     assert "user.ok" in names
     assert ("security.capability" in names) == ownership
+
+
+def _late_list_bypass():
+    """bin/a (bad), bin/b linked to it, bin/a (good), then a list naming only bin/a."""
+    good = reg("bin/a", b"good", mode=0o755)
+    return [directory("bin"), reg("bin/a", b"bad!", mode=0o755), hardlink("bin/b", "bin/a"),
+            good, tarkit.digests_member(tarkit.digest_list([good]))]
+
+
+def _late_list_setuid():
+    """An unlisted 04755 file kept by a hard link, its name then replaced by a folder."""
+    other = reg("other", b"listed")
+    return [reg("x", b"#!/bin/sh\nid\n", mode=0o4755), hardlink("y", "x"), directory("x"),
+            other, tarkit.digests_member(tarkit.digest_list([other]))]
+
+
+@pytest.mark.parametrize("members", [_late_list_bypass, _late_list_setuid],
+                         ids=["replaced-name", "setuid-unlisted"])
+@pytest.mark.parametrize("mode", ["extract", "verify"])
+def test_late_digest_list_checks_every_body_that_lands(sandbox, members, mode):
+    """With .torcx/digests after the files, a body kept only by a hard link is still checked."""
+    archive = sandbox.archive(members())
+    if mode == "extract":
+        sandbox.refuses(archive, errors.DigestMismatch, require_digests=True)
+    else:
+        with pytest.raises(errors.DigestMismatch):
+            engine.verify(str(archive), require_digests=True)
+
+
+def test_late_digest_list_still_accepts_a_good_archive(sandbox):
+    """A list after the files and hard links verifies when every body is listed."""
+    members = [reg("a", b"one"), hardlink("b", "a"), reg("c", b"three"), hardlink("d", "c")]
+    archive = sandbox.archive(members + [tarkit.digests_member(tarkit.digest_list(members))])
+    result = sandbox.extract(archive, require_digests=True)
+    assert result.verified and engine.verify(str(archive)).verified
+    assert (sandbox.dest / "b").read_bytes() == b"one"
