@@ -226,8 +226,7 @@ done:
         XXH3_freeState(j.fxxh);
     torcx_map_free(&j.files);
     torcx_map_free(&j.listed);
-    torcx_map_free(&j.nondirs);
-    torcx_map_free(&j.parents);
+    torcx_map_free(&j.nodes);
     torcx_map_free(&j.fixup_at);
     torcx_free_early(&j);
     free(j.fixups);

@@ -7,6 +7,7 @@
 #include <archive_entry.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -471,28 +472,53 @@ static void forget_file(struct job *j, const char *path) {
 }
 
 /* Verify-only jobs write nothing, so the filesystem cannot refuse a path
- * through an earlier symlink or file for them: track non-folders instead. */
-static int track_nondirs(struct job *j, char *path, mode_t type, bool hardlink) {
-    XXH128_hash_t none = {0, 0};
-    for (char *slash = strchr(path, '/'); slash; slash = strchr(slash + 1, '/')) {
-        *slash = '\0';
-        bool blocked = torcx_map_find(&j->nondirs, path) != NULL;
-        bool ok = blocked || torcx_map_put(&j->parents, path, none);
-        *slash = '/';
-        if (blocked)
-            return torcx_job_fail(j, TORCX_E_UNSAFE, 0, "path goes through a symlink or file");
-        if (!ok)
+ * through an earlier symlink or file for them, nor count the folders
+ * made for missing parents: a tree of nodes does both. */
+#define NODE_NONDIR 1u   /* not a folder: nothing may go below it */
+#define NODE_PARENT 2u   /* a folder with entries below: not replaceable */
+
+/* The node of `name` below node `parent`; created (flags 0) when `create`
+ * and missing, with *created set. NULL when missing or on ENOMEM. */
+static struct map_slot *tree_node(struct job *j, uint64_t parent, const char *name, size_t len,
+                                  bool create, bool *created) {
+    char key[NAME_MAX + 24];
+    snprintf(key, sizeof(key), "%llx/%.*s", (unsigned long long)parent, (int)len, name);
+    struct map_slot *s = torcx_map_find(&j->nodes, key);
+    *created = false;
+    if (s || !create)
+        return s;
+    s = torcx_map_put(&j->nodes, key, (XXH128_hash_t){.low64 = ++j->nnodes});
+    *created = s != NULL;
+    return s;
+}
+
+static int track_tree(struct job *j, const char *path, mode_t type, bool hardlink) {
+    uint64_t parent = 0; /* the image root */
+    for (const char *c = path;;) {
+        const char *end = strchrnul(c, '/');
+        bool leaf = !*end, created;
+        struct map_slot *s = tree_node(j, parent, c, (size_t)(end - c), true, &created);
+        if (!s)
             return torcx_job_fail(j, TORCX_E_OS, ENOMEM, "out of memory");
-    }
-    if (type == AE_IFDIR && !hardlink) {
-        torcx_map_del(&j->nondirs, path);
+        if (!leaf) {
+            if (s->digest.high64 & NODE_NONDIR)
+                return torcx_job_fail(j, TORCX_E_UNSAFE, 0, "path goes through a symlink or file");
+            if (created && torcx_count_implicit(j) < 0)
+                return -1;
+            s->digest.high64 |= NODE_PARENT;
+            parent = s->digest.low64;
+            c = end + 1;
+            continue;
+        }
+        if (type == AE_IFDIR && !hardlink) {
+            s->digest.high64 &= ~(uint64_t)NODE_NONDIR;
+            return 0;
+        }
+        if (s->digest.high64 & NODE_PARENT) /* as rmdir would refuse when extracting */
+            return torcx_job_fail(j, TORCX_E_OS, ENOTEMPTY, "cannot replace folder");
+        s->digest.high64 |= NODE_NONDIR;
         return 0;
     }
-    if (torcx_map_find(&j->parents, path)) /* as rmdir would refuse when extracting */
-        return torcx_job_fail(j, TORCX_E_OS, ENOTEMPTY, "cannot replace folder");
-    if (!torcx_map_put(&j->nondirs, path, none))
-        return torcx_job_fail(j, TORCX_E_OS, ENOMEM, "out of memory");
-    return 0;
 }
 
 int torcx_do_entry(struct job *j, struct archive_entry *e) {
@@ -505,8 +531,9 @@ int torcx_do_entry(struct job *j, struct archive_entry *e) {
     j->entry = raw;
     if (strlen(raw) > j->max_path)
         return torcx_job_fail(j, TORCX_E_LIMIT, 0, "path longer than %u bytes", j->max_path);
-    if (++j->out->entries > j->max_entries)
-        return torcx_job_fail(j, TORCX_E_LIMIT, 0, "more than %llu entries",
+    if (++j->out->entries + j->implicit > j->max_entries)
+        return torcx_job_fail(j, TORCX_E_LIMIT, 0,
+                              "more than %llu entries (folders made for missing parents included)",
                               (unsigned long long)j->max_entries);
     char path[4096];
     if (torcx_normalize(j, raw, path, sizeof(path)) < 0)
@@ -521,7 +548,7 @@ int torcx_do_entry(struct job *j, struct archive_entry *e) {
         return torcx_job_fail(j, TORCX_E_UNSAFE, 0, "entry replaces the image root");
     if (strcmp(path, DIGESTS_PATH) == 0 && (type != AE_IFREG || archive_entry_hardlink(e)))
         return torcx_job_fail(j, TORCX_E_DIGEST_LIST, 0, DIGESTS_PATH " must be a regular file");
-    if (!j->write && track_nondirs(j, path, type, archive_entry_hardlink(e) != NULL) < 0)
+    if (!j->write && *path && track_tree(j, path, type, archive_entry_hardlink(e) != NULL) < 0)
         return -1;
     if (archive_entry_hardlink(e))
         return do_hardlink(j, e, path);

@@ -49,8 +49,13 @@ struct job {
     int cache_fd;
     struct map files;  /* regular files extracted: path -> content digest */
     struct map listed; /* .torcx/digests: path -> expected digest */
-    struct map nondirs; /* verify-only: paths of entries that are not folders */
-    struct map parents; /* verify-only: folders that have entries below them */
+    /* Verify-only: the tree as extracting would make it, one node per path
+     * component keyed by its parent's id and its name, so memory follows
+     * the bytes of the paths (a map of every folder prefix grew with their
+     * square). */
+    struct map nodes;
+    uint64_t nnodes;
+    uint64_t implicit; /* folders created for missing parents */
     bool have_list;
     struct early_file *early; /* before the list (pack puts it first: none) */
     size_t nearly, capearly;

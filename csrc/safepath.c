@@ -47,6 +47,15 @@ int torcx_normalize(struct job *j, const char *in, char *out, size_t cap) {
     return 0;
 }
 
+int torcx_count_implicit(struct job *j) {
+    if (j->out->entries + j->implicit >= j->max_entries)
+        return torcx_job_fail(j, TORCX_E_LIMIT, 0,
+                              "more than %llu entries (folders made for missing parents included)",
+                              (unsigned long long)j->max_entries);
+    j->implicit++;
+    return 0;
+}
+
 static int openat2_beneath(int dirfd, const char *path, int flags) {
     struct open_how how = {
         .flags = (uint64_t)flags | O_CLOEXEC,
@@ -76,6 +85,10 @@ static int walk_open(struct job *j, const char *rel, bool create) {
     for (char *c = strtok_r(buf, "/", &save); c; c = strtok_r(NULL, "/", &save)) {
         int next = openat(fd, c, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (next < 0 && errno == ENOENT && create) {
+            if (torcx_count_implicit(j) < 0) {
+                close(fd);
+                return -EDQUOT; /* the job has failed with the limit */
+            }
             if (mkdirat(fd, c, 0755) < 0 && errno != EEXIST) {
                 int e = errno;
                 close(fd);

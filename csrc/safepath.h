@@ -11,6 +11,9 @@
 
 /* Normalizes an archive path into out; "" is the image root. */
 HIDDEN int torcx_normalize(struct job *j, const char *in, char *out, size_t cap);
+/* Counts one folder made for a missing parent against max_entries (every
+ * inode a job creates counts); 0, or -1 with the job failed. */
+HIDDEN int torcx_count_implicit(struct job *j);
 /* O_PATH fd of folder rel below staging, or -errno. */
 HIDDEN int torcx_open_dir(struct job *j, const char *rel, bool create);
 HIDDEN void torcx_cache_drop(struct job *j);

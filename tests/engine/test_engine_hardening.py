@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -147,3 +148,61 @@ def test_late_digest_list_still_accepts_a_good_archive(sandbox):
     result = sandbox.extract(archive, require_digests=True)
     assert result.verified and engine.verify(str(archive)).verified
     assert (sandbox.dest / "b").read_bytes() == b"one"
+
+
+def _deep_paths(count: int, depth: int):
+    """``count`` files, each below its own chain of ``depth`` folders, none in the archive."""
+    return [reg(f"c{i}/" + "a/" * depth + "f", b"") for i in range(count)]
+
+
+_PEAK_VERIFY = """
+import resource, sys
+from torcx import engine
+engine.verify(sys.argv[1])
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def _verify_peak_kib(archive) -> int:
+    r = subprocess.run([sys.executable, "-c", _PEAK_VERIFY, str(archive)],
+                       stdout=subprocess.PIPE, check=True, timeout=300)
+    return int(r.stdout)
+
+
+def test_verify_memory_follows_the_bytes_of_the_paths(sandbox):
+    """Verifying 50 paths of 2,000 folders each costs megabytes, not gigabytes."""
+    deep = sandbox.archive(_deep_paths(50, 1990), compress="gzip")
+    assert deep.stat().st_size < 64 << 10
+    tiny = sandbox.archive([reg("f", b"")], compress="gzip")
+    growth = _verify_peak_kib(deep) - _verify_peak_kib(tiny)
+    assert growth < 48 << 10, f"verify grew by {growth >> 10} MiB"
+
+
+@pytest.mark.parametrize("mode", ["extract", "verify"])
+def test_implicit_folders_count_against_max_entries(sandbox, mode):
+    """Folders made for missing parents count as entries: a tiny archive cannot make 200k."""
+    archive = sandbox.archive(_deep_paths(100, 1990), compress="gzip")
+    if mode == "extract":
+        err = sandbox.refuses(archive, errors.LimitExceeded, max_entries=100)
+    else:
+        with pytest.raises(errors.LimitExceeded) as info:
+            engine.verify(str(archive), max_entries=100)
+        err = info.value
+    assert "more than 100 entries" in str(err)
+
+
+@pytest.mark.parametrize("mode", ["extract", "verify"])
+def test_max_entries_is_exact_with_implicit_folders(sandbox, mode):
+    """Two files below three missing folders make five inodes: a limit of 5 passes, 4 fails."""
+    archive = sandbox.archive([reg("a/b/c/f", b"1"), reg("a/g", b"2")])
+
+    def run(limit):
+        if mode == "verify":
+            return engine.verify(str(archive), max_entries=limit)
+        if sandbox.dest.exists():
+            shutil.rmtree(sandbox.dest)
+        return engine.extract(str(archive), str(sandbox.dest), max_entries=limit)
+
+    assert run(5).entries == 2
+    with pytest.raises(errors.LimitExceeded):
+        run(4)
