@@ -160,6 +160,7 @@ int torcx_finish_checks(struct job *j) {
     if (j->src.want_sha512)
         torcx_md_final_hex(&j->src.sha512, j->out->archive_sha512, sizeof(j->out->archive_sha512));
     j->out->archive_bytes = j->src.bytes;
+    j->out->decoded_bytes = j->src.decoded;
     if (j->in->pin_xxh3 && !pin_matches(j->in->pin_xxh3, j->out->archive_xxh3))
         return torcx_job_fail(j, TORCX_E_ARCHIVE_DIGEST, 0,
                               "archive digest mismatch: expected xxh3-128 %s, got %s",

@@ -34,9 +34,15 @@ struct source_slot {
     size_t len;
 };
 
+struct archive;
+
 struct source {
     int fd;
     bool gzip;           /* content is gzip: inflated here, not by libarchive */
+    struct archive *raw; /* other content: decoded by libarchive's filters alone */
+    char compression[16];
+    uint64_t decoded;    /* tar bytes produced, skipped ones included */
+    uint64_t max_decoded;
     bool want_sha256;
     bool want_sha512;
     bool threaded;
@@ -66,9 +72,14 @@ struct source {
 };
 
 #define SOURCE_E_CORRUPT (-100000) /* corrupt or truncated compressed stream */
+#define SOURCE_E_LIMIT (-100001)   /* more decoded bytes than allowed */
+/* Decoded bytes allowed after the tar end marker (record padding, a last
+ * gzip member of zeros): more is refused, not decoded to its end. */
+#define SOURCE_TRAILING_MAX (16u << 20)
 
 /* want: TORCX_JOB_SHA256 and/or TORCX_JOB_SHA512 bits of the job's flags. */
-HIDDEN int torcx_source_open(struct source *s, const char *path, unsigned want, bool threaded);
+HIDDEN int torcx_source_open(struct source *s, const char *path, unsigned want, bool threaded,
+                             uint64_t max_decoded);
 /* Next block of tar bytes; *len 0 at the end. Returns 0 or a negative error. */
 HIDDEN int torcx_source_next(struct source *s, const void **buf, size_t *len);
 /* Reads and hashes whatever is left of the file (the archive digest covers

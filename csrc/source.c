@@ -2,11 +2,16 @@
 /*
  * Archive input: every byte read from the archive file is hashed (XXH3-128,
  * optionally SHA-256) as it is read. gzip content is inflated here with
- * ISA-L, several times faster than zlib, and libarchive only sees the tar
- * stream; other compressions pass through to libarchive's own filters.
+ * ISA-L, several times faster than zlib; other compressions are decoded by a
+ * second libarchive reader (format "raw", built-in filters only). Either way
+ * the tar reader only sees decoded bytes that went through here, so every
+ * one of them is counted against max_decoded, including those libarchive
+ * decodes only to skip them (the body of a hard link).
  * With `threaded`, a producer thread reads and inflates into a ring of slots
  * so decoding overlaps the writing done by the caller's thread.
  */
+#include <archive.h>
+#include <archive_entry.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -108,29 +113,84 @@ static int produce_gzip(struct source *s, struct source_slot *slot) {
     return 0;
 }
 
-static int produce_raw(struct source *s, struct source_slot *slot) {
-    if (s->in_pos < s->in_len) { /* what was read to sniff the format */
+/* libarchive's read callback for the raw reader: the bytes read to sniff
+ * the format first, then the file, hashed as it is read. */
+static la_ssize_t raw_read_cb(struct archive *a, void *client, const void **buf) {
+    struct source *s = client;
+    if (s->in_pos < s->in_len) {
+        *buf = s->in + s->in_pos;
         size_t n = s->in_len - s->in_pos;
-        memcpy(slot->data, s->in + s->in_pos, n);
         s->in_pos = s->in_len;
-        slot->len = n;
-        return 0;
+        return (la_ssize_t)n;
     }
-    if (s->in_eof) {
-        slot->len = 0;
+    s->in_pos = s->in_len = 0;
+    if (s->in_eof)
         return 0;
+    ssize_t n = read_hashed(s, s->in, SOURCE_BLOCK);
+    if (n < 0) {
+        archive_set_error(a, (int)-n, "cannot read archive");
+        return -1;
     }
-    ssize_t n = read_hashed(s, slot->data, SOURCE_BLOCK);
-    if (n < 0)
-        return fail(s, (int)n, "cannot read archive");
     if (n == 0)
         s->in_eof = true;
-    slot->len = (size_t)n;
+    *buf = s->in;
+    return n;
+}
+
+static int raw_failed(struct source *s, const char *what) {
+    char msg[160];
+    snprintf(msg, sizeof(msg), "%s: %s", what, archive_error_string(s->raw) ?: "damaged data");
+    return fail(s, SOURCE_E_CORRUPT, msg);
+}
+
+static int produce_filtered(struct source *s, struct source_slot *slot) {
+    slot->len = 0;
+    while (slot->len < SOURCE_BLOCK) {
+        la_ssize_t n = archive_read_data(s->raw, slot->data + slot->len, SOURCE_BLOCK - slot->len);
+        if (n < 0)
+            return raw_failed(s, "corrupt compressed stream");
+        if (n == 0)
+            break;
+        slot->len += (size_t)n;
+    }
     return 0;
 }
 
 static int produce(struct source *s, struct source_slot *slot) {
-    return s->gzip ? produce_gzip(s, slot) : produce_raw(s, slot);
+    int r = s->gzip ? produce_gzip(s, slot) : produce_filtered(s, slot);
+    if (r < 0)
+        return r;
+    if (slot->len > s->max_decoded - s->decoded) { /* decoded <= max_decoded: no wrap */
+        char msg[160];
+        snprintf(msg, sizeof(msg), "archive decodes to more than %llu bytes",
+                 (unsigned long long)s->max_decoded);
+        return fail(s, SOURCE_E_LIMIT, msg);
+    }
+    s->decoded += slot->len;
+    return 0;
+}
+
+/* Every decoder libarchive has built in, none that runs a program. */
+static int open_raw(struct source *s) {
+    if (!(s->raw = archive_read_new()))
+        return fail(s, -ENOMEM, "out of memory");
+    archive_read_support_format_raw(s->raw);
+    archive_read_support_filter_bzip2(s->raw);
+    archive_read_support_filter_xz(s->raw);
+    archive_read_support_filter_lzma(s->raw);
+    archive_read_support_filter_lz4(s->raw);
+    archive_read_support_filter_zstd(s->raw);
+    struct archive_entry *e;
+    if (archive_read_open(s->raw, s, NULL, raw_read_cb, NULL) != ARCHIVE_OK)
+        return raw_failed(s, "cannot read archive");
+    int r = archive_read_next_header(s->raw, &e);
+    if (r == ARCHIVE_EOF)
+        return fail(s, SOURCE_E_CORRUPT, "empty archive");
+    if (r != ARCHIVE_OK && r != ARCHIVE_WARN)
+        return raw_failed(s, "cannot read archive");
+    const char *name = archive_filter_count(s->raw) > 1 ? archive_filter_name(s->raw, 0) : NULL;
+    snprintf(s->compression, sizeof(s->compression), "%s", name ? name : "none");
+    return 0;
 }
 
 static void *producer_main(void *arg) {
@@ -162,9 +222,11 @@ static void *producer_main(void *arg) {
     }
 }
 
-int torcx_source_open(struct source *s, const char *path, unsigned want, bool threaded) {
+int torcx_source_open(struct source *s, const char *path, unsigned want, bool threaded,
+                      uint64_t max_decoded) {
     memset(s, 0, sizeof(*s));
     s->fd = -1;
+    s->max_decoded = max_decoded;
     s->want_sha256 = want & TORCX_JOB_SHA256;
     s->want_sha512 = want & TORCX_JOB_SHA512;
     s->xxh = XXH3_createState();
@@ -202,6 +264,9 @@ int torcx_source_open(struct source *s, const char *path, unsigned want, bool th
             return fail(s, -ENOMEM, "out of memory");
         isal_inflate_init(s->inflate);
         s->inflate->crc_flag = ISAL_GZIP;
+        snprintf(s->compression, sizeof(s->compression), "gzip");
+    } else if ((r = open_raw(s)) < 0) {
+        return r;
     }
 
     s->threaded = threaded;
@@ -276,10 +341,20 @@ int torcx_source_drain(struct source *s) {
      * consume it so gzip trailers are checked, then hash the rest of the file. */
     const void *buf;
     size_t len;
+    uint64_t trailing = 0;
     do {
         int r = torcx_source_next(s, &buf, &len);
         if (r < 0)
             return r;
+        trailing += len;
+        if (trailing > SOURCE_TRAILING_MAX) {
+            stop_thread(s); /* only then is s->error this thread's to write */
+            char msg[160];
+            snprintf(msg, sizeof(msg), "more than %u bytes of data after the end of the tar stream",
+                     SOURCE_TRAILING_MAX);
+            s->error = 0;
+            return fail(s, SOURCE_E_LIMIT, msg);
+        }
     } while (len > 0);
     stop_thread(s);
     s->threaded = false;
@@ -296,6 +371,9 @@ int torcx_source_drain(struct source *s) {
 
 void torcx_source_close(struct source *s) {
     stop_thread(s);
+    if (s->raw)
+        archive_read_free(s->raw);
+    s->raw = NULL;
     if (s->fd >= 0)
         close(s->fd);
     for (unsigned i = 0; i < SOURCE_SLOTS; i++)

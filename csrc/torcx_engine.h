@@ -44,8 +44,11 @@ struct torcx_job {
     const char *dest;          /* folder to create; must not exist */
     const char *pin_xxh3;      /* 32 hex digits or NULL */
     const char *pin_sha256;    /* 64 hex digits or NULL */
-    uint64_t max_entries;      /* 0: default */
+    uint64_t max_entries;      /* inodes: entries plus folders made for missing parents;
+                                  0: default */
     uint64_t max_bytes;        /* total logical bytes of regular files; 0: default */
+    uint64_t max_decoded;      /* bytes of the decoded tar stream, skipped data included;
+                                  0: 2 * max_bytes + 64 MiB */
     uint32_t max_path;         /* bytes of one entry path; 0: default */
     uint32_t flags;            /* TORCX_JOB_* */
     const char *pin_sha512;    /* 128 hex digits or NULL (a signed store's digest) */
@@ -65,6 +68,7 @@ struct torcx_result {
     uint64_t others;           /* FIFOs and device nodes */
     uint64_t bytes;            /* logical bytes of regular files */
     uint64_t archive_bytes;    /* bytes read from the archive file */
+    uint64_t decoded_bytes;    /* bytes of the decoded tar stream */
     char archive_xxh3[33];     /* hex XXH3-128 of the archive bytes */
     char archive_sha256[65];   /* hex SHA-256 when TORCX_JOB_SHA256, else "" */
     char compression[16];      /* "gzip", "zstd", "xz", "none", ... */

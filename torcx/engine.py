@@ -33,6 +33,7 @@ if _built != __version__:  # pragma: no cover - stale build
 DEFAULT_MAX_ENTRIES = 1_000_000
 DEFAULT_MAX_BYTES = 1 << 36  # 64 GiB of files per image; also bounds hashing of sparse holes
 DEFAULT_MAX_PATH = 4096
+# max_decoded=0: the engine allows 2 * max_bytes + 64 MiB of decoded tar stream.
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,9 @@ class Job:
     ``dest=None`` reads and verifies without writing anything.
     ``pin_xxh3``/``pin_sha256``/``pin_sha512`` pin the digest of the archive bytes (hex).
     ``ownership=None`` applies ownership and special mode bits when running as root.
+    ``max_entries`` bounds the inodes made (entries plus folders made for missing
+    parents); ``max_decoded`` the bytes of the decoded tar stream, skipped ones
+    included (0: ``2 * max_bytes + 64 MiB``).
     """
 
     archive: str
@@ -56,6 +60,7 @@ class Job:
     require_digests: bool = False
     max_entries: int = DEFAULT_MAX_ENTRIES
     max_bytes: int = DEFAULT_MAX_BYTES
+    max_decoded: int = 0
     max_path: int = DEFAULT_MAX_PATH
 
 
@@ -73,6 +78,7 @@ class Result:
     others: int = 0
     bytes: int = 0
     archive_bytes: int = 0
+    decoded_bytes: int = 0
     archive_xxh3: str = ""
     archive_sha256: str = ""
     archive_sha512: str = ""
@@ -164,6 +170,7 @@ def extract_many(jobs: Sequence[Job], threads: int = 0) -> list[Result]:
         c.pin_sha512 = cstr(job.pin_sha512.lower() if job.pin_sha512 else None)
         c.max_entries = job.max_entries
         c.max_bytes = job.max_bytes
+        c.max_decoded = job.max_decoded
         c.max_path = job.max_path
         c.flags = _flags(job, is_root)
     r = lib.torcx_extract_batch(c_jobs, c_results, n, threads)
@@ -182,6 +189,7 @@ def extract_many(jobs: Sequence[Job], threads: int = 0) -> list[Result]:
             others=res.others,
             bytes=res.bytes,
             archive_bytes=res.archive_bytes,
+            decoded_bytes=res.decoded_bytes,
             archive_xxh3=ffi.string(res.archive_xxh3).decode(),
             archive_sha256=ffi.string(res.archive_sha256).decode(),
             archive_sha512=ffi.string(res.archive_sha512).decode(),

@@ -206,3 +206,91 @@ def test_max_entries_is_exact_with_implicit_folders(sandbox, mode):
     assert run(5).entries == 2
     with pytest.raises(errors.LimitExceeded):
         run(4)
+
+
+def _zstd_frame(parts) -> bytes:
+    """A zstd frame from ("raw", bytes) and ("zeros", n) parts: zeros become RLE blocks,
+    so gigabytes of decoded zeros cost a few bytes each 128 KiB."""
+    out = bytearray(b"\x28\xb5\x2f\xfd\x00\x38")  # magic; no size, no checksum; 2**17 window
+    blocks = []
+    for kind, value in parts:
+        if kind == "raw":
+            for i in range(0, len(value), 1 << 17):
+                blocks.append((0, value[i:i + (1 << 17)]))
+        else:
+            for i in range(0, value, 1 << 17):
+                blocks.append((1, min(1 << 17, value - i)))
+    for n, (btype, payload) in enumerate(blocks):
+        size = len(payload) if btype == 0 else payload
+        header = (n == len(blocks) - 1) | btype << 1 | size << 3
+        out += header.to_bytes(3, "little") + (payload if btype == 0 else b"\0")
+    return bytes(out)
+
+
+def _hardlink_with_body(size: int) -> bytes:
+    """The pax header of a hard link that announces a ``size``-byte body."""
+    import tarfile
+    info = tarfile.TarInfo("h")
+    info.type, info.linkname, info.size = tarfile.LNKTYPE, "f", size
+    info.mtime = tarkit.MTIME
+    return info.tobuf(tarfile.PAX_FORMAT)
+
+
+def _file_header(data: bytes) -> bytes:
+    import tarfile
+    info = tarfile.TarInfo("f")
+    info.size, info.mtime = len(data), tarkit.MTIME
+    return info.tobuf(tarfile.PAX_FORMAT) + data + bytes(-len(data) % 512)
+
+
+@pytest.mark.parametrize("mode", ["extract", "verify"])
+def test_a_skipped_hard_link_body_counts_as_decoded(sandbox, mode):
+    """A hard link carrying a 16 GiB body of zeros (a 500 KB tar.zst) is refused early."""
+    frame = _zstd_frame([("raw", _file_header(b"x") + _hardlink_with_body(16 << 30)),
+                         ("zeros", (16 << 30) + 1024 + 8192)])
+    archive = sandbox.archives / "link-body.tar.zst"
+    archive.write_bytes(frame)
+    assert len(frame) < 600_000
+    if mode == "extract":
+        err = sandbox.refuses(archive, errors.LimitExceeded, max_bytes=1 << 20)
+    else:
+        with pytest.raises(errors.LimitExceeded) as info:
+            engine.verify(str(archive), max_bytes=1 << 20)
+        err = info.value
+    assert "decodes to more than" in str(err)
+
+
+def test_a_gzip_hard_link_body_counts_as_decoded(sandbox):
+    """The same through the ISA-L path: a tgz whose hard link skips 256 MiB of zeros."""
+    import zlib
+    z = zlib.compressobj(1, zlib.DEFLATED, 31)
+    gz = z.compress(_file_header(b"x") + _hardlink_with_body(256 << 20))
+    chunk = bytes(1 << 20)
+    for _ in range(256):
+        gz += z.compress(chunk)
+    gz += z.compress(bytes(1024 + 8192)) + z.flush()
+    archive = sandbox.archives / "link-body.tgz"
+    archive.write_bytes(gz)
+    sandbox.refuses(archive, errors.LimitExceeded, max_bytes=1 << 20)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_data_after_the_tar_end_is_bounded(sandbox, threads):
+    """A GiB of zeros after the tar end marker is refused, not decoded to its end."""
+    frame = _zstd_frame([("raw", _file_header(b"x")), ("zeros", 1 << 30)])
+    archive = sandbox.archives / "trailing.tar.zst"
+    archive.write_bytes(frame)
+    jobs = [engine.Job(str(archive), str(sandbox.dest))]
+    if threads == 2:
+        jobs.append(engine.Job(str(archive), None))
+    for result in engine.extract_many(jobs, threads=threads):
+        assert isinstance(result.error, errors.LimitExceeded), result.error
+        assert "after the end of the tar stream" in str(result.error)
+    sandbox.assert_clean_failure()
+
+
+def test_decoded_bytes_are_reported(sandbox):
+    """Result.decoded_bytes is the length of the decoded tar stream."""
+    plain = sandbox.archive([reg("f", b"x" * 3000)])
+    result = sandbox.extract(tarkit.compress(plain, "zstd"))
+    assert result.decoded_bytes == plain.stat().st_size
