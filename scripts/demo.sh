@@ -50,8 +50,11 @@ fi
 step "building the example images into $ROOT/usr/share/torcx/store"
 STORE="$ROOT/usr/share/torcx/store"
 mkdir -p "$STORE" "$ROOT/usr/share/torcx/profiles" "$ROOT/etc/torcx/profiles"
-torcx image pack examples/images/hello --name hello --reference 1.0 --format tgz -o "$STORE"
-torcx image pack examples/images/tools --name tools --reference 1.0 --format tar.zst -o "$STORE"
+# With --root, -o is a folder of the target system, under the root like every path.
+torcx image pack examples/images/hello --name hello --reference 1.0 --format tgz \
+    -o /usr/share/torcx/store
+torcx image pack examples/images/tools --name tools --reference 1.0 --format tar.zst \
+    -o /usr/share/torcx/store
 
 step "profiles: vendor (hello) and user 'demo' (tools), demo selected for next boot"
 cp examples/profiles/vendor.json "$ROOT/usr/share/torcx/profiles/vendor.json"

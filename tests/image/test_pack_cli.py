@@ -105,7 +105,7 @@ def test_bad_level_is_refused(rootfs, tmp_path):
     """A compression level outside the format's range is an error naming the range."""
     code, _, err = run("image", "pack", str(rootfs), "--name", "tool", "--reference", "1",
                        "-o", str(tmp_path), "--level", "42")
-    assert code == 1 and "tgz takes 1 to 9" in err
+    assert code == 2 and "tgz takes 1 to 9" in err
 
 
 def test_inspect_and_verify_by_name_from_a_store(rootfs, tmp_path):

@@ -168,6 +168,23 @@ def _parser_class():
     return argparse, Parser
 
 
+def _count(low: int):
+    """An argparse type: an integer of at least ``low``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValueError from None
+        if value < low:
+            import argparse
+
+            raise argparse.ArgumentTypeError(f"{value}: must be at least {low}")
+        return value
+
+    parse.__name__ = "integer"  # argparse's message: "invalid integer value: 'x'"
+    return parse
+
+
 def build_parser(prog: str = "torcx"):
     argparse, Parser = _parser_class()
     from .. import __version__
@@ -291,12 +308,14 @@ def build_parser(prog: str = "torcx"):
     p.add_argument("--name", required=True, metavar="NAME")
     p.add_argument("--reference", required=True, metavar="REF")
     p.add_argument("-o", "--output", dest="output", metavar="STORE_DIR",
-                   help="store folder to write into (default: the current folder)")
+                   help="store folder to write into (default: the current folder); with "
+                        "--root an absolute path of the target system, under DIR like "
+                        "every other path (ROOTFS stays a path of this machine)")
     p.add_argument("--format", choices=["tgz", "tar.zst", "tar.xz", "tar", "squashfs",
                                         "erofs"], default="tgz")
     p.add_argument("--level", type=int, metavar="N", help="compression level")
-    p.add_argument("--threads", type=int, metavar="N", help="compression threads")
-    p.add_argument("--source-date-epoch", type=int, metavar="N",
+    p.add_argument("--threads", type=_count(1), metavar="N", help="compression threads")
+    p.add_argument("--source-date-epoch", type=_count(0), metavar="N",
                    help="clamp mtimes to N (reproducible builds)")
     p.add_argument("--keep-owner", action="store_true", help="keep file owners and groups")
     p.add_argument("--overwrite", action="store_true", help="replace an existing archive")

@@ -12,7 +12,14 @@ import os
 import shutil
 
 from .. import schemas
-from ..errors import ExtractError, InvalidImage, MountError, NotFound, UsageError
+from ..errors import (
+    ConfigError,
+    ExtractError,
+    InvalidImage,
+    MountError,
+    NotFound,
+    UsageError,
+)
 from ..store import Store, parse_archive_filename
 from .profile import print_json
 
@@ -65,13 +72,19 @@ def clear_versioned(ctx, args):
 
 def pack(ctx, args) -> int:
     """``torcx image pack ROOTFS --name NAME --reference REF [...]``."""
-    from ..image.pack import pack_image, source_date_epoch  # libarchive: only when packing
+    from ..image.pack import (  # libarchive: only when packing
+        check_options,
+        pack_image,
+        source_date_epoch,
+    )
 
+    check_options(args.format, args.level, args.threads)  # usage errors before any work
+    epoch = source_date_epoch(args.source_date_epoch, ctx.environ)
+    out_dir = output_folder(ctx, args.output)
     try:
         result = pack_image(
-            args.rootfs, args.name, args.reference, args.output or os.getcwd(),
-            fmt=args.format, level=args.level, threads=args.threads,
-            epoch=source_date_epoch(args.source_date_epoch, ctx.environ),
+            args.rootfs, args.name, args.reference, out_dir,
+            fmt=args.format, level=args.level, threads=args.threads, epoch=epoch,
             keep_owner=args.keep_owner, overwrite=args.overwrite)
     except InvalidImage as e:
         for problem in e.problems:
@@ -83,6 +96,25 @@ def pack(ctx, args) -> int:
     else:
         ctx.out("\n".join(result.lines()))
     return 0
+
+
+def output_folder(ctx, output: str | None) -> str:
+    """Where ``pack -o`` writes on this machine: under --root like every target path.
+
+    With --root, -o names a folder of the target system (absolute), resolved inside
+    the root as a chroot would, so ``image inspect NAME:REF`` with the same --root
+    finds what was packed. Without -o: the current folder.
+    """
+    if output is None:
+        return os.getcwd()
+    if ctx.root == "/":
+        return output
+    if not output.startswith("/"):
+        raise UsageError(f"-o {output}: with --root, -o names a folder of the target "
+                         "system: give an absolute path such as /var/lib/torcx/store")
+    from ..inroot import resolve
+
+    return ctx.paths.host(resolve(ctx.root, output))
 
 
 def resolve_archive(ctx, text: str) -> tuple[str, str | None]:
@@ -111,8 +143,13 @@ def inspect(ctx, args) -> int:
 
 def verify(ctx, args) -> int:
     """``torcx image verify ARCHIVE|NAME:REF [--digest D]``: one-line verdict."""
-    from ..image.verify import verify_archive
+    from ..image.verify import parse_pin, verify_archive
 
+    if args.digest:
+        try:
+            parse_pin(args.digest)
+        except ConfigError as e:
+            raise UsageError(str(e)) from None
     path, store = resolve_archive(ctx, args.archive)
     if store:
         ctx.log.info(f"{args.archive}: {path} (store {store})")

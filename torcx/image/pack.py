@@ -30,7 +30,7 @@ import xxhash
 from libarchive.exception import ArchiveError
 
 from .. import digestlist
-from ..errors import ConfigError, InvalidImage, PackError
+from ..errors import ConfigError, InvalidImage, PackError, UsageError
 from ..policy import write_recorded_digest
 from ..schemas import fsync_dir
 from . import check as imagecheck
@@ -85,17 +85,23 @@ class PackResult:
 # -- options -------------------------------------------------------------------
 
 def source_date_epoch(value: int | None = None, environ=os.environ) -> int | None:
-    """The epoch to clamp mtimes to: ``value``, else SOURCE_DATE_EPOCH, else None."""
-    if value is None:
-        text = environ.get("SOURCE_DATE_EPOCH", "").strip()
-        if not text:
-            return None
-        try:
-            value = int(text)
-        except ValueError:
-            raise ConfigError(f"SOURCE_DATE_EPOCH={text!r}: not an integer") from None
+    """The epoch to clamp mtimes to: ``value``, else SOURCE_DATE_EPOCH, else None.
+
+    A negative ``value`` is a UsageError; a bad SOURCE_DATE_EPOCH a ConfigError.
+    """
+    if value is not None:
+        if value < 0:
+            raise UsageError(f"--source-date-epoch {value}: must not be negative")
+        return value
+    text = environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if not text:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
     if value < 0:
-        raise ConfigError(f"source date epoch {value}: must not be negative")
+        raise ConfigError(f"SOURCE_DATE_EPOCH={text!r}: not a number of seconds since 1970")
     return value
 
 
@@ -106,17 +112,18 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
-def _check_options(fmt: str, level: int | None, threads: int | None) -> Format:
+def check_options(fmt: str, level: int | None, threads: int | None) -> Format:
+    """The format's spec; UsageError for an unknown format, level or thread count."""
     spec = FORMATS.get(fmt)
     if spec is None:
-        raise ConfigError(f"unknown format {fmt!r} (one of {', '.join(FORMATS)})")
+        raise UsageError(f"unknown format {fmt!r} (one of {', '.join(FORMATS)})")
     if level is not None:
         if spec.default_level is None:
-            raise ConfigError(f"--level: format {fmt} is not compressed")
+            raise UsageError(f"--level: format {fmt} is not compressed")
         if not spec.min_level <= level <= spec.max_level:
-            raise ConfigError(f"--level {level}: {fmt} takes {spec.min_level} to {spec.max_level}")
+            raise UsageError(f"--level {level}: {fmt} takes {spec.min_level} to {spec.max_level}")
     if threads is not None and threads < 1:
-        raise ConfigError(f"--threads {threads}: must be at least 1")
+        raise UsageError(f"--threads {threads}: must be at least 1")
     return spec
 
 
@@ -169,7 +176,7 @@ def pack_image(rootfs: str, name: str, reference: str, out_dir: str, *,
     Raises InvalidImage listing every problem (nothing written), ConfigError
     for bad options, PackError when the output exists or cannot be made.
     """
-    spec = _check_options(fmt, level, threads)
+    spec = check_options(fmt, level, threads)
     threads = threads or default_threads()
     try:
         if not stat.S_ISDIR(os.stat(rootfs).st_mode):
