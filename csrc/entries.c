@@ -180,10 +180,10 @@ static int do_file(struct job *j, struct archive_entry *e, char *path) {
     int64_t size = archive_entry_size(e);
     if (size < 0)
         size = 0;
-    if ((uint64_t)size > j->max_bytes - j->out->bytes) /* bytes <= max_bytes: no wrap */
+    bool is_list = strcmp(path, DIGESTS_PATH) == 0;
+    if (!is_list && (uint64_t)size > j->max_bytes - j->out->bytes) /* no wrap: bytes <= max */
         return torcx_job_fail(j, TORCX_E_LIMIT, 0, "unpacked size exceeds the limit of %llu bytes",
                               (unsigned long long)j->max_bytes);
-    bool is_list = strcmp(path, DIGESTS_PATH) == 0;
     if (is_list && size > DIGESTS_MAX)
         return torcx_job_fail(j, TORCX_E_LIMIT, 0, DIGESTS_PATH " is larger than %u bytes",
                               DIGESTS_MAX);
@@ -247,7 +247,8 @@ static int do_file(struct job *j, struct archive_entry *e, char *path) {
             goto out;
         }
     }
-    j->out->bytes += (uint64_t)size;
+    if (!is_list) /* the image's own files: the digest list torcx adds is not counted */
+        j->out->bytes += (uint64_t)size;
     XXH128_hash_t digest = XXH3_128bits_digest(j->fxxh);
 
     if (fd >= 0) {

@@ -61,12 +61,12 @@ struct torcx_result {
     char entry_path[4096];     /* path inside the archive of the faulty entry */
     char message[512];
     uint64_t entries;
-    uint64_t files;
+    uint64_t files;            /* regular files, .torcx/digests not counted */
     uint64_t dirs;
     uint64_t symlinks;
     uint64_t hardlinks;
     uint64_t others;           /* FIFOs and device nodes */
-    uint64_t bytes;            /* logical bytes of regular files */
+    uint64_t bytes;            /* their logical bytes (.torcx/digests not counted) */
     uint64_t archive_bytes;    /* bytes read from the archive file */
     uint64_t decoded_bytes;    /* bytes of the decoded tar stream */
     char archive_xxh3[33];     /* hex XXH3-128 of the archive bytes */

@@ -34,6 +34,16 @@ def size_text(n: int) -> str:
     return f"{n} B"  # pragma: no cover
 
 
+def tmpfs_text(size: int, need: int) -> str:
+    """The tmpfs line: its size and where the margin over the images comes from."""
+    from .sizing import MARGIN_BYTES, MARGIN_DEN, MARGIN_NUM
+
+    percent = (MARGIN_NUM - MARGIN_DEN) * 100 // MARGIN_DEN
+    return (f"tmpfs {size_text(size)} (a limit; it reserves no memory): "
+            f"{size_text(need)} of unpacked tar streams (an upper bound), plus {percent}% "
+            f"and {size_text(MARGIN_BYTES)} for page rounding of small files and folders")
+
+
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
 
@@ -130,8 +140,7 @@ def human(r: Run) -> str:
                     out.append(f"          {e.kind:10} {e.action:7} {e.dest} {arrow}")
         for c in r.conflicts:
             out.append(f"  conflict: {c}")
-        tmpfs = (f"tmpfs {size_text(r.tmpfs_size)} for {size_text(r.need)} of images"
-                 if r.need or r.tmpfs_mounted else "")
+        tmpfs = (tmpfs_text(r.tmpfs_size, r.need) if r.need or r.tmpfs_mounted else "")
         if tmpfs:
             out.append(f"  {tmpfs}{'' if r.mount else ' (not mounted: --no-mount)'}")
         if r.sealed:

@@ -63,6 +63,7 @@ class Report:
     packed_bytes: int
     store: str | None = None
     unpacked_bytes: int = 0
+    files: int = 0
     entries: int = 0
     types: dict = field(default_factory=dict)
     manifest: dict | None = None
@@ -83,7 +84,7 @@ class Report:
             out.append(f"store:     {self.store}")
         out += [f"format:    {self.format}",
                 f"packed:    {self.packed_bytes} bytes",
-                f"unpacked:  {self.unpacked_bytes} bytes",
+                f"unpacked:  {self.files} files, {self.unpacked_bytes} bytes",
                 f"entries:   {self.entries} ("
                 + ", ".join(f"{n} {k}" for k, n in sorted(self.types.items())) + ")"]
         d = self.digests
@@ -138,16 +139,25 @@ class Summary:
     def __init__(self, report: Report):
         self.r = report
         self.seen: set[str] = set()
+        self.inodes: set = set()
 
     def add(self, path: str, mode: int, size: int, *, link: str = "", hardlink: str = "",
-            rdev: tuple[int, int] = (0, 0)) -> None:
+            rdev: tuple[int, int] = (0, 0), inode=None) -> None:
+        """One entry; ``inode`` (a key) when a tree walk meets a file with several names."""
         r = self.r
         path = path[2:] if path.startswith("./") else path
         path = path.rstrip("/") or "."
         r.entries += 1
         kind = "hardlink" if hardlink else _kind(mode)
+        if inode is not None and kind == "file":
+            if inode in self.inodes:
+                kind = "hardlink"
+            self.inodes.add(inode)
+        if kind == "file" and path == DIGESTS:
+            kind = "digest list"  # added by pack: not one of the image's files
         r.types[kind] = r.types.get(kind, 0) + 1
-        if kind == "file":
+        if kind == "file":  # the image's files and bytes: see pack.files_text
+            r.files += 1
             r.unpacked_bytes += size
             r.largest.append({"path": path, "size": size})
             r.largest.sort(key=lambda f: (-f["size"], f["path"]))
@@ -237,7 +247,8 @@ def summarize_tree(root: str, report: Report) -> Report:
                 link = os.fsdecode(os.readlink(where)) if stat.S_ISLNK(st.st_mode) else ""
                 s.add(os.fsdecode(os.path.relpath(where, root_b)), st.st_mode,
                       st.st_size if stat.S_ISREG(st.st_mode) else 0, link=link,
-                      rdev=(os.major(st.st_rdev), os.minor(st.st_rdev)))
+                      rdev=(os.major(st.st_rdev), os.minor(st.st_rdev)),
+                      inode=(st.st_dev, st.st_ino) if st.st_nlink > 1 else None)
         for rel, setter in ((MANIFEST, s.set_manifest), (DIGESTS, None)):
             where = os.path.join(root_b, os.fsencode(rel))
             if is_regular_file_in(root, rel):
@@ -349,7 +360,8 @@ def inspect_archive(path: str, store: str | None = None) -> Report:
             why = f"mounting failed: {e.strerror or e}"
     if fmt == "squashfs":
         report = _unsquashfs_listing(path, report)
-        report.note = f"listed with unsquashfs ({why})"
+        report.note = (f"listed with unsquashfs ({why}); a listing shows no inodes, so a "
+                       "file with several hard links counts once per name")
         return report
     report = _erofs_superblock(path, report)
     report.note = (f"{why}: the content summary of an erofs image is read by mounting it "

@@ -52,9 +52,22 @@ CHUNK = digestlist.CHUNK
 
 
 
+def files_text(files: int, size: int) -> str:
+    """How pack and inspect say an image's size.
+
+    One definition everywhere (pack, inspect, the apply's summary and report): the
+    image's regular files, a file with several hard links once, and their bytes;
+    the digest list ``.torcx/digests`` that pack adds is counted in neither.
+    """
+    return f"{files} files, {size} bytes"
+
+
 @dataclass
 class PackResult:
-    """What was written: the archive and its digests (``sha512`` as ``sha512-<hex>``)."""
+    """What was written: the archive and its digests (``sha512`` as ``sha512-<hex>``).
+
+    ``files`` and ``unpacked_bytes`` count as :func:`files_text` says.
+    """
 
     path: str
     name: str
@@ -74,8 +87,8 @@ class PackResult:
         return [
             f"archive:   {self.path}",
             f"format:    {self.format}",
-            f"entries:   {self.entries} ({self.files} regular files)",
-            f"unpacked:  {self.unpacked_bytes} bytes",
+            f"entries:   {self.entries}",
+            f"unpacked:  {files_text(self.files, self.unpacked_bytes)}",
             f"packed:    {self.packed_bytes} bytes",
             f"xxh3-128:  {self.xxh3}",
             f"sha512:    {self.sha512}",
@@ -232,6 +245,7 @@ def pack_image(rootfs: str, name: str, reference: str, out_dir: str, *,
     entries = len(nodes) + 1  # the digest list
     if spec.tool is not None and not any(n.rel == TORCX_DIR_REL for n in nodes):
         entries += 1  # the staged .torcx folder
+    files = len({(n.st.st_dev, n.st.st_ino) for n in nodes if stat.S_ISREG(n.st.st_mode)})
     return PackResult(path=final, name=name, reference=reference, format=fmt,
-                      entries=entries, files=len(digests), unpacked_bytes=unpacked,
+                      entries=entries, files=files, unpacked_bytes=unpacked,
                       packed_bytes=size, xxh3=xxh3, sha512=sha512)
