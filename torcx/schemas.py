@@ -34,7 +34,9 @@ PROFILE_KINDS = (PROFILE_V0, PROFILE_V1)
 ASSET_KEYS = ("bin", "network", "sysusers", "tmpfiles", "udev_rules", "units")
 # Archive formats a remote may serve: upstream's two plus the ones this project reads.
 REMOTE_FORMATS = ("tgz", "squashfs", "tar.zst", "tar.xz", "tar", "erofs")
-REMOTE_URL_SCHEMES = ("http://", "https://", "file://")
+# oci:// names a registry repository (https); oci+http:// the same over plain http.
+REMOTE_URL_SCHEMES = ("http://", "https://", "file://", "oci://", "oci+http://")
+OCI_URL_SCHEMES = ("oci://", "oci+http://")
 SEAL_KEYS = ("TORCX_LOWER_PROFILES", "TORCX_UPPER_PROFILE", "TORCX_PROFILE_PATH",
              "TORCX_BINDIR", "TORCX_UNPACKDIR")
 
@@ -157,13 +159,15 @@ class ImageManifest(_Value):
 
 
 class RemoteManifest(_Value):
-    """``remote-manifest-v0``: URL template and keyring paths (relative to its folder)."""
+    """``remote-manifest-v0``: URL template, keyring paths (relative to its folder) and,
+    for an OCI registry, mirrors tried before it."""
 
-    __slots__ = ("base_url", "keyrings")
+    __slots__ = ("base_url", "keyrings", "mirrors")
 
-    def __init__(self, base_url: str, keyrings: list):
+    def __init__(self, base_url: str, keyrings: list, mirrors: list = ()):
         self.base_url = base_url
         self.keyrings = list(keyrings)
+        self.mirrors = list(mirrors)
 
 
 class RemoteVersion(_Value):
@@ -405,7 +409,8 @@ def parse_remote_manifest(doc, filename: str) -> RemoteManifest:
     base_url = c.field(value, "base_url", "$.value", "string")
     if not base_url.startswith(REMOTE_URL_SCHEMES):
         c.fail("$.value.base_url",
-               f"unsupported URL {base_url!r} (expected http://, https:// or file://)")
+               f"unsupported URL {base_url!r} (expected http://, https://, file://, "
+               "oci:// or oci+http://)")
     keys = c.field(value, "keys", "$.value", "array")
     keyrings = []
     for i, key in enumerate(keys):
@@ -416,7 +421,14 @@ def parse_remote_manifest(doc, filename: str) -> RemoteManifest:
             c.fail(path + ".armored_keyring",
                    f"expected a path relative to the remote's folder, got {ring!r}")
         keyrings.append(ring)
-    return RemoteManifest(base_url, keyrings)
+    mirrors = c.strings(value, "mirrors", "$.value")
+    for i, mirror in enumerate(mirrors):
+        if not base_url.startswith(OCI_URL_SCHEMES):
+            c.fail("$.value.mirrors", "mirrors are only for oci:// remotes")
+        if not mirror.startswith(OCI_URL_SCHEMES):
+            c.fail(f"$.value.mirrors[{i}]",
+                   f"unsupported URL {mirror!r} (expected oci:// or oci+http://)")
+    return RemoteManifest(base_url, keyrings, mirrors)
 
 
 def read_remote_manifest(path) -> RemoteManifest:

@@ -342,6 +342,13 @@ def build_parser(prog: str = "torcx"):
                                          "torcx remote contents"),
             "write a signed-contents manifest for a folder of archives")
     p.add_argument("dir", metavar="DIR")
+    p = sub(rcmds, "publish", _delegate("cli.remote", "remote_publish", "torcx remote publish"),
+            "push a folder's archives and signed contents to an OCI registry")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("url", metavar="oci://HOST/REPOSITORY")
+    p.add_argument("-n", "--os-version", dest="os_version", required=True, metavar="OSVER",
+                   help="the OS version the signed contents are for (their tag)")
+    json_flag(p)
     return top
 
 

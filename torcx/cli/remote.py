@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""``torcx profile populate``, ``profile check --remote-only``, ``torcx remote list|contents``."""
+"""``torcx profile populate``, ``profile check --remote-only``,
+``torcx remote list|contents|publish``."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from ..remote.fetch import FetchOptions
 from ..remote.populate import populate as populate_images
 from ..remote.populate import remote_problems, wanted_images
 
-__all__ = ["check_remote", "populate", "remote_contents", "remote_list"]
+__all__ = ["check_remote", "populate", "remote_contents", "remote_list", "remote_publish"]
 
 
 def _ctx_paths(ctx, os_version: str | None):
@@ -69,4 +70,26 @@ def remote_contents(ctx, args) -> int:
     path = write_contents(args.dir)
     ctx.out(path)
     ctx.log.info(f"sign it with: gpg --clearsign --output {path}.asc {path}")
+    return 0
+
+
+def remote_publish(ctx, args) -> int:
+    """``torcx remote publish DIR oci://HOST/REPO -n OSVER [--json]``."""
+    from ..remote import oci  # the registry client: only for this command
+
+    report = oci.publish(args.dir, args.url, args.os_version,
+                         FetchOptions.from_env(ctx.environ), note=ctx.log.notice)
+    summary = {"pushed": report.pushed, "unchanged": report.unchanged,
+               "blobs_uploaded": report.blobs_uploaded, "bytes_uploaded": report.bytes_uploaded,
+               "blobs_present": report.blobs_present, "requests": report.requests}
+    if args.json:
+        ctx.out(schemas.dumps({"kind": "torcx-remote-publish-v0", "value": summary}))
+    else:
+        for ref in report.pushed:
+            ctx.out(f"pushed\t{ref}")
+        for ref in report.unchanged:
+            ctx.out(f"unchanged\t{ref}")
+    ctx.log.info(f"publish: {report.blobs_uploaded} blob(s) uploaded "
+                 f"({report.bytes_uploaded} bytes), {report.blobs_present} already present, "
+                 f"{report.requests} requests")
     return 0

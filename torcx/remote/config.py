@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from .. import openpgp, profiles, schemas
 from ..errors import ConfigError, NotFound, RemoteError, SchemaError, TorcxError
 from ..paths import parse_os_release
+from ..schemas import OCI_URL_SCHEMES
 
 CONTENTS_FILE = "torcx_remote_contents.json"
 SIGNED_CONTENTS_FILE = CONTENTS_FILE + ".asc"
@@ -55,9 +56,21 @@ class Remote:
     base_url: str  # the template expanded
     fetch_base: str  # base_url, with a file URL mapped below --root
     keyring_paths: tuple[str, ...]
+    mirrors: tuple[str, ...] = ()  # OCI only: expanded, tried in order before base_url
+    os_version: str | None = None  # OCI only: the tag of the signed contents
+
+    @property
+    def is_oci(self) -> bool:
+        return self.base_url.startswith(OCI_URL_SCHEMES)
 
     @property
     def contents_url(self) -> str:
+        if self.is_oci:
+            from .ociref import contents_ref, parse_repo
+            if not self.os_version:
+                raise RemoteError(f"remote {self.name}: no OS version (VERSION_ID) to name "
+                                  "its contents tag; pass -n OSVER")
+            return contents_ref(parse_repo(self.base_url), self.os_version)
         return self.fetch_base.rstrip("/") + "/" + SIGNED_CONTENTS_FILE
 
 
@@ -112,7 +125,19 @@ def _load(paths, name: str, folder: str, values: dict) -> Remote:
     if scheme == "file":
         fetch_base = _host_file_url(paths, base_url, manifest_path)
     keyrings = tuple(f"{folder}/{ring}" for ring in manifest.keyrings)
-    return Remote(name, folder, manifest.base_url, base_url, fetch_base, keyrings)
+    mirrors: tuple = ()
+    if base_url.startswith(OCI_URL_SCHEMES):
+        from .ociref import parse_repo
+        mirrors = tuple(expand_base_url(m, values, manifest_path, paths.os_release)
+                        for m in manifest.mirrors)
+        for where, url in [("base_url", base_url)] + [
+                (f"mirrors[{i}]", m) for i, m in enumerate(mirrors)]:
+            try:
+                parse_repo(url)
+            except RemoteError as e:
+                raise ConfigError(f"{manifest_path}: $.value.{where}: {e}") from None
+    return Remote(name, folder, manifest.base_url, base_url, fetch_base, keyrings,
+                  mirrors, values.get("VERSION_ID"))
 
 
 def _host_file_url(paths, url: str, where: str) -> str:
@@ -190,6 +215,13 @@ def remote_list_doc(paths, remotes: Sequence[Remote]) -> dict:
                 keys.append({"path": p, "fingerprints": fprs})
             except RemoteError as e:
                 keys.append({"path": p, "fingerprints": [], "error": str(e)})
-        entries.append({"name": r.name, "path": r.folder, "base_url": r.base_url_template,
-                        "url": r.base_url, "keys": keys})
+        entry = {"name": r.name, "path": r.folder, "base_url": r.base_url_template,
+                 "url": r.base_url, "keys": keys}
+        if r.is_oci:
+            entry["mirrors"] = list(r.mirrors)
+            try:
+                entry["contents"] = r.contents_url
+            except RemoteError as e:
+                entry["contents_error"] = str(e)
+        entries.append(entry)
     return {"kind": REMOTE_LIST_V0, "value": entries}

@@ -35,15 +35,15 @@ import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, TextIO
 
 from .. import __version__
 from ..errors import ConfigError, RemoteError
 from ..schemas import fsync_dir
 
-__all__ = ["Download", "FetchOptions", "Outcome", "Progress", "download_all",
-           "fetch_document"]
+__all__ = ["Body", "Download", "FetchOptions", "Outcome", "Progress", "Transient",
+           "download_all", "fetch_document", "registry_auth_files", "retrying"]
 
 _CHUNK = 256 * 1024
 _TRANSIENT_HTTP = frozenset({408, 429})
@@ -62,6 +62,8 @@ class FetchOptions:
     ca_file: str | None = None
     max_document: int = 16 << 20
     max_archive: int = 8 << 30
+    # docker-style credential files for OCI registries, first match wins (never printed)
+    registry_auth_files: tuple = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> FetchOptions:
@@ -90,11 +92,39 @@ class FetchOptions:
             jobs=number("TORCX_FETCH_JOBS", cls.jobs, int, 1),
             max_archive=number("TORCX_FETCH_MAX_BYTES", cls.max_archive, int, 1, 1 << 63),
             ca_file=ca_file,
+            registry_auth_files=registry_auth_files(environ),
         )
+
+
+def registry_auth_files(environ: Mapping[str, str]) -> tuple:
+    """Where registry clients keep credentials, in the order they are read.
+
+    TORCX_REGISTRY_AUTH, then REGISTRY_AUTH_FILE and the containers auth.json
+    places (podman, skopeo, buildah), then docker's config.json.
+    """
+    files = []
+    for var in ("TORCX_REGISTRY_AUTH", "REGISTRY_AUTH_FILE"):
+        if environ.get(var):
+            if not os.path.isabs(environ[var]):
+                raise ConfigError(f"{var}={environ[var]!r}: expected an absolute path")
+            files.append(environ[var])
+    home = environ.get("HOME", "")
+    if environ.get("XDG_RUNTIME_DIR"):
+        files.append(os.path.join(environ["XDG_RUNTIME_DIR"], "containers/auth.json"))
+    if home:
+        files.append(os.path.join(home, ".config/containers/auth.json"))
+    if environ.get("DOCKER_CONFIG"):
+        files.append(os.path.join(environ["DOCKER_CONFIG"], "config.json"))
+    elif home:
+        files.append(os.path.join(home, ".docker/config.json"))
+    return tuple(files)
 
 
 class _Transient(Exception):
     """A fault worth another attempt."""
+
+
+Transient = _Transient  # for other openers (torcx.remote.oci)
 
 
 class _Cancelled(Exception):
@@ -212,6 +242,9 @@ class _Body:
         self.stream.close()
 
 
+Body = _Body
+
+
 def _file_path(url: str) -> str:
     parts = urllib.parse.urlsplit(url)
     if parts.netloc not in ("", "localhost"):
@@ -263,7 +296,7 @@ def _open(url: str, opts: FetchOptions) -> _Body:
     return _Body(resp, size)
 
 
-def _retrying(url: str, opts: FetchOptions, attempt: Callable[[], object],
+def retrying(url: str, opts: FetchOptions, attempt: Callable[[], object],
               note: Callable[[str], None], cancel: threading.Event | None = None):
     """Run attempt() until it succeeds, fails for good, or the attempts run out."""
     for n in range(1, opts.attempts + 1):
@@ -308,20 +341,27 @@ def fetch_document(url: str, opts: FetchOptions,
         finally:
             body.close()
 
-    return _retrying(url, opts, attempt, note)
+    return retrying(url, opts, attempt, note)
 
 
 # ---------------------------------------------------------------- archives
 
 @dataclass(frozen=True)
 class Download:
-    """One archive to fetch from ``url`` into ``dest_dir/filename``, pinned by sha512."""
+    """One archive to fetch from ``url`` into ``dest_dir/filename``, pinned by sha512.
+
+    ``fallbacks`` are tried in order when ``url`` fails for good (mirrors, then the
+    origin); ``opener(url, opts) -> Body`` opens what is not an http, https or file
+    URL (an OCI registry).
+    """
 
     label: str
     url: str
     dest_dir: str
     filename: str
     sha512: str  # lowercase hex
+    fallbacks: tuple = ()
+    opener: Callable | None = field(default=None, compare=False)
 
     @property
     def path(self) -> str:
@@ -450,9 +490,9 @@ def _stream_to(body: _Body, fd: int, job: Download, progress: Progress,
     return total, digest.hexdigest()
 
 
-def _download_once(job: Download, opts: FetchOptions, progress: Progress,
+def _download_once(job: Download, url: str, opts: FetchOptions, progress: Progress,
                    cancel: threading.Event) -> int:
-    body = _open(job.url, opts)
+    body = (job.opener or _open)(url, opts)
     if body.size is not None and body.size > opts.max_archive:
         body.close()
         raise _too_large(opts.max_archive, f"{body.size} bytes announced, nothing read")
@@ -491,19 +531,27 @@ def _unlink_quietly(path: str) -> None:
 def _run_one(job: Download, opts: FetchOptions, progress: Progress,
              cancel: threading.Event) -> Outcome:
     progress.start(job.label, job.url)
-    try:
-        size = _retrying(job.url, opts, lambda: _download_once(job, opts, progress, cancel),
-                         progress.note, cancel)
-    except _Cancelled:
-        progress.end(job.label, None)
-        return Outcome(job, error="cancelled")
-    except (RemoteError, OSError) as e:
-        message = str(e) if isinstance(e, RemoteError) else f"{job.path}: {_describe(e)}"
-        progress.end(job.label, None)  # the caller reports failures
-        return Outcome(job, error=message)
-    progress.end(job.label, f"fetched {job.label} ({size} bytes, sha512 verified) "
-                            f"-> {job.path}")
-    return Outcome(job, size=size)
+    errors = []
+    sources = (job.url, *job.fallbacks)
+    for n, url in enumerate(sources):
+        try:
+            size = retrying(url, opts,
+                            lambda url=url: _download_once(job, url, opts, progress, cancel),
+                            progress.note, cancel)
+        except _Cancelled:
+            progress.end(job.label, None)
+            return Outcome(job, error="cancelled")
+        except (RemoteError, OSError) as e:
+            message = str(e) if isinstance(e, RemoteError) else f"{job.path}: {_describe(e)}"
+            errors.append(message)
+            if n + 1 < len(sources):
+                progress.note(f"{job.label}: {message}; trying {sources[n + 1]}")
+            continue
+        progress.end(job.label, f"fetched {job.label} ({size} bytes, sha512 verified) "
+                                f"from {url} -> {job.path}")
+        return Outcome(job, size=size)
+    progress.end(job.label, None)  # the caller reports failures
+    return Outcome(job, error="; ".join(errors))
 
 
 def download_all(jobs: Sequence[Download], opts: FetchOptions,

@@ -10,6 +10,7 @@ profile's name and reference and the contents' format, never from ``location``.
 
 from __future__ import annotations
 
+import functools
 import os
 import urllib.parse
 from collections.abc import Sequence
@@ -37,11 +38,21 @@ def fetch_signed_contents(paths, remote: Remote, opts: FetchOptions,
                           note: Callable[[str], None] = lambda _m: None
                           ) -> tuple[schemas.RemoteContents, bytes]:
     """:func:`fetch_contents` and the signed document as fetched (kept in the store)."""
-    url = remote.contents_url
     try:
+        url = remote.contents_url
         rings = load_keyrings(paths, remote)
-        signed = fetch_document(url, opts, note)
-        text = openpgp.verify_clearsigned(signed, rings, what=url)
+        if remote.is_oci:
+            from . import oci  # the registry client: only when a registry is used
+
+            def verify(signed: bytes, ref: str) -> bytes:
+                text = openpgp.verify_clearsigned(signed, rings, what=ref)
+                schemas.parse_remote_contents(schemas.load_json(text, ref), ref)
+                return text
+
+            text, signed = oci.fetch_contents(remote, opts, note, verify)
+        else:
+            signed = fetch_document(url, opts, note)
+            text = openpgp.verify_clearsigned(signed, rings, what=url)
         return schemas.parse_remote_contents(schemas.load_json(text, url), url), signed
     except (RemoteError, SchemaError) as e:
         raise RemoteError(f"remote {remote.name}: {e}") from None
@@ -103,8 +114,12 @@ def _check_file_name_parts(image) -> None:
             raise RemoteError(f"{part!r} cannot be part of a store file name")
 
 
-def _resolve(image, entry) -> tuple[Remote, schemas.RemoteVersion, str]:
-    """(remote, version, url) of an image, or RemoteError naming what is wrong."""
+def _resolve(image, entry) -> tuple[Remote, schemas.RemoteVersion, tuple[str, ...]]:
+    """(remote, version, sources) of an image, or RemoteError naming what is wrong.
+
+    sources: the archive's URL; for an OCI remote, its artifact on each mirror and
+    then on the origin (the registry layout is fixed, ``location`` is not used).
+    """
     _check_file_name_parts(image)
     if isinstance(entry, str):
         raise RemoteError(entry)
@@ -113,7 +128,11 @@ def _resolve(image, entry) -> tuple[Remote, schemas.RemoteVersion, str]:
     if version is None:
         raise RemoteError(f"remote {remote.name} does not offer {image.name}:"
                           f"{image.reference}")
-    return remote, version, location_url(remote, version.location)
+    if remote.is_oci:
+        from .ociref import image_ref, parse_repo
+        return remote, version, tuple(image_ref(parse_repo(base), image.name, image.reference)
+                                      for base in (*remote.mirrors, remote.base_url))
+    return remote, version, (location_url(remote, version.location),)
 
 
 def populate(paths, images, *, log=NULL, opts: FetchOptions | None = None,
@@ -157,12 +176,17 @@ def populate(paths, images, *, log=NULL, opts: FetchOptions | None = None,
     host_dest = paths.host(dest)
     for image in missing:
         try:
-            _, version, url = _resolve(image, contents[image.remote])
+            remote, version, sources = _resolve(image, contents[image.remote])
             filename = archive_filename(image.name, image.reference, version.format)
         except (RemoteError, ValueError) as e:
             failures.append(f"{image}: {e}")
             continue
-        downloads.append(Download(str(image), url, host_dest, filename, version.sha512))
+        opener = None
+        if remote.is_oci:
+            from . import oci
+            opener = functools.partial(oci.open_archive, fmt=version.format)
+        downloads.append(Download(str(image), sources[0], host_dest, filename, version.sha512,
+                                  sources[1:], opener))
         by_download[filename] = image.remote
     fetched = 0
     if downloads:
@@ -221,7 +245,7 @@ def remote_problems(paths, images, *, opts: FetchOptions | None = None) -> list[
     problems = []
     for image in wanted:
         try:
-            _, version, _url = _resolve(image, contents[image.remote])
+            _, version, _sources = _resolve(image, contents[image.remote])
             archive_filename(image.name, image.reference, version.format)
         except (RemoteError, ValueError) as e:
             problems.append(f"{image}: {e}")
