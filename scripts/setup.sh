@@ -6,10 +6,12 @@ cd "$(dirname "$0")/.."
 
 # Build: compiler and headers; run time: libarchive, libxxhash, libisal, libcrypto.
 # Tests: tools used as baselines and to build fixtures (squashfs, erofs, gpg, nspawn);
-# GNU time measures the benchmarks' peak RSS.
+# GNU time measures the benchmarks' peak RSS. OCI remote tests start their own registries
+# (docker-registry, CNCF distribution) with htpasswd files made by apache2-utils.
 PACKAGES="build-essential libarchive-dev libxxhash-dev libisal-dev libssl-dev
   libarchive-tools pigz zstd xz-utils lz4 bzip2 xxhash squashfs-tools erofs-utils
-  gnupg gpgv openssl util-linux debootstrap systemd-container time"
+  gnupg gpgv openssl util-linux debootstrap systemd-container time
+  docker-registry apache2-utils"
 
 missing=""
 for p in $PACKAGES; do
@@ -23,6 +25,13 @@ if [ -n "$missing" ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends $missing >/dev/null
+    # The tests run registries of their own; the package's system service is not wanted.
+    case " $missing " in
+    *" docker-registry "*)
+        if [ -d /run/systemd/system ]; then
+            systemctl disable --now docker-registry.service >/dev/null 2>&1 || true
+        fi ;;
+    esac
 fi
 
 PYTHON=${PYTHON:-python3}

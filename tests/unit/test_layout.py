@@ -5,6 +5,10 @@ the core and the stages below it. Read from the source with ast, lazy imports in
 from __future__ import annotations
 
 import ast
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "torcx"
@@ -104,3 +108,49 @@ def test_stages_use_only_the_core_and_the_stages_below():
             if other not in ALLOWED[stage]:
                 bad.append(f"{module} ({stage}) imports {dep} ({other})")
     assert not bad, "\n".join(sorted(bad))
+
+
+# The registry client and what it pulls in: only torcx.remote.oci may import them.
+REGISTRY_CLIENT = {"oras", "requests", "urllib3", "jsonschema"}
+
+
+def test_registry_client_only_in_remote_oci():
+    """Only torcx/remote/oci.py imports the OCI registry client (never the boot path)."""
+    users = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom)
+                     and not node.level else [])
+            if any(n.split(".")[0] in REGISTRY_CLIENT for n in names):
+                users.append(_module_name(path))
+    assert sorted(set(users)) == ["torcx.remote.oci"]
+
+
+def _imported_modules(code: str, *wrapper: str) -> set[str]:
+    """Modules a fresh interpreter imports to run ``code`` (python -X importtime)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TORCX_")}
+    env["PYTHONPATH"] = str(PACKAGE.parent)
+    proc = subprocess.run([*wrapper, sys.executable, "-X", "importtime", "-c", code],
+                          capture_output=True, text=True, env=env, check=False)
+    return {line.split("|")[-1].strip() for line in proc.stderr.splitlines()
+            if line.startswith("import time:") and "|" in line}
+
+
+def test_boot_path_imports_no_registry_client(tmp_path):
+    """`torcx apply` and `torcx-generator` load neither the registry client nor remotes."""
+    (tmp_path / "usr/lib").mkdir(parents=True)
+    (tmp_path / "usr/lib/os-release").write_text("ID=flatcar\nVERSION_ID=1\n")
+    root = str(tmp_path)
+    runs = [_imported_modules(
+        f"from torcx.cli import main; main(['--root', {root!r}, 'apply', '--dry-run', "
+        "'--no-mount'])")]
+    if os.geteuid() == 0 and shutil.which("unshare"):  # the generator mounts: private namespace
+        runs.append(_imported_modules(
+            f"from torcx.cli import main; main(['--root', {root!r}, 'a', 'b', 'c'], "
+            "prog='torcx-generator')", "unshare", "--mount", "--propagation", "private"))
+    for modules in runs:
+        assert any(m.startswith(("torcx.apply", "torcx.boot")) for m in modules), modules
+        bad = sorted(m for m in modules if m.split(".")[0] in REGISTRY_CLIENT
+                     or m.startswith("torcx.remote"))
+        assert not bad, bad

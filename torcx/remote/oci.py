@@ -104,11 +104,11 @@ def _read_auth_file(path: str) -> dict | None:
     except FileNotFoundError:
         return None
     except OSError as e:
-        raise ConfigError(f"{path}: cannot read registry credentials: {e.strerror}") from None
+        raise RemoteError(f"{path}: cannot read registry credentials: {e.strerror}") from None
     except ValueError:
-        raise ConfigError(f"{path}: registry credentials are not valid JSON") from None
+        raise RemoteError(f"{path}: registry credentials are not valid JSON") from None
     if not isinstance(doc, dict):
-        raise ConfigError(f"{path}: registry credentials: expected a JSON object")
+        raise RemoteError(f"{path}: registry credentials: expected a JSON object")
     return doc
 
 
@@ -123,7 +123,7 @@ def _from_auth_file(doc: dict, host: str, path: str) -> str | None:
             except ValueError:
                 sep = False
             if not sep:  # the value is not shown: it is a secret
-                raise ConfigError(f"{path}: auths[{key!r}].auth is not base64 'user:password'")
+                raise RemoteError(f"{path}: auths[{key!r}].auth is not base64 'user:password'")
             return entry["auth"]
         if entry.get("username") and entry.get("password"):
             return oras.auth.utils.get_basic_auth(entry["username"], entry["password"])
@@ -604,24 +604,28 @@ def publish(folder: str, url: str, os_version: str, opts: FetchOptions,
         repo, tag = parse_ref(ref)
         manifest = _manifest(IMAGE_ARTIFACT_TYPE, layer_media_type(a.fmt), "sha256:" + a.sha256,
                              a.size, os.path.basename(a.path))
-        client = _Client(repo, opts)
-        try:
-            changed = _push_artifact(client, tag, manifest,
-                                     [config, ("sha256:" + a.sha256, a.size, a.path)], report)
-        finally:
-            report.requests += client.requests
-            client.close()
+        blobs = [config, ("sha256:" + a.sha256, a.size, a.path)]
+        changed = _push_retrying(repo, tag, manifest, blobs, opts, report, note)
         (report.pushed if changed else report.unchanged).append(ref)
     ref = base.ref(contents_tag)
     digest = "sha256:" + hashlib.sha256(signed).hexdigest()
     manifest = _manifest(CONTENTS_ARTIFACT_TYPE, CONTENTS_MEDIA_TYPE, digest, len(signed),
                          SIGNED_CONTENTS_FILE)
-    client = _Client(base, opts)
-    try:
-        changed = _push_artifact(client, contents_tag, manifest,
-                                 [config, (digest, len(signed), signed)], report)
-    finally:
-        report.requests += client.requests
-        client.close()
+    changed = _push_retrying(base, contents_tag, manifest,
+                             [config, (digest, len(signed), signed)], opts, report, note)
     (report.pushed if changed else report.unchanged).append(ref)
     return report
+
+
+def _push_retrying(repo: Repo, tag: str, manifest: bytes, blobs: Sequence, opts: FetchOptions,
+                   report: PublishReport, note: Callable[[str], None]) -> bool:
+    """_push_artifact with the retries of fetch (every step checks first, so it may repeat)."""
+    def attempt() -> bool:
+        client = _Client(repo, opts)
+        try:
+            return _push_artifact(client, tag, manifest, blobs, report)
+        finally:
+            report.requests += client.requests
+            client.close()
+
+    return retrying(repo.ref(tag), opts, attempt, note)
