@@ -158,8 +158,14 @@ def test_publish_uploads_only_new_blobs(registry, repo, tmp_path, fake_root):
     """A new version of an image uploads its archive and the new contents; the rest stays."""
     publish(str(tmp_path / "pub"), IMAGES[:2], fake_root.keys)
     push(tmp_path / "pub", registry.url(repo))
-    shutil.rmtree(tmp_path / "pub")
-    publish(str(tmp_path / "pub"), [*IMAGES[:2], ("docker", "24.0")], fake_root.keys)
+    with open(tmp_path / "pub" / "docker:24.0.torcx.tgz", "wb") as f:
+        f.write(make_archive("docker", "24.0"))
+    rc, out, err = torcx("remote", "contents", str(tmp_path / "pub"))
+    assert rc == 0, err
+    with open(out.strip(), "rb") as f:
+        signed = fake_root.keys.clearsign(f.read())
+    with open(out.strip() + ".asc", "wb") as f:
+        f.write(signed)
     report = push(tmp_path / "pub", registry.url(repo))
     assert report["pushed"] == [registry.url(repo) + "/docker:24.0",
                                 registry.url(repo) + ":" + OS_VERSION]
@@ -198,10 +204,13 @@ def test_basic_auth_over_tls(tls_registry, repo, tmp_path, fake_root, tls_cert):
     assert rc == 0, err
     assert PASSWORD not in out + err
     node(fake_root, tls_registry.url(repo))
+    before = len(tls_registry.settle())
     rc, out, err = populate(fake_root, env)
     assert rc == 0, err
     assert stored(fake_root, "docker:20.10.torcx.tgz") == archives["docker:20.10"]
     assert PASSWORD not in out + err
+    statuses = sorted(s for _, _, s in tls_registry.settle()[before:])
+    assert statuses == [200] * 6 + [401] * 3  # one challenge per repository
 
 
 def test_wrong_credentials_fail_cleanly(tls_registry, repo, tmp_path, fake_root, tls_cert):
@@ -277,23 +286,42 @@ def test_mirror_with_some_images_falls_back_to_origin(registry, mirror, repo, tm
     assert not any(p.endswith(OS_VERSION) for p in from_origin)
 
 
+def retag_docker(folder, url, keys):
+    """Point docker:20.10 at another archive (published with its own contents, signed,
+    for another OS version, so the signed contents of OS_VERSION stay as they were)."""
+    evil = make_archive("docker", "evil")
+    os.makedirs(folder)
+    with open(os.path.join(folder, "docker:20.10.torcx.tgz"), "wb") as f:
+        f.write(evil)
+    doc = {"kind": "torcx-remote-contents-v1", "value": {"images": [{"name": "docker",
+           "versions": [{"version": "20.10", "format": "tgz", "location": "x",
+                         "hash": "sha512-" + hashlib.sha512(evil).hexdigest()}]}]}}
+    with open(os.path.join(folder, "torcx_remote_contents.json.asc"), "wb") as f:
+        f.write(keys.clearsign(json.dumps(doc).encode()))
+    push(folder, url, os_version="9999.0.0")
+
+
+def test_mirror_serving_another_archive_falls_back_to_origin(registry, mirror, repo,
+                                                             tmp_path, fake_root):
+    """A mirror whose tag names an archive that fails the signed sha512: origin's is used."""
+    archives = publish(str(tmp_path / "pub"), IMAGES[:2], fake_root.keys)
+    push(tmp_path / "pub", registry.url(repo))
+    push(tmp_path / "pub", mirror.url(repo))
+    retag_docker(str(tmp_path / "evil"), mirror.url(repo), fake_root.keys)
+    node(fake_root, registry.url(repo), mirrors=[mirror.url(repo)])
+    rc, _, err = populate(fake_root, FAST)
+    assert rc == 0, err
+    assert "sha512 mismatch" in err and f"trying {registry.url(repo)}/docker:20.10" in err
+    assert stored(fake_root, "docker:20.10.torcx.tgz") == archives["docker:20.10"]
+
+
 # ------------------------------------------------------------------ failures
 
 def test_tag_whose_blob_was_replaced_fails_cleanly(registry, repo, tmp_path, fake_root):
     """The tag now names another archive than the signed one: sha512 mismatch."""
     publish(str(tmp_path / "pub"), IMAGES[:2], fake_root.keys)
     push(tmp_path / "pub", registry.url(repo))
-    # Another docker:20.10 (and its own contents, for another OS version) re-tags it.
-    publish(str(tmp_path / "evil"), [("docker", "20.10")], fake_root.keys)
-    with open(tmp_path / "evil" / "docker:20.10.torcx.tgz", "wb") as f:
-        f.write(make_archive("docker", "evil"))
-    doc = {"kind": "torcx-remote-contents-v1", "value": {"images": [{"name": "docker",
-           "versions": [{"version": "20.10", "format": "tgz", "location": "x",
-                         "hash": "sha512-" + hashlib.sha512(make_archive("docker", "evil"))
-                         .hexdigest()}]}]}}
-    with open(tmp_path / "evil" / "torcx_remote_contents.json.asc", "wb") as f:
-        f.write(fake_root.keys.clearsign(json.dumps(doc).encode()))
-    push(tmp_path / "evil", registry.url(repo), os_version="9999.0.0")
+    retag_docker(str(tmp_path / "evil"), registry.url(repo), fake_root.keys)
     node(fake_root, registry.url(repo))
     rc, _, err = populate(fake_root, FAST)
     assert_failed_cleanly(fake_root, rc, err, "sha512 mismatch", "docker:20.10")

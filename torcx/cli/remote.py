@@ -59,6 +59,10 @@ def remote_list(ctx, args) -> int:
     else:
         for entry in doc["value"]:
             ctx.out(f"{entry['name']}\t{entry['url']}\t{entry['path']}")
+            for mirror in entry.get("mirrors", ()):
+                ctx.out(f"\tmirror {mirror}")
+            if "contents" in entry:
+                ctx.out(f"\tcontents {entry['contents']}")
             for key in entry["keys"]:
                 shown = ", ".join(key["fingerprints"]) or key.get("error", "")
                 ctx.out(f"\tkey {key['path']}: {shown}")

@@ -1,0 +1,102 @@
+# SPDX-License-Identifier: Apache-2.0
+"""populate of the reference profile (three images as tgz) from an http remote and from
+an OCI registry (Debian's docker-registry, anonymous, on 127.0.0.1), in one run.
+
+Each timed call is one whole ``populate``: signed contents, gpgv, the three archives
+streamed in parallel and checked against their signed sha512, into an emptied store.
+``extra_info`` records the requests each server answered per populate and the bytes.
+
+    TORCX_BENCH_FULL=1 python3 -m pytest benchmarks/test_remote_populate.py \\
+        --benchmark-enable --benchmark-columns=min,median,max
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "tests", "remote"))
+
+from registrykit import REGISTRY, Registry  # noqa: E402
+from remotekit import OS_VERSION, FakeRoot, GpgKeys, serve  # noqa: E402
+
+from torcx import paths as torcx_paths  # noqa: E402
+from torcx.log import Logger  # noqa: E402
+from torcx.remote import contents as remote_contents  # noqa: E402
+from torcx.remote import populate as remote_populate  # noqa: E402
+from torcx.remote.fetch import FetchOptions  # noqa: E402
+from torcx.schemas import ImageRef  # noqa: E402
+
+REFERENCE = "bench"
+
+
+@pytest.fixture(scope="module")
+def remotes(bench_workload, tmp_path_factory):
+    """The reference archives published once: a folder served over http, and a registry."""
+    if REGISTRY is None or shutil.which("gpg") is None:
+        pytest.skip("needs docker-registry and gpg (sh scripts/setup.sh)")
+    from torcx.remote import oci
+
+    work = tmp_path_factory.mktemp("remote-bench")
+    home = work / "gnupg"
+    home.mkdir(mode=0o700)
+    keys = GpgKeys(str(home))
+    folder = work / "published"
+    folder.mkdir()
+    for image in bench_workload.images:
+        target = folder / f"{image.name}:{REFERENCE}.torcx.tgz"
+        try:
+            os.link(image.tgz, target)
+        except OSError:
+            shutil.copyfile(image.tgz, target)
+    unsigned = remote_contents.write_contents(str(folder))
+    with open(unsigned, "rb") as f:
+        signed = keys.clearsign(f.read())
+    with open(unsigned + ".asc", "wb") as f:
+        f.write(signed)
+    registry = Registry(str(work / "registry"))
+    servers = serve(str(folder))
+    http = next(servers)
+    os.environ.setdefault("no_proxy", "127.0.0.1")
+    try:
+        oci.publish(str(folder), registry.url("torcx/bench"), OS_VERSION, FetchOptions())
+        yield {"keys": keys, "http": http, "registry": registry, "work": work,
+               "bytes": sum(i.tgz_bytes for i in bench_workload.images),
+               "images": [i.name for i in bench_workload.images]}
+    finally:
+        next(servers, None)
+        registry.stop()
+        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], check=False)
+
+
+@pytest.mark.parametrize("kind", ["http", "oci"])
+def test_populate_reference_profile(benchmark, remotes, bench_rounds, kind, tmp_path):
+    root = FakeRoot(str(tmp_path / "root"), remotes["keys"])
+    http, registry = remotes["http"], remotes["registry"]
+    root.add_remote("bench", http.url if kind == "http" else registry.url("torcx/bench"))
+    images = [ImageRef(name, REFERENCE, "bench") for name in remotes["images"]]
+    paths = torcx_paths.load(root.path, environ={})
+
+    def empty_store():
+        shutil.rmtree(root.store, ignore_errors=True)
+
+    def count() -> int:
+        return http.state.total if kind == "http" else len(registry.settle())
+
+    def populate():
+        rc = remote_populate.populate(paths, images, log=Logger(stream=io.StringIO()),
+                                      opts=FetchOptions())
+        assert rc == 0
+
+    before = count()
+    benchmark.pedantic(populate, setup=empty_store, rounds=bench_rounds, iterations=1)
+    calls = bench_rounds if benchmark.enabled else 1
+    assert len(root.store_files()) == len(images)
+    benchmark.extra_info["requests_per_populate"] = (count() - before) / calls
+    benchmark.extra_info["megabytes"] = round(remotes["bytes"] / 1e6, 1)
