@@ -2,6 +2,9 @@
 """populate of the reference profile (three images as tgz) from an http remote and from
 an OCI registry (Debian's docker-registry, anonymous, on 127.0.0.1), in one run.
 
+Both servers are processes of their own (the http one is ``python3 -m http.server``,
+as the README's publishing example), so neither shares the client's interpreter.
+
 Each timed call is one whole ``populate``: signed contents, gpgv, the three archives
 streamed in parallel and checked against their signed sha512, into an emptied store.
 ``extra_info`` records the requests each server answered per populate and the bytes.
@@ -14,9 +17,12 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
+import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -24,7 +30,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests", "remote"))
 
 from registrykit import REGISTRY, Registry  # noqa: E402
-from remotekit import OS_VERSION, FakeRoot, GpgKeys, serve  # noqa: E402
+from remotekit import OS_VERSION, FakeRoot, GpgKeys  # noqa: E402
 
 from torcx import paths as torcx_paths  # noqa: E402
 from torcx.log import Logger  # noqa: E402
@@ -34,6 +40,45 @@ from torcx.remote.fetch import FetchOptions  # noqa: E402
 from torcx.schemas import ImageRef  # noqa: E402
 
 REFERENCE = "bench"
+
+
+class HttpServer:
+    """``python3 -m http.server`` on 127.0.0.1; its log counts the requests answered."""
+
+    def __init__(self, folder: str, log: str):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.log = log
+        with open(log, "wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory",
+                 folder, str(port)], stdout=subprocess.DEVNULL, stderr=err)
+        self.url = f"http://127.0.0.1:{port}/"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError("http.server did not start") from None
+                time.sleep(0.05)
+
+    @property
+    def total(self) -> int:
+        last = None
+        while True:  # log lines follow the responses; read once they stop growing
+            with open(self.log, encoding="utf-8", errors="replace") as f:
+                now = len(re.findall(r'"GET [^"]*" \d{3}', f.read()))
+            if now == last:
+                return now
+            last = now
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +106,7 @@ def remotes(bench_workload, tmp_path_factory):
     with open(unsigned + ".asc", "wb") as f:
         f.write(signed)
     registry = Registry(str(work / "registry"))
-    servers = serve(str(folder))
-    http = next(servers)
+    http = HttpServer(str(folder), str(work / "http.log"))
     os.environ.setdefault("no_proxy", "127.0.0.1")
     try:
         oci.publish(str(folder), registry.url("torcx/bench"), OS_VERSION, FetchOptions())
@@ -70,7 +114,7 @@ def remotes(bench_workload, tmp_path_factory):
                "bytes": sum(i.tgz_bytes for i in bench_workload.images),
                "images": [i.name for i in bench_workload.images]}
     finally:
-        next(servers, None)
+        http.stop()
         registry.stop()
         subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], check=False)
 
@@ -87,7 +131,7 @@ def test_populate_reference_profile(benchmark, remotes, bench_rounds, kind, tmp_
         shutil.rmtree(root.store, ignore_errors=True)
 
     def count() -> int:
-        return http.state.total if kind == "http" else len(registry.settle())
+        return http.total if kind == "http" else len(registry.settle())
 
     def populate():
         rc = remote_populate.populate(paths, images, log=Logger(stream=io.StringIO()),
