@@ -141,6 +141,6 @@ def test_populate_reference_profile(benchmark, remotes, bench_rounds, kind, tmp_
     before = count()
     benchmark.pedantic(populate, setup=empty_store, rounds=bench_rounds, iterations=1)
     calls = bench_rounds if benchmark.enabled else 1
-    assert len(root.store_files()) == len(images)
+    assert len([f for f in root.store_files() if ".torcx." in f]) == len(images)
     benchmark.extra_info["requests_per_populate"] = (count() - before) / calls
     benchmark.extra_info["megabytes"] = round(remotes["bytes"] / 1e6, 1)

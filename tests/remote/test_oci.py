@@ -138,7 +138,10 @@ def test_publish_then_populate_two_images_and_again_nothing(registry, repo, tmp_
     before = len(registry.settle())
     rc, _, err = populate(fake_root)
     assert rc == 0, err
-    assert fake_root.store_files() == ["containerd:1.7.torcx.tgz", "docker:20.10.torcx.tgz"]
+    assert fake_root.store_files() == ["containerd:1.7.torcx.tgz", "docker:20.10.torcx.tgz",
+                                       "torcx_remote_contents.json.asc"]
+    with open(tmp_path / "pub" / "torcx_remote_contents.json.asc", "rb") as f:
+        assert stored(fake_root, "torcx_remote_contents.json.asc") == f.read()  # kept, as http
     assert stored(fake_root, "docker:20.10.torcx.tgz") == archives["docker:20.10"]
     assert stored(fake_root, "containerd:1.7.torcx.tgz") == archives["containerd:1.7"]
     made = registry.settle()[before:]

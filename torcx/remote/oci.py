@@ -40,8 +40,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Callable
 
-from .. import schemas
-from .._version import __version__
+from .. import __version__, schemas
 from ..errors import ConfigError, NotFound, RemoteError
 from ..store import parse_archive_filename
 from .config import SIGNED_CONTENTS_FILE, Remote
