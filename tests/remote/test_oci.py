@@ -192,6 +192,9 @@ def test_check_remote_only_and_list(registry, repo, tmp_path, fake_root):
     entry = json.loads(out)["value"][0]
     assert entry["contents"] == registry.url(repo) + ":" + OS_VERSION
     assert entry["mirrors"] == [registry.url("torcx/elsewhere")]
+    rc, out, err = torcx("remote", "list", root=fake_root)
+    assert f"\tmirror {registry.url('torcx/elsewhere')}" in out.splitlines()
+    assert f"\tcontents {registry.url(repo)}:{OS_VERSION}" in out.splitlines()
 
 
 # ------------------------------------------------------------------ authentication
@@ -341,17 +344,23 @@ def test_contents_signed_by_unknown_key_fail_cleanly(registry, repo, tmp_path, f
     assert not any("/docker/" in p for _, p, _ in registry.settle()[before:])
 
 
-def test_stalled_registry_fails_cleanly(registry, repo, tmp_path, fake_root):
-    """A registry that stops answering (SIGSTOP): timeouts, bounded retries, then an error."""
+def test_stalled_registry_fails_cleanly(registry, mirror, repo, tmp_path, fake_root):
+    """The signed contents come from a mirror holding no archive; the origin stops answering
+    (SIGSTOP): each image times out, bounded retries, then an error naming it."""
     publish(str(tmp_path / "pub"), IMAGES[:2], fake_root.keys)
     push(tmp_path / "pub", registry.url(repo))
-    node(fake_root, registry.url(repo))
+    os.makedirs(tmp_path / "contents-only")
+    shutil.copy(tmp_path / "pub" / "torcx_remote_contents.json.asc", tmp_path / "contents-only")
+    push(tmp_path / "contents-only", mirror.url(repo))
+    node(fake_root, registry.url(repo), mirrors=[mirror.url(repo)])
     registry.stall()
     try:
         rc, _, err = populate(fake_root, FAST)
     finally:
         registry.resume()
-    assert_failed_cleanly(fake_root, rc, err, "timed out", "gave up after 2 attempts")
+    assert_failed_cleanly(fake_root, rc, err, "manifest unknown", "timed out",
+                          "gave up after 2 attempts")
+    assert "populate: containerd:1.7: " in err
 
 
 def test_foreign_manifest_media_type_fails_cleanly(registry, repo, tmp_path, fake_root):

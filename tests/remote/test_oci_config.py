@@ -131,3 +131,17 @@ def test_publish_refuses_archives_the_contents_do_not_sign(tmp_path, gpg_keys):
     os.unlink(folder / "torcx_remote_contents.json.asc")
     with pytest.raises(Exception, match="torcx_remote_contents.json.asc: missing"):
         oci.publish(str(folder), "oci+http://127.0.0.1:9/t", OS_VERSION, FetchOptions())
+
+
+def test_credential_helper(tmp_path, monkeypatch):
+    """credHelpers run docker-credential-NAME (through the SDK), as docker does."""
+    helper = tmp_path / "bin" / "docker-credential-torcxtest"
+    helper.parent.mkdir()
+    helper.write_text('#!/bin/sh\nread host\n'
+                      'printf \'{"ServerURL":"%s","Username":"helper","Secret":"h3lp"}\' "$host"\n')
+    helper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{helper.parent}:{os.environ['PATH']}")
+    path = _auth(str(tmp_path / "config.json"), {"credHelpers": {"h.example": "torcxtest"}})
+    opts = FetchOptions.from_env({"TORCX_REGISTRY_AUTH": path})
+    assert oci.credentials("h.example", opts) == _basic("helper", "h3lp")
+    assert oci.credentials("other.example", opts) is None
