@@ -17,12 +17,18 @@
 /* No MS_NOSUID on the unpack tmpfs and image mounts: images keep their
  * setuid bits and file capabilities (SPEC section 8), and must stay effective.
  * The images are pinned and verified; device nodes are still refused. */
-int torcx_mount_tmpfs(const char *target, uint64_t size_bytes, unsigned mode) {
+int torcx_mount_tmpfs(const char *target, uint64_t size_bytes, unsigned mode,
+                      uint64_t nr_inodes) {
     if (size_bytes == 0)
         return -EINVAL; /* size=0 would mean "no limit" to tmpfs */
-    char data[96];
-    snprintf(data, sizeof(data), "mode=%04o,size=%llu", mode & 07777,
-             (unsigned long long)size_bytes);
+    char data[128];
+    int n = snprintf(data, sizeof(data), "mode=%04o,size=%llu", mode & 07777,
+                     (unsigned long long)size_bytes);
+    /* Inodes cost kernel memory that size= does not count: without a limit
+     * (half of RAM's pages by default) empty folders could exhaust it. */
+    if (nr_inodes)
+        snprintf(data + n, sizeof(data) - (size_t)n, ",nr_inodes=%llu",
+                 (unsigned long long)nr_inodes);
     if (mount("tmpfs", target, "tmpfs", MS_NODEV, data) < 0)
         return -errno;
     return 0;

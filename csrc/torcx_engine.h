@@ -101,7 +101,8 @@ int torcx_extract_batch(const struct torcx_job *jobs, struct torcx_result *resul
 int torcx_digest_files(struct torcx_file_digest *files, size_t n, unsigned threads);
 
 /* Mount helpers of the apply. Each returns 0 or -errno. */
-int torcx_mount_tmpfs(const char *target, uint64_t size_bytes, unsigned mode);
+/* nr_inodes 0: the kernel's default (half of RAM's pages). */
+int torcx_mount_tmpfs(const char *target, uint64_t size_bytes, unsigned mode, uint64_t nr_inodes);
 int torcx_remount_ro(const char *target);
 int torcx_loop_mount(const char *image, const char *target, const char *fstype);
 int torcx_umount(const char *target);

@@ -257,9 +257,10 @@ def _check_mount(r: int, what: str, path: str) -> None:
         raise errors.MountError(-r, f"{what} {path}: {os.strerror(-r)}", path)
 
 
-def mount_tmpfs(target: str, size_bytes: int, mode: int = 0o755) -> None:
-    """Mount a tmpfs of ``size_bytes`` on ``target``: nodev; exec and setuid stay allowed."""
-    _check_mount(lib.torcx_mount_tmpfs(os.fsencode(target), size_bytes, mode),
+def mount_tmpfs(target: str, size_bytes: int, mode: int = 0o755, nr_inodes: int = 0) -> None:
+    """Mount a tmpfs of ``size_bytes`` and ``nr_inodes`` (0: the kernel's default) on
+    ``target``: nodev; exec and setuid stay allowed."""
+    _check_mount(lib.torcx_mount_tmpfs(os.fsencode(target), size_bytes, mode, nr_inodes),
                  "mounting tmpfs on", target)
 
 

@@ -98,3 +98,19 @@ def test_tmpfs_size_has_margin_and_is_page_aligned():
     size = sizing.tmpfs_size(1_000_001)
     assert size % 4096 == 0
     assert size >= 1_500_001 + (16 << 20)
+
+
+def test_engine_limits_follow_the_estimate():
+    """An image may make need/512 + 4096 inodes and decode its bound plus an eighth and 16 MiB;
+    the tmpfs gets the images' inodes plus a margin."""
+    exact = sizing.Estimate(10 << 20, True, "gzip ISIZE")
+    guess = sizing.Estimate(1 << 20, False, "compressed size x10")
+    huge = sizing.Estimate(1 << 40, True, "xz index")
+    assert sizing.max_entries(exact) == (10 << 20) // 512 + 4096
+    assert sizing.max_entries(huge) == 1_000_000  # never above the engine's own default
+    assert sizing.max_decoded(exact) == (10 << 20) + (10 << 20) // 8 + (16 << 20)
+    assert sizing.max_decoded(sizing.Estimate(1 << 20, False, "zstd block bound")) == \
+        (1 << 20) + (1 << 17) + (16 << 20)
+    assert sizing.max_decoded(guess) == 2 * sizing.tmpfs_size(1 << 20) + (16 << 20)
+    assert sizing.tmpfs_inodes([exact, guess]) == \
+        sizing.max_entries(exact) + sizing.max_entries(guess) + 1024

@@ -294,3 +294,25 @@ def test_decoded_bytes_are_reported(sandbox):
     plain = sandbox.archive([reg("f", b"x" * 3000)])
     result = sandbox.extract(tarkit.compress(plain, "zstd"))
     assert result.decoded_bytes == plain.stat().st_size
+
+
+def _inodes_of_a_small_tmpfs(target: str):
+    engine.mount_tmpfs(target, 1 << 20, 0o755, nr_inodes=64)
+    made = 0
+    try:
+        for i in range(1000):
+            os.mkdir(os.path.join(target, str(i)))
+            made += 1
+    except OSError as e:
+        return os.statvfs(target).f_files, made, e.errno
+    return os.statvfs(target).f_files, made, 0
+
+
+@tarkit.needs_root
+def test_mount_tmpfs_limits_inodes(tmp_path):
+    """mount_tmpfs(nr_inodes=N): the N+1th inode fails with ENOSPC, whatever the bytes left."""
+    import errno
+    target = tmp_path / "mnt"
+    target.mkdir()
+    files, made, err = tarkit.in_mount_namespace(_inodes_of_a_small_tmpfs, str(target))
+    assert files == 64 and made == 63 and err == errno.ENOSPC

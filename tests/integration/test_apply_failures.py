@@ -302,3 +302,36 @@ def test_manifest_symlinked_inside_the_image_is_read(root):
     code, rep = apply_json(root.path)
     assert code == 0, rep
     assert os.readlink(root.host("/run/torcx/bin/a")) == "/run/torcx/unpack/lnk/bin/a"
+
+
+def test_image_decoding_past_its_estimate_fails_alone(root):
+    """A tgz whose hard link skips 256 MiB of zeros while its ISIZE says 600 KB is stopped
+    at its plan's bound (not decoded to the end); the other images still apply."""
+    import struct
+    import tarfile
+    import zlib
+
+    def header(info):
+        info.mtime = 1_600_000_000
+        return info.tobuf(tarfile.PAX_FORMAT)
+
+    f = tarfile.TarInfo("f")
+    f.size = 1
+    link = tarfile.TarInfo("h")
+    link.type, link.linkname, link.size = tarfile.LNKTYPE, "f", 256 << 20
+    z = zlib.compressobj(9, zlib.DEFLATED, 31)
+    gz = z.compress(header(f) + b"x" + bytes(511) + header(link))
+    for _ in range(256):
+        gz += z.compress(bytes(1 << 20))
+    gz += z.compress(bytes(10240)) + z.flush()
+    gz = gz[:-4] + struct.pack("<I", 2 * len(gz))  # ISIZE: twice the compressed size
+    with open(os.path.join(root.store, "bomb:1.torcx.tgz"), "wb") as out:
+        out.write(gz)
+    root.add_hello()
+    root.profile("vendor", [("bomb", "1"), ("hello", "1")])
+    code, rep = apply_json(root.path)
+    assert code == 1
+    bomb, hello = rep["images"]
+    assert (bomb["status"], bomb["stage"]) == ("failed", "unpack")
+    assert "decodes to more than" in bomb["error"], bomb["error"]
+    assert hello["status"] == "ok"

@@ -210,3 +210,20 @@ def test_corrupt_squashfs_fails_alone(root):
     assert hello["status"] == "ok"
     assert [p.rsplit("/", 1)[-1] for p, _, _ in probe["mounts"]] == ["unpack"]
     assert loops_backed_by(root.path) == []
+
+
+def _unpack_inodes(root_path):
+    res = torcx(root_path, "apply", "--json")
+    return res.code, os.statvfs(os.path.join(root_path, "run/torcx/unpack")).f_files
+
+
+def test_tmpfs_inodes_are_sized_from_the_plan(root):
+    """The unpack tmpfs has nr_inodes from the plan: each tarball's max_entries plus a margin."""
+    from torcx.apply import sizing
+
+    archive = root.add_hello()
+    root.profile("vendor", [("hello", "1")])
+    code, inodes = in_mount_namespace(_unpack_inodes, root.path)
+    assert code == 0
+    assert inodes == sizing.tmpfs_inodes([sizing.estimate(archive)])
+    assert inodes < 100_000  # not the kernel's default of half of RAM's pages

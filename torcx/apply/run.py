@@ -37,6 +37,7 @@ from . import (
     Run,
     internal_error,
     seal,
+    sizing,
 )
 from .plan import fit_memory, plan
 
@@ -92,7 +93,10 @@ def run(paths: Paths, log: Logger, *, mount: bool = True, dry_run: bool = False)
                 if mount:
                     from .. import engine
 
-                    engine.mount_tmpfs(unpack_host, r.tmpfs_size, 0o755)
+                    # nr_inodes from the plan (sizing.tmpfs_inodes): the engine keeps
+                    # each image within its own share (sizing.max_entries).
+                    engine.mount_tmpfs(unpack_host, r.tmpfs_size, 0o755, sizing.tmpfs_inodes(
+                        [im.estimate for im in r.images if im.ok and im.estimate]))
                     r.tmpfs_mounted = True
             except (OSError, ImportError) as e:
                 return _abort(r, e, start)

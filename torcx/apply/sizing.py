@@ -41,6 +41,18 @@ MARGIN_NUM, MARGIN_DEN = 3, 2
 MARGIN_BYTES = 16 << 20
 PAGE = 4096
 
+# Inodes and decoded bytes, per tarball image, passed to the engine as the
+# job's max_entries and max_decoded. Every tar entry takes at least one
+# 512-byte header of the decoded stream, so an image holds at most need/512
+# entries; INODE_MARGIN covers folders made for missing parents, which the
+# engine counts against the same limit. ENGINE_MAX_ENTRIES is the engine's
+# own default (torcx.engine.DEFAULT_MAX_ENTRIES), never exceeded.
+INODE_HEADER = 512
+INODE_MARGIN = 4096
+ENGINE_MAX_ENTRIES = 1_000_000
+TMPFS_INODE_MARGIN = 1024  # the images' own folders, staging folders, mount points
+DECODED_MARGIN = 16 << 20
+
 
 class Estimate:
     """Bytes a tarball expands to (``need``), whether the archive recorded it, and how.
@@ -208,6 +220,32 @@ def tmpfs_size(need: int) -> int:
     """tmpfs limit for ``need`` bytes of tar streams: margin added, page aligned."""
     size = need * MARGIN_NUM // MARGIN_DEN + MARGIN_BYTES
     return (size + PAGE - 1) // PAGE * PAGE
+
+
+def is_bound(est: Estimate) -> bool:
+    """Whether ``est.need`` is a true upper bound of the decoded tar stream, not a guess."""
+    return est.exact or est.method == "zstd block bound"
+
+
+def max_entries(est: Estimate) -> int:
+    """Inodes (entries and folders made for missing parents) one image may make."""
+    return min(ENGINE_MAX_ENTRIES, est.need // INODE_HEADER + INODE_MARGIN)
+
+
+def max_decoded(est: Estimate) -> int:
+    """Bytes of decoded tar stream one image may produce, skipped data included.
+
+    A bound plus an eighth and 16 MiB; a guess (no size in the framing) gets
+    twice its tmpfs, so an image outgrowing its guess still meets ENOSPC first.
+    """
+    if is_bound(est):
+        return est.need + est.need // 8 + DECODED_MARGIN
+    return 2 * tmpfs_size(est.need) + DECODED_MARGIN
+
+
+def tmpfs_inodes(estimates) -> int:
+    """nr_inodes of the unpack tmpfs: every tarball image's max_entries plus a margin."""
+    return sum(max_entries(e) for e in estimates) + TMPFS_INODE_MARGIN
 
 
 def mem_available(meminfo: str = "/proc/meminfo") -> int | None:

@@ -8,7 +8,7 @@ import time
 
 from ..errors import MountError, NoDigestList, TorcxError
 from ..log import Logger
-from . import SKIPPED, Run, internal_error
+from . import SKIPPED, Run, internal_error, sizing
 from . import policy as trust
 
 __all__ = ["unpack"]
@@ -27,7 +27,7 @@ def unpack(run: Run, unpack_host: str, log: Logger) -> None:
             image.fail("unpack", str(e))
         return
     jobs = [engine.Job(im.archive.host_path, os.path.join(unpack_host, im.name),
-                       pin_sha512=trust.pin(im))
+                       pin_sha512=trust.pin(im), **_limits(im))
             for im in batch]
     try:
         results = engine.extract_many(jobs)
@@ -88,6 +88,14 @@ def _mount_one(run: Run, image, unpack_host: str, engine) -> None:
             image.unpack["verified"] = image.trust.pin_sha512 is not None
             trust.mounted_passed(image, False)
     image.unpack["seconds"] = round(time.monotonic() - start, 6)
+
+
+def _limits(image) -> dict:
+    """The engine's bounds for an image, from its plan (sizing.max_entries, max_decoded)."""
+    if image.estimate is None:
+        return {}
+    return {"max_entries": sizing.max_entries(image.estimate),
+            "max_decoded": sizing.max_decoded(image.estimate)}
 
 
 def _verify_mounted(image, target: str) -> None:
