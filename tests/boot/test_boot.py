@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import io
+import json
 import os
+import shutil
 import sys
 import tarfile
 import zipfile
@@ -14,8 +16,10 @@ from torcx_testing import in_mount_namespace, needs_root
 
 from torcx import boot, cli
 from torcx import paths as torcx_paths
-from torcx.boot import install, plan_units, unit_reader, unitfiles
+from torcx.apply import unitplan
+from torcx.boot import install, plan_units, prepare, unit_reader, unitfiles
 from torcx.errors import ConfigError
+from torcx.log import INFO, Logger
 
 UNIT = "[Unit]\nDescription=demo\n\n[Service]\nExecStart=/run/torcx/bin/demo\n"
 MANIFEST = ('{"kind": "image-manifest-v0", "value": {"bin": ["/bin/demo"], "units": '
@@ -177,18 +181,36 @@ def fake_root(tmp_path, names=("demo",)):
     return root
 
 
-def test_plan_writes_units_links_dropins_and_the_apply_unit(tmp_path):
-    """Plan mode writes the image's units and .wants links into the generator folder, a
-    drop-in gating each unit on its image, and pulls in torcx-apply.service."""
-    root = fake_root(tmp_path)
+def generate(tmp_path, root):
     normal, late = tmp_path / "gen", tmp_path / "late"
     paths = torcx_paths.load(str(root), environ={})
-    assert plan_units.plan_generator_units(paths, str(normal), str(late)) == 0
+    status = plan_units.plan_generator_units(paths, str(normal), str(late))
+    return status, normal, late
+
+
+def planned_env(normal) -> str:
+    text = (normal / "torcx-apply.service.d" / plan_units.PLANNED_DROPIN).read_text()
+    return text.split("TORCX_PLANNED=", 1)[1].split('"', 1)[0]
+
+
+def test_plan_writes_units_links_dropins_and_the_apply_unit(tmp_path):
+    """With a prepared plan (set-next), plan mode writes the image's units and .wants links
+    into the generator folder, a drop-in gating each unit on the apply's gate for exactly
+    these units, tells the apply which images it planned, and pulls in torcx-apply.service."""
+    root = fake_root(tmp_path)
+    paths = torcx_paths.load(str(root), environ={})
+    assert prepare.prepare_plan(paths) == 1
+    status, normal, late = generate(tmp_path, root)
+    assert status == 0
     assert (normal / "demo.service").read_text() == UNIT
     assert os.readlink(normal / "multi-user.target.wants/demo.service") == "../demo.service"
+    fp = unitplan.fingerprint([["file", "demo.service", UNIT], ["dir", "multi-user.target.wants"],
+                               ["link", "multi-user.target.wants/demo.service",
+                                "../demo.service"]])
     dropin = (normal / "demo.service.d" / unitfiles.DROPIN_NAME).read_text()
     assert "After=torcx-apply.service" in dropin and "Wants=torcx-apply.service" in dropin
-    assert "AssertPathExists=/run/torcx/unpack/demo/.torcx/manifest.json" in dropin
+    assert f"AssertPathExists=/run/torcx/units/demo.{fp}" in dropin
+    assert planned_env(normal) == f"demo.{fp}"
     assert f"ExecStart={sys.executable} -I -m torcx apply" in \
         (late / unitfiles.APPLY_UNIT).read_text()
     for unit in unitfiles.BOOT_UNITS:
@@ -197,8 +219,53 @@ def test_plan_writes_units_links_dropins_and_the_apply_unit(tmp_path):
     assert not (root / "run/torcx").exists()  # planning claims nothing: the apply does
 
 
-def test_plan_stops_before_a_payload_in_bin(tmp_path):
-    """Plan mode stops before a payload in bin/: a packed archive cut in half still works."""
+def test_generator_never_opens_an_archive(tmp_path):
+    """The generator works from the plan alone: an archive it could not even decode (its
+    plan entry made for exactly that file) still gets its units generated."""
+    root = fake_root(tmp_path)
+    paths = torcx_paths.load(str(root), environ={})
+    prepare.prepare_plan(paths)
+    archive = root / "usr/share/torcx/store/demo:1.torcx.tgz"
+    with open(archive, "r+b") as f:
+        f.truncate(40)  # nothing readable is left
+    plan = json.loads((root / "var/lib/torcx/unit-plan.json").read_text())
+    entry = plan["value"]["archives"]["/usr/share/torcx/store/demo:1.torcx.tgz"]
+    entry["identity"] = unitplan.identity(str(archive))
+    (root / "var/lib/torcx/unit-plan.json").write_text(json.dumps(plan))
+    status, normal, _ = generate(tmp_path, root)
+    assert status == 0 and (normal / "demo.service").read_text() == UNIT
+
+
+def test_generator_without_a_plan_leaves_the_units_to_the_apply(tmp_path):
+    """No prepared plan: the generator writes no unit of the image and tells the apply it
+    planned none (the apply starts them once applied)."""
+    root = fake_root(tmp_path)
+    status, normal, late = generate(tmp_path, root)
+    assert status == 0
+    assert not (normal / "demo.service").exists()
+    assert planned_env(normal) == ""
+    assert os.readlink(late / "sysinit.target.wants" / unitfiles.APPLY_UNIT)
+
+
+def test_generator_ignores_a_stale_plan(tmp_path):
+    """An archive replaced after the plan was prepared (other units, same name) gets no
+    generated units: a stale plan never starts the wrong units."""
+    root = fake_root(tmp_path)
+    paths = torcx_paths.load(str(root), environ={})
+    prepare.prepare_plan(paths)
+    store = root / "usr/share/torcx/store"
+    other = tmp_path / "other"
+    tree = image_tree(other)
+    (tree / "lib/systemd/system/demo.service").write_text(UNIT + "# changed\n")
+    (store / "demo:1.torcx.tgz").unlink()
+    pack(tree, "demo", store)
+    status, normal, _ = generate(tmp_path, root)
+    assert status == 0 and not (normal / "demo.service").exists()
+    assert planned_env(normal) == ""
+
+
+def test_prepare_reads_a_packed_archive_only_up_to_its_units(tmp_path):
+    """Preparing stops before a payload in bin/: a packed archive cut in half still works."""
     root = fake_root(tmp_path, names=())
     archive = pack(image_tree(tmp_path / "trees", payload=os.urandom(2 << 20),
                               payload_dir="bin"), "demo", root / "usr/share/torcx/store")
@@ -207,9 +274,9 @@ def test_plan_stops_before_a_payload_in_bin(tmp_path):
         '"reference": "1"}]}}')
     with open(archive, "r+b") as f:
         f.truncate(archive.stat().st_size // 2)
-    normal = tmp_path / "gen"
     paths = torcx_paths.load(str(root), environ={})
-    assert plan_units.plan_generator_units(paths, str(normal), str(tmp_path / "late")) == 0
+    assert prepare.prepare_plan(paths) == 1
+    status, normal, _ = generate(tmp_path, root)
     assert (normal / "demo.service").read_text() == UNIT
     assert os.readlink(normal / "multi-user.target.wants/demo.service") == "../demo.service"
 
@@ -230,27 +297,85 @@ def test_plan_after_the_apply_writes_nothing(tmp_path):
 def test_plan_reports_a_missing_image_and_keeps_the_others(tmp_path):
     """An image no store holds is reported (status 1); the other image's units are written."""
     root = fake_root(tmp_path)
+    prepare.prepare_plan(torcx_paths.load(str(root), environ={}))
     (root / "etc/torcx/profiles/p.json").write_text(
         '{"kind": "profile-manifest-v0", "value": {"images": ['
         '{"name": "gone", "reference": "1"}, {"name": "demo", "reference": "1"}]}}')
-    normal = tmp_path / "gen"
-    paths = torcx_paths.load(str(root), environ={})
-    assert plan_units.plan_generator_units(paths, str(normal), str(tmp_path / "late")) == 1
+    status, normal, _ = generate(tmp_path, root)
+    assert status == 1
     assert (normal / "demo.service").exists()
 
 
-def test_plan_reports_a_corrupt_image_and_keeps_the_others(tmp_path):
-    """A tarball that is not an archive fails alone (status 1); the good image's units are
-    still written."""
+def test_prepare_leaves_out_a_corrupt_image_and_keeps_the_others(tmp_path):
+    """A tarball that is not an archive is left out of the plan with a warning; the good
+    image is planned."""
     root = fake_root(tmp_path)
     (root / "usr/share/torcx/store/bad:1.torcx.tgz").write_bytes(b"\x1f\x8b\x08" + bytes(64))
     (root / "etc/torcx/profiles/p.json").write_text(
         '{"kind": "profile-manifest-v0", "value": {"images": ['
         '{"name": "bad", "reference": "1"}, {"name": "demo", "reference": "1"}]}}')
-    normal = tmp_path / "gen"
     paths = torcx_paths.load(str(root), environ={})
-    assert plan_units.plan_generator_units(paths, str(normal), str(tmp_path / "late")) == 1
-    assert (normal / "demo.service").exists()
+    log = io.StringIO()
+    assert prepare.prepare_plan(paths, Logger(INFO, stream=log)) == 1
+    assert "bad:1.torcx.tgz: units not planned" in log.getvalue()
+    status, normal, _ = generate(tmp_path, root)
+    assert status == 0 and (normal / "demo.service").exists()
+
+
+def gnu_tar_image(tmp_path, store):
+    """demo as GNU tar packs it: the manifest last, after a payload."""
+    tree = image_tree(tmp_path / "gnu", payload=os.urandom(1 << 20), payload_dir="aaa")
+    os.makedirs(store, exist_ok=True)
+    archive = store / "demo:1.torcx.tgz"
+    with tarfile.open(archive, "w:gz") as t:
+        for name in ("aaa", "bin", "lib", ".torcx"):
+            t.add(tree / name, arcname=name)
+    return archive
+
+
+def test_apply_gates_and_refreshes_the_plan_for_any_packer(tmp_path):
+    """An apply creates the gate of each image's units and records the archive in the plan,
+    so the next boot's generator writes its units, however the archive was packed."""
+    root = fake_root(tmp_path, names=())
+    gnu_tar_image(tmp_path, root / "usr/share/torcx/store")
+    (root / "etc/torcx/profiles/p.json").write_text(
+        '{"kind": "profile-manifest-v0", "value": {"images": [{"name": "demo", '
+        '"reference": "1"}]}}')
+    assert cli.main(["--root", str(root), "apply", "--no-mount"], stdout=io.StringIO()) == 0
+    gates = os.listdir(root / "run/torcx/units")
+    assert len(gates) == 1 and gates[0].startswith("demo.")
+    shutil.rmtree(root / "run")  # the next boot
+    status, normal, _ = generate(tmp_path, root)
+    assert (normal / "demo.service").read_text() == UNIT
+    assert planned_env(normal) == gates[0]
+    assert f"AssertPathExists=/run/torcx/units/{gates[0]}" in \
+        (normal / "demo.service.d" / unitfiles.DROPIN_NAME).read_text()
+
+
+def test_set_next_prepares_the_plan(tmp_path):
+    """`torcx profile set-next` plans the units of the profile it selects."""
+    root = fake_root(tmp_path)
+    assert not (root / "var/lib/torcx/unit-plan.json").exists()
+    assert cli.main(["--root", str(root), "profile", "set-next", "p"]) == 0
+    status, normal, _ = generate(tmp_path, root)
+    assert (normal / "demo.service").read_text() == UNIT
+
+
+def test_late_start_finds_the_wanted_units():
+    """The units the apply may start late are those linked into a target's .wants or
+    .requires folder by the image."""
+    from torcx.apply import Image, bootunits, propagate
+
+    image = Image(type("Ref", (), {"name": "demo", "reference": "1", "remote": None})())
+    unit_dir = "/run/systemd/system"
+    image.created = [
+        propagate.Entry("demo", "units", propagate.COPY, "/y", f"{unit_dir}/demo.service"),
+        propagate.Entry("demo", "units", propagate.LINK, "/x",
+                        f"{unit_dir}/multi-user.target.wants/demo.service", "../demo.service"),
+        propagate.Entry("demo", "units", propagate.LINK, "/z",
+                        f"{unit_dir}/sockets.target.requires/demo.socket", "../demo.socket")]
+    assert bootunits._targets_wanting([image]) == {"demo.service": {"multi-user.target"},
+                                                   "demo.socket": {"sockets.target"}}
 
 
 @needs_root

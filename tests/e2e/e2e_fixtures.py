@@ -81,6 +81,41 @@ def addon_tree(parent: str, name: str) -> str:
     return root
 
 
+def user_addon_tree(parent: str, name: str) -> str:
+    """An addon whose service runs as its own sysusers.d user, in a tmpfiles.d folder it owns."""
+    root = os.path.join(parent, name)
+    for d in ("bin", "lib/systemd/system/multi-user.target.wants", "lib/sysusers.d",
+              "lib/tmpfiles.d", ".torcx"):
+        os.makedirs(os.path.join(root, d))
+    state = f"/run/{name}-state"
+    with open(os.path.join(root, "bin", name), "w") as f:
+        f.write(f'#!/bin/sh\necho "ran as $(id -un)" >{state}/ran\n')
+    os.chmod(os.path.join(root, "bin", name), 0o755)
+    with open(os.path.join(root, "lib/systemd/system", f"{name}.service"), "w") as f:
+        f.write(f"[Unit]\nDescription=torcx e2e addon {name} (own user)\n\n"
+                f"[Service]\nType=oneshot\nRemainAfterExit=yes\nUser={name}\n"
+                f"ExecStart=/run/torcx/bin/{name}\n\n[Install]\nWantedBy=multi-user.target\n")
+    os.symlink(f"../{name}.service",
+               os.path.join(root, "lib/systemd/system/multi-user.target.wants", f"{name}.service"))
+    with open(os.path.join(root, "lib/sysusers.d", f"{name}.conf"), "w") as f:
+        f.write(f'u {name} - "torcx e2e addon user" {state}\n')
+    with open(os.path.join(root, "lib/tmpfiles.d", f"{name}.conf"), "w") as f:
+        f.write(f"d {state} 0750 {name} {name} -\n")
+    with open(os.path.join(root, ".torcx", "manifest.json"), "w") as f:
+        f.write('{"kind": "image-manifest-v0", "value": {'
+                f'"bin": ["/bin/{name}"], '
+                f'"units": ["/lib/systemd/system/{name}.service", '
+                '"/lib/systemd/system/multi-user.target.wants"], '
+                f'"sysusers": ["/lib/sysusers.d/{name}.conf"], '
+                f'"tmpfiles": ["/lib/tmpfiles.d/{name}.conf"]}}}}\n')
+    return root
+
+
+UPDATED = ("# This file was created by systemd-update-done. Its only\n"
+           "# purpose is to hold a timestamp of the time this directory\n"
+           "# was updated. See man:systemd-update-done.service(8).\n")
+
+
 def pack(tree: str, name: str, out_dir: str, fmt: str) -> str:
     """`torcx image pack` (the real command); returns the archive path."""
     from torcx.cli import main

@@ -144,6 +144,80 @@ def _ms(text: str) -> float:
     return total
 
 
+LOOP_SPARE = 3  # free loop devices a boot needs (its images), plus room for other work
+LOOP_CTL_ADD, LOOP_CTL_REMOVE = 0x4C80, 0x4C81
+LOOP_MAJOR = 7
+
+
+def _loop_devices() -> dict:
+    """{index: bound?} of the kernel's loop devices."""
+    found = {}
+    for name in os.listdir("/sys/block"):
+        m = re.fullmatch(r"loop(\d+)", name)
+        if m:
+            found[int(m.group(1))] = os.path.exists(f"/sys/block/{name}/loop/backing_file")
+    return found
+
+
+def ensure_free_loops(spare: int) -> list[tuple[int, bool, bool]]:
+    """Make sure at least ``spare`` unbound loop devices exist, each with its /dev node.
+
+    The guest sees only the nodes bound in when it starts, and LOOP_CTL_GET_FREE hands
+    out the lowest unbound device: every device needs its node (on a /dev that is not
+    devtmpfs other work may have removed some), and enough must be free that a loop
+    device taken meanwhile by other work does not leave the guest without one.
+    Returns [(index, device added, node added)] for release_loops.
+    """
+    import fcntl
+    import stat
+
+    added = []
+    devices = _loop_devices()
+    free = [i for i, bound in devices.items() if not bound]
+    with open("/dev/loop-control", "rb") as ctl:
+        index = 0
+        while len(free) < spare and index < 256:
+            if index not in devices:
+                try:
+                    fcntl.ioctl(ctl.fileno(), LOOP_CTL_ADD, index)
+                except OSError:
+                    index += 1
+                    continue  # taken meanwhile, or the kernel's max_loop
+                devices[index] = False
+                free.append(index)
+                added.append([index, True, False])
+            index += 1
+    for index in sorted(devices):
+        node = f"/dev/loop{index}"
+        if not os.path.exists(node):
+            os.mknod(node, 0o660 | stat.S_IFBLK, os.makedev(LOOP_MAJOR, index))
+            for item in added:
+                if item[0] == index:
+                    item[2] = True
+                    break
+            else:
+                added.append([index, False, True])
+    return [tuple(a) for a in added]
+
+
+def release_loops(added) -> None:
+    """Remove the loop devices and nodes ensure_free_loops added (and only those)."""
+    import fcntl
+
+    for index, device, node in added:
+        if device:
+            try:
+                with open("/dev/loop-control", "rb") as ctl:
+                    fcntl.ioctl(ctl.fileno(), LOOP_CTL_REMOVE, index)
+            except OSError:
+                continue  # in use by someone now: leave it and its node
+        if node:
+            try:
+                os.unlink(f"/dev/loop{index}")
+            except OSError:
+                pass
+
+
 def _cgroup_hierarchies() -> list[str]:
     """Host cgroup hierarchies nspawn uses: cgroup2 and the v1 name=systemd one."""
     found = []
@@ -199,6 +273,7 @@ class Guest:
         if not self.overlay:  # no overlayfs: a copy costs a few seconds more
             subprocess.run(["cp", "-a", "--reflink=auto", rootfs + "/.", self.root], check=True)
         self.cgroups: list[str] = []
+        self.loops: list[tuple[int, bool, bool]] = []  # loop devices and nodes we added
 
     def path(self, guest_path: str) -> str:
         return os.path.join(self.root, guest_path.lstrip("/"))
@@ -222,7 +297,7 @@ class Guest:
                "--private-network", "--register=no", "--keep-unit",
                f"--bind={self.results}:/e2e-results", "--kill-signal=SIGRTMIN+3"]
         if bind_loop:
-            subprocess.run(["losetup", "-f"], capture_output=True)  # a free node must exist
+            self.loops.extend(ensure_free_loops(LOOP_SPARE))
             loops = [d for d in sorted(os.listdir("/dev"))
                      if re.fullmatch(r"loop(\d+|-control)", d)]
             cmd += [f"--bind=/dev/{d}" for d in loops]
@@ -288,6 +363,8 @@ class Guest:
 
     def close(self) -> None:
         """Undo everything this guest created on the host (by path, never by name)."""
+        release_loops(self.loops)
+        self.loops = []
         out = subprocess.run(["losetup", "-n", "-l", "-O", "NAME,BACK-FILE"],
                              capture_output=True, text=True).stdout
         for line in out.splitlines():

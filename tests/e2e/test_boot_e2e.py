@@ -14,8 +14,9 @@ import shutil
 import statistics
 
 import e2e_fixtures as fx
+import e2e_nspawn
 import pytest
-from e2e_nspawn import Guest
+from e2e_nspawn import LOOP_SPARE, Guest, ensure_free_loops, release_loops
 from e2e_rootfs import ensure_rootfs as _ensure_rootfs
 from e2e_rootfs import is_ready, mirror_problem
 
@@ -41,6 +42,16 @@ def wheel(tmp_path_factory):
     return fx.build_wheel(str(tmp_path_factory.mktemp("wheel")))
 
 
+USER_ADDON = "hello-user"
+
+
+@pytest.fixture(scope="session")
+def user_archive(tmp_path_factory):
+    work = str(tmp_path_factory.mktemp("user-addon"))
+    return fx.pack(fx.user_addon_tree(work, USER_ADDON), USER_ADDON,
+                   os.path.join(work, "store"), "tgz")
+
+
 @pytest.fixture(scope="session")
 def archives(tmp_path_factory):
     """name -> archive path: the two good addons and one whose payload is corrupt."""
@@ -63,8 +74,13 @@ def ensure_rootfs(suite: str) -> str:
     return _ensure_rootfs(suite)
 
 
-def torcx_guest(suite: str, label: str, wheel: str, archives: dict, names) -> Guest:
-    """A throwaway guest with torcx installed, the archives in the vendor store, a profile."""
+def torcx_guest(suite: str, label: str, wheel: str, archives: dict, names, *,
+                store: str = fx.STORE, prepared: bool = True) -> Guest:
+    """A throwaway guest with torcx installed, the archives in ``store``, a profile.
+
+    ``prepared``: the profile is selected with `torcx profile set-next`, which prepares
+    the unit plan of the next boot; otherwise next-profile is written by hand (no plan).
+    """
     from torcx import cli
 
     guest = Guest(ensure_rootfs(suite), label)
@@ -72,11 +88,19 @@ def torcx_guest(suite: str, label: str, wheel: str, archives: dict, names) -> Gu
         rc = cli.main(["install-boot", "--root", guest.root, "--wheel", wheel],
                       stdout=io.StringIO())
         assert rc == 0, f"torcx install-boot --root {guest.root} exited {rc}"
-        os.makedirs(guest.path(fx.STORE))
+        os.makedirs(guest.path(store))
         for name in names:
-            shutil.copy(archives[name], guest.path(fx.STORE))
+            shutil.copy(archives[name], guest.path(store))
         guest.write("/etc/torcx/profiles/e2e.json", fx.profile_json(names))
-        guest.write("/etc/torcx/next-profile", "e2e\n")
+        if prepared:
+            added = ensure_free_loops(LOOP_SPARE)  # set-next loop-mounts squashfs images
+            try:
+                rc = cli.main(["--root", guest.root, "profile", "set-next", "e2e"])
+            finally:
+                release_loops(added)
+            assert rc == 0, f"torcx profile set-next --root {guest.root} exited {rc}"
+        else:
+            guest.write("/etc/torcx/next-profile", "e2e\n")
     except BaseException:
         guest.close()
         raise
@@ -145,6 +169,81 @@ def test_addons_start_in_the_boot_that_applies_them(suite, wheel, archives):
         after = fx.show(boot.read(f"reloaded-{name}.service"))
         expect((after.get("LoadState"), after.get("ActiveState")) == ("loaded", "active"),
                f"{name}.service lost by a daemon-reload: {after}", boot)
+
+
+@pytest.mark.parametrize("suite", ["trixie"])
+def test_units_of_an_unplanned_image_start_after_the_apply(suite, wheel, archives):
+    """Without a prepared plan (next-profile written by hand) the sandboxed generator writes
+    no addon unit; torcx-apply.service starts them once applied, and leaves a plan behind
+    for the next boot."""
+    units = [f"{n}.service" for n in GOOD] + ["torcx-apply.service"]
+    with torcx_guest(suite, f"{suite}-unplanned", wheel, archives, list(GOOD),
+                     prepared=False) as guest:
+        boot = guest.boot(fx.checks_script(units), bind_loop=True)
+        plan = json.loads(open(guest.path("/var/lib/torcx/unit-plan.json")).read())
+    expect(boot.finished and not boot.timed_out and boot.rc == 0,
+           "the guest did not boot, probe and power off cleanly", boot)
+    for name in GOOD:
+        state = unit_state(boot, f"{name}.service")
+        expect((state.get("ActiveState"), state.get("Result")) == ("active", "success"),
+               f"{name}.service did not run: {state}", boot)
+        expect(state.get("FragmentPath", "").startswith("/run/systemd/system/"),
+               f"{name}.service not loaded from the apply's units: {state}", boot)
+        expect(f"ran /run/torcx/bin/{name}" in boot.read(f"markers/{name}"),
+               f"{name} did not run from /run/torcx/bin", boot)
+    expect(boot.read("failed-units").strip() == "", "some unit failed", boot)
+    planned = {e["name"] for e in plan["value"]["archives"].values()}
+    expect(planned == set(GOOD), f"the apply did not prepare the next boot: {planned}", boot)
+
+
+@pytest.mark.parametrize("suite", SUITES)
+def test_addon_users_on_every_boot(suite, wheel, user_archive):
+    """On a machine that booted before (/etc/.updated, /var/.updated: systemd-sysusers.service
+    is skipped), an addon from the user store, selected by the user profile, still gets its
+    sysusers.d user before its service runs as that user, and its tmpfiles.d folder owned by
+    that user."""
+    name = USER_ADDON
+    unit = f"{name}.service"
+    with torcx_guest(suite, f"{suite}-users", wheel, {name: user_archive}, [name],
+                     store="/var/lib/torcx/store") as guest:
+        for folder in ("/etc", "/var"):
+            guest.write(f"{folder}/.updated", fx.UPDATED)
+        checks = fx.checks_script([unit, "systemd-sysusers.service"])
+        checks += (f"stat -c '%U %a' /run/{name}-state >$R/state-owner 2>&1\n"
+                   f"cat /run/{name}-state/ran >$R/state-ran 2>&1\n"
+                   f"getent passwd {name} >$R/passwd 2>&1\n")
+        boot = guest.boot(checks, bind_loop=True)
+    expect(boot.finished and not boot.timed_out and boot.rc == 0,
+           "the guest did not boot, probe and power off cleanly", boot)
+    sysusers = unit_state(boot, "systemd-sysusers.service")
+    expect(sysusers.get("ActiveState") != "active",
+           f"systemd-sysusers.service ran: the scenario is not a later boot: {sysusers}", boot)
+    expect(boot.read("passwd").startswith(f"{name}:"), "the addon user was not created", boot)
+    state = unit_state(boot, unit)
+    expect((state.get("ActiveState"), state.get("Result")) == ("active", "success"),
+           f"{unit} did not run as its user: {state}", boot)
+    expect(boot.read("state-owner").strip() == f"{name} 750",
+           f"the tmpfiles.d folder is not owned by the addon user: "
+           f"{boot.read('state-owner')!r}", boot)
+    expect(boot.read("state-ran").strip() == f"ran as {name}",
+           f"the service did not run as {name}: {boot.read('state-ran')!r}", boot)
+    expect(boot.read("failed-units").strip() == "", "some unit failed", boot)
+
+
+def test_loop_nodes_are_ensured_and_released():
+    """The harness makes free loop devices with their nodes exist before a boot, and
+    afterwards removes only what it added."""
+    before = sorted(d for d in os.listdir("/dev") if re.fullmatch(r"loop\d+", d))
+    added = ensure_free_loops(LOOP_SPARE)
+    try:
+        free = [i for i, bound in e2e_nspawn._loop_devices().items()
+                if not bound and os.path.exists(f"/dev/loop{i}")]
+        assert len(free) >= LOOP_SPARE
+    finally:
+        release_loops(added)
+    after = sorted(d for d in os.listdir("/dev") if re.fullmatch(r"loop\d+", d))
+    busy = {f"loop{i}" for i, device, node in added if device and node}  # taken meanwhile
+    assert set(after) >= set(before) and set(after) - set(before) <= busy
 
 
 @pytest.mark.parametrize("suite", SUITES)

@@ -48,11 +48,14 @@ GENERATOR_LOG = "generator.log"
 
 # -- the run ------------------------------------------------------------------------
 
-def run(paths: Paths, log: Logger, *, mount: bool = True, dry_run: bool = False) -> Run:
+def run(paths: Paths, log: Logger, *, mount: bool = True, dry_run: bool = False,
+        planned: dict | None = None) -> Run:
     """Apply the merged profile once per boot; returns the Run with its report.
 
     ``mount=False`` does everything but mounts (image builders, tests);
-    ``dry_run=True`` plans and changes nothing on the target.
+    ``dry_run=True`` plans and changes nothing on the target. ``planned``: the
+    images a sandboxed generator wrote units for ({name: fingerprint}, from
+    ``TORCX_PLANNED``); the others' units are started here (torcx.apply.bootunits).
     """
     start = time.monotonic()
     r = Run(paths, mount=mount, dry_run=dry_run)
@@ -123,6 +126,10 @@ def run(paths: Paths, log: Logger, *, mount: bool = True, dry_run: bool = False)
             r.status = FAILED
         with Phase(r, "seal"):
             seal.seal_run(r, log)
+        if any(im.ok for im in r.images):
+            from .bootunits import finish_units
+
+            finish_units(r, log, planned)
         r.timings["total"] = time.monotonic() - start
         seal.record_run(r, report, log)
     return r
@@ -291,8 +298,11 @@ def main(ctx, args) -> int:
     mount = not getattr(args, "no_mount", False)
     dry_run = bool(getattr(args, "dry_run", False))
     as_json = bool(getattr(args, "json", False))
+    from .bootunits import parse_planned
+
     log = _Recorder(ctx.log)
-    r = run(ctx.paths, log, mount=mount, dry_run=dry_run)
+    planned = None if generator else parse_planned(ctx.environ.get("TORCX_PLANNED"))
+    r = run(ctx.paths, log, mount=mount, dry_run=dry_run, planned=planned)
     if generator:
         for priority, text in log_lines(r):
             log.log(priority, text)

@@ -97,6 +97,23 @@ class _Tee:
                 pass
 
 
+def _pull_in_sysusers(paths, late_dir: str, log) -> None:
+    """After an apply in PID 1's namespace: have torcx-sysusers.service create the addons'
+    users. systemd-sysusers.service has ``ConditionNeedsUpdate=/etc`` and skips every
+    boot after the first since the last /usr update; the addon units need their users
+    on every boot (and systemd-tmpfiles-setup.service, ordered after, their owners)."""
+    try:
+        if not os.listdir(paths.host("/run/sysusers.d")):
+            return
+        from .plan_units import write_boot_units
+        from .unitfiles import SYSUSERS_UNIT
+
+        write_boot_units(late_dir, (SYSUSERS_UNIT,))
+    except OSError as e:
+        if not isinstance(e, FileNotFoundError):
+            log.warning(f"torcx-sysusers.service not pulled in: {e}")
+
+
 # -- the generator -------------------------------------------------------------------
 
 def generator_main(ctx, args) -> int:
@@ -115,7 +132,10 @@ def generator_main(ctx, args) -> int:
         log.info(f"{why}: applying now")
         from ..apply.run import main as apply_main
 
-        return apply_main(ctx, args)
+        status = apply_main(ctx, args)
+        if len(outputs) == 3:
+            _pull_in_sysusers(ctx.paths, outputs[2], log)
+        return status
     from .plan_units import plan_generator_units  # only when sandboxed
     from .unitfiles import APPLY_UNIT
 

@@ -23,6 +23,9 @@ def install_boot(ctx, args) -> int:
                 f"{len(done.removed)} removed, {len(done.unchanged)} unchanged")
     else:
         ctx.out(f"installed {len(done.written)} file(s) under {ctx.root}")
+    from ..boot.prepare import prepare_plan  # the first boot's generator opens no archive
+
+    prepare_plan(ctx.paths, ctx.log)
     return 0
 
 

@@ -18,6 +18,7 @@ from ..errors import (
     InvalidImage,
     MountError,
     NotFound,
+    TorcxError,
     UsageError,
 )
 from ..store import Store, parse_archive_filename
@@ -95,6 +96,7 @@ def pack(ctx, args) -> int:
         ctx.out(json.dumps(result.to_json(), sort_keys=True, indent=2))
     else:
         ctx.out("\n".join(result.lines()))
+    _prepare_boot(ctx, out_dir, result)
     return 0
 
 
@@ -115,6 +117,20 @@ def output_folder(ctx, output: str | None) -> str:
     from ..inroot import resolve
 
     return ctx.paths.host(resolve(ctx.root, output))
+
+
+def _prepare_boot(ctx, output: str, result) -> None:
+    """Packed into a store of this system: plan its units for the next boot, if it is in it."""
+    try:
+        paths = ctx.paths
+    except TorcxError:
+        return  # a broken configuration is not pack's business
+    out = os.path.realpath(output)
+    if not any(os.path.realpath(paths.host(s)) == out for s in paths.store_paths):
+        return
+    from ..boot.prepare import prepare_plan
+
+    prepare_plan(paths, ctx.log, only=result.path)
 
 
 def resolve_archive(ctx, text: str) -> tuple[str, str | None]:

@@ -119,6 +119,14 @@ def profile_set_next(ctx, args):
     schemas.read_profile(paths.host(source))
     profiles.write_next_profile(paths, name)
     ctx.log.info(f"profile {name} selected for the next boot")
+    _prepare_boot(ctx, upper=name)
+
+
+def _prepare_boot(ctx, **kw) -> None:
+    """The unit plan of the next boot (torcx.boot.prepare): its generator then opens no archive."""
+    from ..boot.prepare import prepare_plan
+
+    prepare_plan(ctx.paths, ctx.log, **kw)
 
 
 # -- profile use-image ------------------------------------------------------------------

@@ -24,7 +24,13 @@ def populate(ctx, args) -> int:
     _, profile = profiles.read_given_or_next(paths, file=args.file, name=args.name,
                                              log=ctx.log)
     images = profile.images
-    return populate_images(paths, images, log=ctx.log, opts=FetchOptions.from_env(ctx.environ))
+    status = populate_images(paths, images, log=ctx.log,
+                             opts=FetchOptions.from_env(ctx.environ))
+    if args.os_version is None:  # the archives of this OS version: plan the next boot
+        from ..boot.prepare import prepare_plan
+
+        prepare_plan(paths, ctx.log)
+    return status
 
 
 def check_remote(ctx, images, os_version: str | None) -> int:
