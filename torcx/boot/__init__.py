@@ -10,28 +10,35 @@ namespace. Hence two modes:
 
 - *apply*: the generator shares PID 1's mount namespace (systemd <= 252) or is
   run by hand: it applies everything itself, as upstream did.
-- *plan*: the generator is sandboxed. It only plans: merges the profiles,
-  finds the archives and reads each image's manifest and unit files (a tar is
-  streamed only until those members have been seen; a squashfs/erofs image is
-  loop-mounted for the moment of reading, in the sandbox's own namespace).
-  It writes those units and their ``.wants``/``.requires`` links into its
-  output folder, each with a drop-in that orders it after
-  ``torcx-apply.service`` and asserts that its image was applied; and it pulls
-  in ``torcx-apply.service`` (shipped by ``install-boot``; a copy goes into
-  the generator's late folder as a fallback), which runs ``torcx apply`` in
-  PID 1's mount namespace before ``sysinit.target``; ``torcx-sysusers.service``
-  then creates the users and groups of the addons (systemd-sysusers.service
-  has run by then: it cannot be ordered after the apply without a cycle).
+- *plan*: the generator is sandboxed. PID 1 waits for it, so it opens no
+  archive: it merges the profiles, finds the archives, and writes the units of
+  each image whose archive has a fresh entry in the prepared unit plan
+  (torcx.apply.unitplan, checked by device, inode, size, mtime and ctime;
+  prepared by set-next, populate, pack and install-boot, refreshed by every
+  apply) into its output folder, each with a drop-in that orders it after
+  ``torcx-apply.service`` and asserts the gate the apply creates for exactly
+  those units. It pulls in ``torcx-apply.service`` (shipped by
+  ``install-boot``; a copy goes into the generator's late folder as a
+  fallback), which applies in PID 1's mount namespace before
+  ``sysinit.target`` and starts the units of the images that were not
+  planned (torcx.apply.bootunits). ``torcx-sysusers.service`` then creates
+  the users and groups of the addons (systemd-sysusers.service has run by
+  then: it cannot be ordered after the apply without a cycle).
 
-Per-image assertions rather than ``Requires=torcx-apply.service``: one corrupt
+In both modes ``torcx-sysusers.service`` is pulled in when addons bring
+sysusers.d files: ``systemd-sysusers.service`` has ``ConditionNeedsUpdate=``
+and is skipped on every boot after the first since the last /usr update.
+
+Per-image gates rather than ``Requires=torcx-apply.service``: one corrupt
 image makes the apply exit non-zero, and Requires= would then fail every addon
-unit; with ``Wants=`` plus ``AssertPathExists=`` on the image's own unpacked
-manifest only the units of the images that failed fail.
+unit; with ``Wants=`` plus ``AssertPathExists=`` on the image's own gate only
+the units of the images that failed (or whose plan was wrong) fail.
 
 Here: the generator's entry and the choice of mode. Modules: plan_units (the
-sandboxed generator's units), unit_reader (an image's manifest and units, read
-without unpacking it), unitfiles (the shipped units in units/, the drop-ins),
-install (``torcx install-boot``).
+sandboxed generator's units), prepare (the unit plan, ahead of the boot),
+unit_reader (an image's manifest and units, read without unpacking it),
+unitfiles (the shipped units in units/, the drop-ins), install
+(``torcx install-boot``).
 """
 
 from __future__ import annotations

@@ -24,13 +24,44 @@ RECORD = "/usr/lib/torcx/install-boot.list"
 MARKER = "installed by `torcx install-boot`"
 
 
-def launcher_text(interpreter: str) -> str:
-    return (f"#!{interpreter} -I\n"
+def launcher_text(interpreter: str, path: list | None = None) -> str:
+    """The launcher: ``python3 -IS`` with an explicit path (``path``, default: where this
+    interpreter finds torcx and the modules it imports). Skipping site saves its start-up
+    and .pth scan at every boot; if torcx moved, the usual path is tried."""
+    if path is None:
+        path = _import_path()
+    return (f"#!{interpreter} -IS\n"
             f"# SPDX-License-Identifier: Apache-2.0\n"
             f"# torcx launcher, {MARKER}; multicall on the name it is called by.\n"
             "import sys\n\n"
-            "from torcx.cli import main\n\n"
+            f"sys.path += {path!r}\n"
+            "try:\n"
+            "    from torcx.cli import main\n"
+            "except ImportError:  # moved since: the interpreter's usual path\n"
+            "    import site\n\n"
+            "    site.main()\n"
+            "    from torcx.cli import main\n"
             "sys.exit(main())\n")
+
+
+def _import_path() -> list:
+    """Folders this interpreter loads torcx and its runtime dependencies from."""
+    import importlib.util
+
+    out = []
+    for name in ("torcx", "_cffi_backend", "libarchive", "xxhash"):
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None or not spec.origin or spec.origin in ("built-in", "frozen"):
+            continue
+        where = os.path.dirname(spec.origin)
+        if spec.submodule_search_locations:  # a package: its parent folder
+            where = os.path.dirname(where)
+        if where not in out:
+            out.append(where)
+    return out
 
 
 class Outcome:
@@ -90,7 +121,7 @@ def install_boot(root: str = "/", *, generator_dir: str = GENERATOR_DIRS[0],
             log.warning(f"no torcx package for the python3 of {root} (looked in "
                         f"{PACKAGE_DIR} and /usr/local/lib/python3*/dist-packages); its boot "
                         "will fail until one is installed: pass --wheel")
-        launcher = launcher_text(interpreter).encode()
+        launcher = launcher_text(interpreter, [PACKAGE_DIR] if root != "/" else None).encode()
         wanted[LAUNCHER] = (launcher, 0o755)
         wanted[f"{generator_dir}/torcx-generator"] = (launcher, 0o755)
         for unit in BOOT_UNITS:
