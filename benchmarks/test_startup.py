@@ -10,7 +10,7 @@ the untimed setup.
 Two ways in:
 - ``torcx apply --no-mount`` through ``python -m torcx`` (any user);
 - as root, the real ``torcx-generator`` launcher (the script install-boot
-  writes, ``python3 -I``) with its tmpfs mount and read-only remount, inside
+  writes, ``python3 -IS``) with its tmpfs mount and read-only remount, inside
   ``unshare -m`` so the mounts vanish with the process.
 
 Baselines in the same run: the bare interpreter (and under unshare), and the

@@ -407,7 +407,8 @@ def test_install_boot_then_uninstall_leaves_the_root_as_it_was(tmp_path):
     before = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
     installed = install.install_boot(str(root), wheel=str(fake_wheel(tmp_path)))
     launcher = (root / "usr/bin/torcx").read_text()
-    assert launcher.startswith("#!/usr/bin/python3 -I\n")
+    assert launcher.startswith("#!/usr/bin/python3 -IS\n")  # no site: explicit path
+    assert "sys.path += ['/usr/lib/python3/dist-packages']" in launcher
     assert (root / "usr/lib/systemd/system-generators/torcx-generator").read_text() == launcher
     assert os.access(root / "usr/lib/systemd/system-generators/torcx-generator", os.X_OK)
     assert "ExecStart=/usr/bin/torcx apply" in \

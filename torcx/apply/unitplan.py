@@ -146,8 +146,8 @@ def update(paths, entries: dict, *, prune: bool = True) -> bool:
             if not isinstance(entry, dict) or entry.get("identity") != identity(
                     paths.host(path)):
                 del new[path]
-    if new == plan and os.path.exists(plan_path(paths)):
-        return False
+    if new == plan and (not new or os.path.exists(plan_path(paths))):
+        return False  # unchanged, or nothing to plan (no empty file is created)
     target = plan_path(paths)
     os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
     text = json.dumps({"kind": KIND, "value": {"archives": new}}, indent=1, sort_keys=True)
