@@ -459,3 +459,21 @@ def test_install_boot_warns_when_the_image_has_no_torcx_package(tmp_path):
     assert cli.main(["install-boot", "--root", str(root)], stdout=io.StringIO(),
                     stderr=err) == 0
     assert "no torcx package for the python3 of" in err.getvalue()
+
+
+def test_torcx_apply_starts_without_argparse(tmp_path):
+    """`torcx apply` (torcx-apply.service, on the critical path of every boot) is parsed
+    without argparse, which alone costs milliseconds of imports; other flags still go
+    through the full parser."""
+    import subprocess
+
+    code = ("import sys; from torcx.cli import main; rc = main(['apply', '--dry-run', "
+            "'--json']); print('argparse' in sys.modules, rc)")
+    env = dict(os.environ, TORCX_BASEDIR=str(tmp_path / "base"),
+               TORCX_RUNDIR=str(tmp_path / "run"), TORCX_CONFDIR=str(tmp_path / "conf"),
+               TORCX_USR_MOUNTPOINT=str(tmp_path / "usr"))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True).stdout
+    assert out.rstrip().endswith("False 0") and '"kind": "torcx-apply-report-v0"' in out
+    err = io.StringIO()
+    assert cli.main(["apply", "--bogus"], stderr=err) == 2 and "--bogus" in err.getvalue()

@@ -414,6 +414,23 @@ def _generator_args(argv):
     return args, root, level
 
 
+_APPLY_FLAGS = {"--no-mount": "no_mount", "--dry-run": "dry_run", "--json": "json"}
+
+
+def _plain_apply(argv) -> bool:
+    """``torcx apply`` with nothing but its own flags (what torcx-apply.service runs)."""
+    return bool(argv) and argv[0] == "apply" and all(a in _APPLY_FLAGS for a in argv[1:])
+
+
+def _apply_args(argv):
+    args = _Args(command="apply", generator=False, no_mount=False, dry_run=False, json=False,
+                 output_dirs=[], strict_paths=False,
+                 handler=_delegate("apply.run", "main", "torcx apply"))
+    for a in argv[1:]:
+        setattr(args, _APPLY_FLAGS[a], True)
+    return args, "/", None
+
+
 # -- main ----------------------------------------------------------------------------
 
 def _program_name(prog: str | None) -> str:
@@ -431,6 +448,8 @@ def main(argv=None, prog: str | None = None, *, environ=None, stdout=None,
     try:
         if name == GENERATOR_NAME:
             args, root, level = _generator_args(argv)
+        elif _plain_apply(argv):  # torcx-apply.service: argparse alone costs ms at boot
+            args, root, level = _apply_args(argv)
         else:
             args = build_parser(name).parse_args(argv)
             root = getattr(args, "root", "/")
