@@ -477,3 +477,21 @@ def test_torcx_apply_starts_without_argparse(tmp_path):
     assert out.rstrip().endswith("False 0") and '"kind": "torcx-apply-report-v0"' in out
     err = io.StringIO()
     assert cli.main(["apply", "--bogus"], stderr=err) == 2 and "--bogus" in err.getvalue()
+
+
+def test_pack_into_a_store_prepares_the_plan(tmp_path):
+    """`torcx image pack` into a store of the root's next profile plans the archive's units;
+    packed anywhere else it touches no plan."""
+    root = fake_root(tmp_path, names=())
+    (root / "etc/torcx/profiles/p.json").write_text(
+        '{"kind": "profile-manifest-v0", "value": {"images": [{"name": "demo", '
+        '"reference": "1"}]}}')
+    tree = image_tree(tmp_path / "trees")
+    assert cli.main(["image", "pack", str(tree), "--name", "demo", "--reference", "1",
+                     "-o", str(tmp_path / "elsewhere")], stdout=io.StringIO()) == 0
+    assert not (root / "var/lib/torcx/unit-plan.json").exists()
+    assert cli.main(["--root", str(root), "image", "pack", str(tree), "--name", "demo",
+                     "--reference", "1", "-o", "/var/lib/torcx/store"],
+                    stdout=io.StringIO()) == 0
+    status, normal, _ = generate(tmp_path, root)
+    assert (normal / "demo.service").read_text() == UNIT
