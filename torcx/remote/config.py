@@ -94,16 +94,28 @@ def _template_values(paths) -> dict:
     return values
 
 
-def expand_base_url(template: str, values: dict, where: str, release: str) -> str:
-    """Replace ``${VAR}`` in ``template``; an unknown or unset variable is a ConfigError."""
+def release_missing(paths) -> str | None:
+    """"there is no /usr/lib/os-release (looked for HOST)" when the file is absent."""
+    host = paths.host(paths.os_release)
+    if os.path.lexists(host):
+        return None
+    return f"there is no {paths.os_release} (looked for {host})"
+
+
+def expand_base_url(template: str, values: dict, where: str, release: str,
+                    missing: str | None = None) -> str:
+    """Replace ``${VAR}`` in ``template``; an unknown or unset variable is a ConfigError.
+
+    ``missing``: why ``release`` cannot set anything (see :func:`release_missing`).
+    """
     def replace(m: re.Match) -> str:
         var = m.group(1)
         if var not in TEMPLATE_VARS:
             raise ConfigError(f"{where}: $.value.base_url: unknown variable ${{{var}}} "
                               f"(known: {', '.join(TEMPLATE_VARS)})")
         if var not in values:
-            raise ConfigError(f"{where}: $.value.base_url uses ${{{var}}} but {release} "
-                              "does not set it")
+            why = missing or f"{release} does not set it"
+            raise ConfigError(f"{where}: $.value.base_url uses ${{{var}}} but {why}")
         return values[var]
     return _VAR_RE.sub(replace, template)
 
@@ -116,7 +128,8 @@ def _remote_folders(paths) -> list[str]:
 def _load(paths, name: str, folder: str, values: dict) -> Remote:
     manifest_path = f"{folder}/{MANIFEST_FILE}"
     manifest = schemas.read_remote_manifest(paths.host(manifest_path))
-    base_url = expand_base_url(manifest.base_url, values, manifest_path, paths.os_release)
+    base_url = expand_base_url(manifest.base_url, values, manifest_path, paths.os_release,
+                               release_missing(paths))
     try:
         scheme = urllib.parse.urlsplit(base_url).scheme
     except ValueError as e:

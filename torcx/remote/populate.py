@@ -20,7 +20,14 @@ from .. import openpgp, schemas
 from ..errors import ConfigError, RemoteError, SchemaError, TorcxError
 from ..log import INFO, NULL
 from ..store import Store, archive_filename
-from .config import URL_SCHEME_RE, Remote, describe_error, find_remote, load_keyrings
+from .config import (
+    URL_SCHEME_RE,
+    Remote,
+    describe_error,
+    find_remote,
+    load_keyrings,
+    release_missing,
+)
 from .fetch import Download, FetchOptions, Progress, download_all, fetch_document
 
 __all__ = ["fetch_contents", "location_url", "populate", "remote_problems"]
@@ -145,8 +152,8 @@ def populate(paths, images, *, log=NULL, opts: FetchOptions | None = None,
     """
     opts = opts or FetchOptions.from_env()
     if not paths.os_version:
-        raise ConfigError(f"no OS version: {paths.os_release} has no VERSION_ID; "
-                          "pass -n OSVER")
+        why = release_missing(paths) or f"{paths.os_release} has no VERSION_ID"
+        raise ConfigError(f"no OS version: {why}; pass -n OSVER")
     store = Store(paths, log=log)
     dest = paths.user_store(paths.os_version)
     missing = []
