@@ -139,7 +139,11 @@ class Store:
         except OSError as e:
             reason = e.strerror or str(e)
             self.skipped.append((store, reason))
-            if e.errno in (errno.ENOENT, errno.ENOTDIR):
+            named = self._named_by(store)
+            if e.errno in (errno.ENOENT, errno.ENOTDIR) and named:
+                # Named on purpose: a typo there is the usual cause of "image not found".
+                self.log.notice(f"store {store} (named in {named}) does not exist, skipping")
+            elif e.errno in (errno.ENOENT, errno.ENOTDIR):
                 self.log.debug(f"store {store} not present, skipping")
             else:
                 self.log.warning(f"store {store} cannot be read ({reason}), ignoring")
@@ -157,6 +161,14 @@ class Store:
             archive = Archive(name, ref, fmt, f"{store}/{entry.name}", host_path, store,
                               index, size)
             self._candidates.setdefault((name, ref), []).append(archive)
+
+    def _named_by(self, store: str) -> str | None:
+        """Where a store was named explicitly (TORCX_STOREPATH, config), None for defaults."""
+        if store in getattr(self.paths, "runtime_store_paths", ()):
+            return "TORCX_STOREPATH"
+        if store in getattr(self.paths, "config_store_paths", ()):
+            return f"{self.paths.config_file or 'the config file'}: store_paths"
+        return None
 
     def _regular_file(self, host_path: str):
         """(resolved host path, size) if ``host_path`` leads to a regular file, else None.

@@ -88,3 +88,22 @@ def test_generator_keeps_priorities_for_the_journal():
     err = io.StringIO()
     assert cli.main(["--bogus"], prog="torcx-generator", environ={}, stderr=err) == 2
     assert err.getvalue().startswith("<3>torcx-generator: error: unknown option --bogus")
+
+
+def test_missing_named_store_is_a_notice(tmp_path):
+    """A store named in TORCX_STOREPATH or config.json that does not exist is said at the
+    default level (a typo there is the usual cause of "image not found"); default
+    stores that are absent stay quiet."""
+    from clikit import put
+
+    put(tmp_path, "/etc/torcx/config.json",
+        '{"kind": "torcx-config-v0", "value": {"store_paths": ["/srv/stroe"]}}')
+    r = torcx(tmp_path, "image", "list", env={"TORCX_STOREPATH": "/opt/typo"})
+    assert r.status == 0, r
+    assert r.err == ("torcx: store /srv/stroe (named in /etc/torcx/config.json: store_paths) "
+                     "does not exist, skipping\n"
+                     "torcx: store /opt/typo (named in TORCX_STOREPATH) does not exist, "
+                     "skipping\n")
+    r = torcx(tmp_path, "--verbose", "warning", "image", "list",
+              env={"TORCX_STOREPATH": "/opt/typo"})
+    assert r.status == 0 and r.err == ""
