@@ -187,3 +187,55 @@ def test_uninstall_boot_never_removes_host_files_a_record_names(tmp_path):
     assert out == f"removed 0 file(s) under {root}\n"
     assert "ignoring the entry" in err and "/etc/passwd" in err
     assert snapshot(host) == before
+
+
+def _python_root(root):
+    """Bind the host's Debian python3 into ``root`` (in the caller's mount namespace)."""
+    import subprocess
+
+    real = os.path.realpath("/usr/bin/python3")
+    version = os.path.basename(real)  # python3.11
+    (root / "usr/bin").mkdir(parents=True, exist_ok=True)
+    (root / "usr/bin/python3").write_bytes(b"")
+    binds = [(real, root / "usr/bin/python3")]
+    for folder in (f"/usr/lib/{version}", "/usr/lib/x86_64-linux-gnu", "/usr/lib64"):
+        if os.path.isdir(folder):
+            (root / folder.lstrip("/")).mkdir(parents=True, exist_ok=True)
+            binds.append((folder, root / folder.lstrip("/")))
+    os.symlink("usr/lib64", root / "lib64")
+    os.symlink("usr/lib", root / "lib")
+    for source, target in binds:
+        subprocess.run(["mount", "--bind", "-o", "ro", source, str(target)], check=True)
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(target)], check=True)
+
+
+def _upgrade_rebuilds_byte_code(tmp_path):
+    import importlib.util
+
+    root = tmp_path / "img"
+    _python_root(root)
+    old = wheel(tmp_path, "1.0", {"cli.py": "A = 1\n", "gone.py": "G = 1\n"})
+    new = wheel(tmp_path, "2.0", {"cli.py": "A = 2\n"})
+    assert run("install-boot", "--root", str(root), "--wheel", old)[0] == 0
+    cache = root / "usr/lib/python3/dist-packages/torcx/__pycache__"
+    names = sorted(os.listdir(cache))
+    assert any(n.startswith("gone.") for n in names), names
+    assert run("install-boot", "--root", str(root), "--wheel", new)[0] == 0
+    (pyc,) = [n for n in os.listdir(cache) if n.startswith("cli.")]
+    data = (cache / pyc).read_bytes()
+    assert int.from_bytes(data[4:8], "little") == 0b11  # checked-hash
+    assert data[8:16] == importlib.util.source_hash(b"A = 2\n")
+    assert not any(n.startswith("gone.") for n in os.listdir(cache))
+    assert run("uninstall-boot", "--root", str(root))[0] == 0
+    assert not (root / "usr/lib/python3/dist-packages/torcx").exists()
+    return True
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/usr/bin/python3"),
+                    reason="needs root (chroot, bind mounts) and /usr/bin/python3")
+def test_upgrade_rebuilds_the_byte_code_with_the_roots_python(tmp_path):
+    """install-boot compiles with the root's own python3 (chroot); an upgrade rebuilds the
+    .pyc of changed modules and drops those of removed ones; uninstall removes them all."""
+    from torcx_testing import in_mount_namespace
+
+    assert in_mount_namespace(_upgrade_rebuilds_byte_code, tmp_path) is True
