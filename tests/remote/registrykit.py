@@ -142,6 +142,8 @@ class TokenServer:
     issuer: str = "torcx-test-issuer"
     issued: list = field(default_factory=list)
     refused: int = 0
+    stalled: threading.Event = field(default_factory=threading.Event)  # answer nothing
+    released: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> None:
         with open(self.cert, "rb") as f:
@@ -156,6 +158,9 @@ class TokenServer:
                 pass
 
             def do_GET(self):
+                if server.stalled.is_set():
+                    server.released.wait(30)
+                    return
                 query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
                 user = server._user(self.headers.get("Authorization", ""))
                 if user is False:
@@ -179,6 +184,7 @@ class TokenServer:
         self.realm = f"http://127.0.0.1:{self._server.server_address[1]}/token"
 
     def stop(self) -> None:
+        self.released.set()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(5)

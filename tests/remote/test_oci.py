@@ -219,6 +219,26 @@ def test_basic_auth_over_tls(tls_registry, repo, tmp_path, fake_root, tls_cert):
     assert statuses == [200] * 6 + [401] * 3  # one challenge per repository
 
 
+def test_https_trusts_the_system_cas_not_a_bundle_of_its_own(tls_registry, repo, tmp_path,
+                                                              fake_root, tls_cert,
+                                                              monkeypatch):
+    """Without TORCX_CA_FILE, https trusts what OpenSSL trusts (SSL_CERT_FILE here), as
+    http remotes do; an unknown certificate is a final TLS error, not retried."""
+    creds = auth_file(str(tmp_path / "auth.json"), tls_registry.host, "publisher", PASSWORD)
+    publish(str(tmp_path / "pub"), IMAGES[:2], fake_root.keys)
+    push(tmp_path / "pub", tls_registry.url(repo),
+         {**ENV, "TORCX_REGISTRY_AUTH": creds, "TORCX_CA_FILE": tls_cert[0]})
+    node(fake_root, tls_registry.url(repo))
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "none.pem"))
+    monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path / "none"))
+    rc, _, err = populate(fake_root, {**FAST, "TORCX_REGISTRY_AUTH": creds})
+    assert_failed_cleanly(fake_root, rc, err, "TLS", "CERTIFICATE_VERIFY_FAILED")
+    assert "retrying" not in err
+    monkeypatch.setenv("SSL_CERT_FILE", tls_cert[0])
+    rc, _, err = populate(fake_root, {**FAST, "TORCX_REGISTRY_AUTH": creds})
+    assert rc == 0, err
+
+
 def test_wrong_credentials_fail_cleanly(tls_registry, repo, tmp_path, fake_root, tls_cert):
     """Wrong basic credentials: the image fails naming the 401, nothing stored, no secret."""
     good = auth_file(str(tmp_path / "good.json"), tls_registry.host, "publisher", PASSWORD)
@@ -264,6 +284,22 @@ def test_bearer_token_wrong_credentials_fail_cleanly(token_registry, repo, tmp_p
     rc, _, err = populate(fake_root, {**FAST, "TORCX_REGISTRY_AUTH": bad})
     assert_failed_cleanly(fake_root, rc, err, "HTTP 401", "credentials missing or rejected")
     assert tokens.refused > refused
+
+
+def test_stalled_token_server_fails_cleanly(token_registry, repo, tmp_path, fake_root):
+    """A token server that stops answering is timed out like the registry itself."""
+    reg, tokens = token_registry
+    creds = auth_file(str(tmp_path / "auth.json"), reg.host, "publisher", PASSWORD)
+    publish(str(tmp_path / "pub"), IMAGES[:2], fake_root.keys)
+    push(tmp_path / "pub", reg.url(repo), {**ENV, "TORCX_REGISTRY_AUTH": creds})
+    node(fake_root, reg.url(repo))
+    tokens.stalled.set()
+    try:
+        rc, _, err = populate(fake_root, FAST)
+    finally:
+        tokens.stalled.clear()
+        tokens.released.set()
+    assert_failed_cleanly(fake_root, rc, err, "timed out", "gave up after 2 attempts")
 
 
 # ------------------------------------------------------------------ mirrors

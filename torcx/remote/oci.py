@@ -33,8 +33,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.cookiejar
 import json
 import os
+import ssl
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -206,16 +208,43 @@ def _transport_error(e: BaseException) -> Exception:
     return RemoteError(f"{type(e).__name__}: {e}")
 
 
+def _trusted_cas(opts: FetchOptions):
+    """What https trusts, as for http remotes: TORCX_CA_FILE only, or the system's CAs
+    (OpenSSL's defaults, SSL_CERT_FILE included), not the bundle requests ships."""
+    if opts.ca_file:
+        return opts.ca_file
+    paths = ssl.get_default_verify_paths()
+    return paths.cafile or paths.capath or True
+
+
+class _Session(requests.Session if oras else object):
+    """Every request, the SDK's token requests included, under the connect and read
+    timeouts; counted."""
+
+    def __init__(self, opts: FetchOptions):
+        super().__init__()
+        self.timeout = (opts.connect_timeout, opts.read_timeout)
+        self.count = 0
+        self.headers.update({"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"})
+        # As the SDK's own session: registries such as Harbor treat cookies as a browser.
+        self.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+
+    def request(self, method, url, **kwargs):
+        kwargs.setdefault("timeout", self.timeout)
+        self.count += 1
+        return super().request(method, url, **kwargs)
+
+
 class _Client(oras.provider.Registry if oras else object):
     """One repository of one registry; the ORAS SDK's calls over torcx's request loop."""
 
     def __init__(self, repo: Repo, opts: FetchOptions):
         _require_oras()
-        tls = opts.ca_file or True
+        tls = _trusted_cas(opts)
         super().__init__(hostname=repo.host, insecure=repo.scheme == "http", tls_verify=tls)
         self.repo = repo
-        self.timeout = (opts.connect_timeout, opts.read_timeout)
-        self.session.headers.update({"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"})
+        self.session.close()
+        self.session = _Session(opts)
         self.auth = _Auth(credentials(repo.host, opts))
         self.auth.session, self.auth.prefix, self.auth._tls_verify = (
             self.session, self.prefix, tls)
@@ -225,7 +254,10 @@ class _Client(oras.provider.Registry if oras else object):
         container.namespace, _, container.repository = repo.path.rpartition("/")
         container.namespace = container.namespace or None
         self.container = container
-        self.requests = 0
+
+    @property
+    def requests(self) -> int:
+        return self.session.count
 
     def close(self) -> None:
         self.session.close()
@@ -249,10 +281,8 @@ class _Client(oras.provider.Registry if oras else object):
         return resp
 
     def _send(self, method, url, data, json, headers, stream):
-        self.requests += 1
         return self.session.request(method, url, data=data, json=json, headers=headers,
-                                    stream=stream, verify=self._tls_verify,
-                                    timeout=self.timeout)
+                                    stream=stream, verify=self._tls_verify)
 
     def url(self, kind: str, ref: str) -> str:
         where = (self.container.manifest_url(ref) if kind == "manifest"
