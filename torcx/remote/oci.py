@@ -36,6 +36,7 @@ import hashlib
 import http.cookiejar
 import json
 import os
+import re
 import ssl
 import threading
 from collections.abc import Sequence
@@ -197,8 +198,9 @@ class _Auth(oras.auth.token.TokenAuth if oras else object):
 
 def _transport_error(e: BaseException) -> Exception:
     """A requests/urllib3 fault -> Transient (worth another attempt) or RemoteError."""
-    if isinstance(e, requests.exceptions.SSLError):
-        return RemoteError(f"TLS: {e.__context__ or e}")
+    if isinstance(e, requests.exceptions.SSLError):  # final: another try meets the same
+        reason = re.search(r"\[SSL: [^\]]+\][^'\"]*", str(e))
+        return RemoteError(f"TLS: {reason.group(0).strip() if reason else e}")
     if isinstance(e, (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError)):
         return Transient("timed out")
     if isinstance(e, (requests.exceptions.ConnectionError,
