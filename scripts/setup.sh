@@ -7,10 +7,11 @@ cd "$(dirname "$0")/.."
 # Build: compiler and headers; run time: libarchive, libxxhash, libisal, libcrypto.
 # Tests: tools used as baselines and to build fixtures (squashfs, erofs, gpg, nspawn);
 # GNU time measures the benchmarks' peak RSS. OCI remote tests start their own registries
-# (docker-registry, CNCF distribution) with htpasswd files made by apache2-utils.
+# (docker-registry, CNCF distribution) with htpasswd files made by apache2-utils; the
+# README test brings up loopback (iproute2's ip) in a network namespace of its own.
 PACKAGES="build-essential libarchive-dev libxxhash-dev libisal-dev libssl-dev
   libarchive-tools pigz zstd xz-utils lz4 bzip2 xxhash squashfs-tools erofs-utils
-  gnupg gpgv openssl util-linux debootstrap systemd-container time
+  gnupg gpgv openssl util-linux iproute2 debootstrap systemd-container time
   docker-registry apache2-utils"
 
 missing=""
