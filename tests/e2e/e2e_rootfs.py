@@ -32,6 +32,18 @@ SUITES = {
     "bookworm": _COMMON + ["libarchive13"],   # systemd 252: generators share PID 1's mounts
     "trixie": _COMMON + ["libarchive13t64"],  # systemd 257: generators run sandboxed
 }
+# Roots with more packages, cached beside the others (never rebuilding a root another
+# test may be booting from): name -> (Debian suite, extra packages).
+VARIANTS = {
+    "trixie-gpgv": ("trixie", ["gpgv"]),  # signed stores: trixie's apt uses sqv instead
+}
+for _name, (_suite, _extra) in VARIANTS.items():
+    SUITES[_name] = SUITES[_suite] + _extra
+
+
+def dist(name: str) -> str:
+    """The Debian suite a cached root is built from."""
+    return VARIANTS[name][0] if name in VARIANTS else name
 
 
 def mirror() -> str:
@@ -72,7 +84,7 @@ def _build(suite: str, root: str, key: str, log) -> None:
     logfile = root + ".debootstrap.log"
     start = time.monotonic()
     cmd = ["debootstrap", "--variant=minbase", "--include=" + ",".join(SUITES[suite]),
-           suite, root, mirror()]
+           dist(suite), root, mirror()]
     with open(logfile, "w", encoding="utf-8") as out:
         r = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     if r.returncode != 0:
@@ -103,7 +115,7 @@ def mirror_problem(suite: str) -> str | None:
     """Why the mirror cannot serve SUITE (unreachable, no such suite), or None."""
     import urllib.request
 
-    url = f"{mirror()}/dists/{suite}/Release"
+    url = f"{mirror()}/dists/{dist(suite)}/Release"
     try:
         with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=15):
             return None
