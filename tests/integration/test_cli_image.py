@@ -101,6 +101,7 @@ def versioned_tree(root):
     put(root, f"{USER_STORE}/1/kubelet:1.torcx.tgz")
     put(root, f"{USER_STORE}/2/docker:2.torcx.tgz")
     put(root, f"{USER_STORE}/2/docker.torcx.squashfs")
+    put(root, f"{USER_STORE}/2/docker.torcx.squashfs.sha512")
     put(root, f"{USER_STORE}/2/kubelet:2.torcx.tgz")
     put(root, f"{USER_STORE}/3/docker:3.torcx.tgz")
 
@@ -115,7 +116,8 @@ def test_clear_versioned_keeps_listed_versions(tmp_path):
     versioned_tree(tmp_path)
     r = torcx(tmp_path, "image", "clear-versioned", "-k", "2", "--keep-version", "9")
     assert r.status == 0, r
-    assert listing(tmp_path) == ["2", "2/docker.torcx.squashfs", "2/docker:2.torcx.tgz",
+    assert listing(tmp_path) == ["2", "2/docker.torcx.squashfs",
+                                 "2/docker.torcx.squashfs.sha512", "2/docker:2.torcx.tgz",
                                  "2/kubelet:2.torcx.tgz", "plain:1.torcx.tgz"]
 
 
@@ -126,6 +128,13 @@ def test_clear_versioned_one_image(tmp_path):
     assert r.status == 0, r
     assert listing(tmp_path) == ["1", "1/kubelet:1.torcx.tgz", "2", "2/kubelet:2.torcx.tgz",
                                  "3", "3/docker:3.torcx.tgz", "plain:1.torcx.tgz"]
+
+
+def test_clear_versioned_removes_the_recorded_digest(tmp_path):
+    """An image's recorded .sha512 (written by pack/populate) leaves with it."""
+    versioned_tree(tmp_path)
+    assert torcx(tmp_path, "image", "clear-versioned", "docker", "-k", "3").status == 0
+    assert "2/docker.torcx.squashfs.sha512" not in listing(tmp_path)
 
 
 def test_clear_versioned_needs_a_kept_version(tmp_path):
