@@ -102,6 +102,7 @@ class Run:
         self.error = ""
         self.selection = None  # torcx.profiles.Selection
         self.policy = None  # torcx.policy.Policy
+        self.digests = None  # image-file digests running (torcx.apply.policy)
         # Faults of the config file or os-release tolerated while loading paths.
         self.config_errors: list[str] = list(getattr(paths, "problems", ()))
         self.profile_errors: list[tuple[str, str]] = []

@@ -3,26 +3,34 @@
 
 Between plan and unpack. Each image gets a torcx.policy.Decision, or fails
 alone in phase ``policy`` (unsigned store, unknown key, not listed). Mounted
-images with a signed or recorded sha512 are digested here, all in parallel,
-one sequential read each, before anything is mounted; a tarball's sha512 is
+images with a signed or recorded sha512 are digested from here on, in
+parallel, one sequential read each, and each is mounted only once its digest
+matched (a mismatch fails it in phase ``policy`` too); a tarball's sha512 is
 checked by the engine while it unpacks (:func:`pin`), and a mismatch there is
 reported as this phase's (:func:`unpack_failure`).
 """
 
 from __future__ import annotations
 
+import os
+
 from ..errors import PolicyError, TorcxError
 from ..log import Logger
 from . import Run
 
-__all__ = ["check", "file_check_needed", "mounted_passed", "pin", "unpack_failure",
+__all__ = ["check", "digest_passed", "file_check_needed", "mounted_passed", "pin", "unpack_failure",
            "unpacked_passed"]
 
 PHASE = "policy"
 
 
 def check(run: Run, log: Logger) -> None:
-    """Decide every planned image; digest the mountable ones that have a pinned sha512."""
+    """Decide every planned image; digest the mountable ones that have a pinned sha512.
+
+    When the apply mounts, the digests run on threads (largest image first, the
+    GIL released by the engine) while the apply goes on: each image is mounted
+    as soon as its own digest matched (:func:`digest_passed`), never before.
+    """
     from .. import policy as trust
 
     run.policy = pol = trust.load(run.paths, log)
@@ -41,13 +49,68 @@ def check(run: Run, log: Logger) -> None:
             to_digest.append(image)
     if not to_digest:
         return
+    if run.mount and not run.dry_run:
+        run.digests = _Digests(to_digest)
+        return
+    for image in to_digest:
+        _judge(image, _digest(image))
+
+
+def _digest(image):
+    from .. import policy as trust
+
     try:
-        results = trust.check_files([(im.archive.host_path, im.trust) for im in to_digest])
+        return trust.check_files([(image.archive.host_path, image.trust)])[0]
     except TorcxError as e:
-        results = [PolicyError(str(e))] * len(to_digest)
-    for image, result in zip(to_digest, results):
-        if isinstance(result, PolicyError):
-            image.fail(PHASE, str(result).replace(image.archive.host_path, image.archive.path))
+        return PolicyError(str(e))
+
+
+def _judge(image, result) -> bool:
+    if isinstance(result, PolicyError):
+        image.fail(PHASE, str(result).replace(image.archive.host_path, image.archive.path))
+        return False
+    return True
+
+
+class _Digests:
+    """Image-file digests on up to one thread per core, largest first."""
+
+    def __init__(self, images):
+        import threading
+
+        self.pending = sorted(images, key=lambda im: -im.archive.size)
+        self.done = {id(im): threading.Event() for im in images}
+        self.results: dict = {}
+        self.lock = threading.Lock()
+        for _ in range(min(len(images), os.cpu_count() or 1)):
+            threading.Thread(target=self._work, name="torcx-digest", daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            with self.lock:
+                if not self.pending:
+                    return
+                image = self.pending.pop(0)
+            try:
+                self.results[id(image)] = _digest(image)
+            except BaseException as e:  # noqa: BLE001 - handed to the waiting thread
+                self.results[id(image)] = PolicyError(f"digest failed: {e!r}")
+            finally:
+                self.done[id(image)].set()
+
+    def wait(self, image):
+        event = self.done.get(id(image))
+        if event is None:
+            return None
+        event.wait()
+        return self.results[id(image)]
+
+
+def digest_passed(run: Run, image) -> bool:
+    """Wait for the image's own digest (if it has one to check); False if it failed."""
+    digests = getattr(run, "digests", None)
+    result = digests.wait(image) if digests is not None else None
+    return result is None or _judge(image, result)
 
 
 def pin(image) -> str | None:

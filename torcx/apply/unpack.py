@@ -68,8 +68,11 @@ def _mount_one(run: Run, image, unpack_host: str, engine) -> None:
         image.status, image.stage = SKIPPED, "unpack"
         image.error = f"{image.archive.format} image not mounted (--no-mount)"
         return
-    target = os.path.join(unpack_host, image.name)
     start = time.monotonic()
+    if not trust.digest_passed(run, image):  # never mount before the image file matched
+        image.unpack = {}
+        return
+    target = os.path.join(unpack_host, image.name)
     try:
         os.mkdir(target, 0o755)
         engine.loop_mount(image.archive.host_path, target, image.archive.format)
