@@ -8,7 +8,7 @@
   then every file against ``.torcx/digests``), and the whole ``torcx apply``
   (tmpfs, policy, mounts, propagation, seal) with a ``signed`` policy for the
   user store (one gpgv, the image files digested in parallel) and with no
-  policy (the digests ``pack`` recorded). Target: signed apply within 1.5x of
+  policy (the XXH3-128 digests ``pack`` recorded). Target: signed apply within 1.5x of
   mount + read.
 - ``trust-tgz``: ``torcx apply --no-mount`` of the reference profile as tgz,
   unsigned (no policy) against signed. Target: at most 10% more.
@@ -97,7 +97,7 @@ def squashfs_images(bench_workload):
     files = []
     for im in bench_workload.images:
         path = os.path.join(out, f"{im.name}:{REF}.torcx.squashfs")
-        if not (os.path.exists(path) and os.path.exists(path + ".sha512")):
+        if not (os.path.exists(path) and os.path.exists(path + ".xxh128")):
             pack_image(im.tree, im.name, REF, out, fmt="squashfs", epoch=1_700_000_000,
                        overwrite=True)
         files.append(path)
@@ -217,11 +217,11 @@ def test_squashfs_apply_recorded(benchmark, squashfs_images, bench_workload, ben
                                  bench_rounds):
     """torcx apply without a policy: image files checked against pack's recorded digests."""
     files = {os.path.basename(p): p for p in squashfs_images}
-    files.update({os.path.basename(p) + ".sha512": p + ".sha512" for p in squashfs_images})
+    files.update({os.path.basename(p) + ".xxh128": p + ".xxh128" for p in squashfs_images})
     root = _root(bench_base, "sq-recorded", [im.name for im in bench_workload.images], files)
     reasons = _timed(benchmark, SQ, "apply integrity", _apply, root, True,
                      setup=_clean_run(root), rounds=bench_rounds)
-    assert all("image-file sha512 matches" in r for r in reasons)
+    assert all("image-file xxh3-128 matches" in r for r in reasons)
 
 
 # -- tgz --------------------------------------------------------------------------------

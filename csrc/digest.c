@@ -2,8 +2,9 @@
 /*
  * Archive digests through OpenSSL's libcrypto (EVP): SHA-256 and SHA-512 of
  * the archive bytes while the engine streams them, and torcx_digest_files,
- * the SHA-512 of whole image files (several in parallel, one sequential
- * read each) that the boot compares with a signed or recorded value.
+ * the SHA-512 (signed) or XXH3-128 (recorded, integrity only) of whole image
+ * files, several in parallel, one sequential read each, that the boot
+ * compares with a signed or recorded value.
  * libcrypto picks the fastest code for the CPU (SHA-NI, AVX2).
  */
 #include <errno.h>
@@ -62,8 +63,22 @@ void torcx_md_free(struct torcx_md *m) {
 
 /* ---- whole-file digests ---- */
 
+static void xxh3_hex(XXH128_hash_t h, char out[33]) {
+    static const char digits[] = "0123456789abcdef";
+    XXH128_canonical_t c;
+    XXH128_canonicalFromHash(&c, h);
+    for (size_t i = 0; i < sizeof(c.digest); i++) {
+        out[2 * i] = digits[c.digest[i] >> 4];
+        out[2 * i + 1] = digits[c.digest[i] & 15];
+    }
+    out[32] = '\0';
+}
+
 static int digest_one(struct torcx_file_digest *f, uint8_t *buf) {
     struct torcx_md m = {0};
+    XXH3_state_t *x = NULL;
+    bool want_sha = !f->algos || (f->algos & TORCX_FILE_SHA512);
+    bool want_xxh = f->algos & TORCX_FILE_XXH3;
     int fd, r;
     do
         fd = open(f->path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
@@ -80,9 +95,15 @@ static int digest_one(struct torcx_file_digest *f, uint8_t *buf) {
         goto done;
     }
     (void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-    r = torcx_md_init(&m, "sha512");
-    if (r < 0)
+    if (want_sha && (r = torcx_md_init(&m, "sha512")) < 0)
         goto done;
+    if (want_xxh) {
+        if (!(x = XXH3_createState())) {
+            r = -ENOMEM;
+            goto done;
+        }
+        XXH3_128bits_reset(x);
+    }
     for (;;) {
         ssize_t n = read(fd, buf, FILE_BLOCK);
         if (n < 0 && errno == EINTR)
@@ -93,11 +114,18 @@ static int digest_one(struct torcx_file_digest *f, uint8_t *buf) {
         }
         if (n == 0)
             break;
-        torcx_md_update(&m, buf, (size_t)n);
+        if (want_sha)
+            torcx_md_update(&m, buf, (size_t)n);
+        if (want_xxh)
+            XXH3_128bits_update(x, buf, (size_t)n);
         f->bytes += (uint64_t)n;
     }
-    r = torcx_md_final_hex(&m, f->sha512, sizeof(f->sha512));
+    r = want_sha ? torcx_md_final_hex(&m, f->sha512, sizeof(f->sha512)) : 0;
+    if (want_xxh)
+        xxh3_hex(XXH3_128bits_digest(x), f->xxh3);
 done:
+    if (x)
+        XXH3_freeState(x);
     torcx_md_free(&m);
     close(fd);
     return r;
@@ -133,6 +161,7 @@ int torcx_digest_files(struct torcx_file_digest *files, size_t n, unsigned threa
         files[i].err_no = 0;
         files[i].bytes = 0;
         files[i].sha512[0] = '\0';
+        files[i].xxh3[0] = '\0';
     }
     if (threads == 0) {
         long cores = sysconf(_SC_NPROCESSORS_ONLN);

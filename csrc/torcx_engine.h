@@ -78,11 +78,15 @@ struct torcx_result {
 };
 
 /* One whole file to digest (torcx_digest_files). */
+#define TORCX_FILE_SHA512 1
+#define TORCX_FILE_XXH3 2
 struct torcx_file_digest {
     const char *path;
+    unsigned algos;            /* TORCX_FILE_*; 0 means SHA-512 */
     int err_no;                /* 0, or the errno that stopped reading it */
     uint64_t bytes;            /* bytes read */
-    char sha512[129];          /* hex SHA-512 of the whole file */
+    char sha512[129];          /* hex SHA-512 of the whole file, if asked */
+    char xxh3[33];             /* hex XXH3-128 of the whole file, if asked */
 };
 
 /* Version of the compiled engine, checked against the Python package's. */
@@ -94,8 +98,8 @@ const char *torcx_version(void);
 int torcx_extract_batch(const struct torcx_job *jobs, struct torcx_result *results,
                         size_t n, unsigned threads);
 
-/* SHA-512 of n whole files on up to `threads` threads (0: one per online
- * core), one sequential read each; a mountable image is checked this way
+/* SHA-512 and/or XXH3-128 of n whole files on up to `threads` threads (0: one
+ * per online core), one sequential read each; a mountable image is checked this way
  * before it is mounted. Returns the number of files that could not be read
  * (see err_no), or -errno. */
 int torcx_digest_files(struct torcx_file_digest *files, size_t n, unsigned threads);

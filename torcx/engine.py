@@ -224,11 +224,14 @@ class FileDigest:
     path: str
     sha512: str = ""
     bytes: int = 0
+    xxh3: str = ""
     error: OSError | None = field(default=None, repr=False)
 
 
-def digest_files(paths: Sequence[str], threads: int = 0) -> list[FileDigest]:
-    """SHA-512 of each whole file, several files in parallel, one sequential read each.
+def digest_files(paths: Sequence[str], threads: int = 0,
+                 algos: Sequence[str] | None = None) -> list[FileDigest]:
+    """SHA-512 (or per file ``algos[i]``: "sha512", "xxh3" or "both") of each whole file,
+    several files in parallel, one sequential read each.
 
     The GIL is released for the whole call; ``threads=0`` uses one thread per core.
     """
@@ -237,8 +240,11 @@ def digest_files(paths: Sequence[str], threads: int = 0) -> list[FileDigest]:
         return []
     c_files = ffi.new("struct torcx_file_digest[]", n)
     keep = [ffi.new("char[]", os.fsencode(p)) for p in paths]
-    for c, s in zip(c_files, keep):
+    bits = {"sha512": lib.TORCX_FILE_SHA512, "xxh3": lib.TORCX_FILE_XXH3,
+            "both": lib.TORCX_FILE_SHA512 | lib.TORCX_FILE_XXH3}
+    for i, (c, s) in enumerate(zip(c_files, keep)):
         c.path = s
+        c.algos = bits[algos[i]] if algos else lib.TORCX_FILE_SHA512
     r = lib.torcx_digest_files(c_files, n, threads)
     if r < 0:
         raise errors.ExtractError(f"cannot digest files: {os.strerror(-r)}", err_no=-r)
@@ -248,7 +254,8 @@ def digest_files(paths: Sequence[str], threads: int = 0) -> list[FileDigest]:
         if c.err_no:
             text = "not a regular file" if c.err_no == errno.EINVAL else os.strerror(c.err_no)
             error = OSError(c.err_no, text, path)
-        out.append(FileDigest(path, ffi.string(c.sha512).decode(), c.bytes, error))
+        out.append(FileDigest(path, ffi.string(c.sha512).decode(), c.bytes,
+                              ffi.string(c.xxh3).decode(), error))
     return out
 
 

@@ -41,12 +41,16 @@ CLASSES = ("vendor", "oem", "config", "user", "runtime")
 DEFAULT_LEVEL = "integrity"
 CMDLINE_KEY = "torcx.policy="
 SIGNED_FILE = "torcx_remote_contents.json.asc"
-RECORDED_SUFFIX = ".sha512"  # NAME:REF.torcx.EXT.sha512, sha512sum format
+# What pack/populate record next to an image file, best first: XXH3-128
+# (xxh128sum format; several GB/s, enough against corruption) or SHA-512
+# (sha512sum format; what populate knows from the signed contents).
+RECORDED_SUFFIXES = (".xxh128", ".sha512")
+_RECORDED_ALGO = {".xxh128": "xxh3", ".sha512": "sha512"}
 KEY_SUFFIXES = (".asc", ".gpg")
 
-_HEX128 = re.compile(r"^[0-9a-f]{128}$")
+_HEX = {"sha512": re.compile(r"^[0-9a-f]{128}$"), "xxh3": re.compile(r"^[0-9a-f]{32}$")}
 
-__all__ = ["CLASSES", "LEVELS", "Decision", "Policy", "Verifier", "load",
+__all__ = ["CLASSES", "LEVELS", "RECORDED_SUFFIXES", "Decision", "Policy", "Verifier", "load",
            "read_recorded_digest", "recorded_digest_path", "write_recorded_digest"]
 
 
@@ -244,20 +248,22 @@ def store_class(paths, store: str) -> str:
 
 # -- recorded digests (integrity of image files) -------------------------------------
 
-def recorded_digest_path(archive_path: str) -> str:
-    return archive_path + RECORDED_SUFFIX
+def recorded_digest_path(archive_path: str, algo: str = "xxh3") -> str:
+    suffix = ".xxh128" if algo == "xxh3" else ".sha512"
+    return archive_path + suffix
 
 
-def write_recorded_digest(archive_path: str, sha512_hex: str) -> str:
-    """Write ``ARCHIVE.sha512`` (``sha512sum -c`` format) atomically; returns its path."""
-    path = recorded_digest_path(archive_path)
-    line = f"{sha512_hex}  {os.path.basename(archive_path)}\n"
+def write_recorded_digest(archive_path: str, hex_digest: str, algo: str = "xxh3") -> str:
+    """Write ``ARCHIVE.xxh128`` (``xxh128sum -c`` format) or ``ARCHIVE.sha512``
+    (``sha512sum -c``) atomically; returns its path."""
+    path = recorded_digest_path(archive_path, algo)
+    line = f"{hex_digest}  {os.path.basename(archive_path)}\n"
     schemas.write_atomic(path, line.encode(), 0o644)
     return path
 
 
-def read_recorded_digest(host_path: str, logical: str) -> str | None:
-    """The hex digest in a ``.sha512`` file, None if there is none; PolicyError if bad."""
+def read_recorded_digest(host_path: str, logical: str, algo: str) -> str | None:
+    """The hex digest in a recorded digest file, None if there is none; PolicyError if bad."""
     try:
         with open(host_path, "rb") as f:
             text = f.read(4096).decode("ascii", "replace")
@@ -266,9 +272,9 @@ def read_recorded_digest(host_path: str, logical: str) -> str | None:
     except OSError as e:
         raise PolicyError(f"{logical}: cannot read: {e.strerror or e}") from None
     value = text.split()[0].lower() if text.split() else ""
-    if not _HEX128.match(value):
-        raise PolicyError(f"{logical}: not a sha512sum line (128 hex digits, then the "
-                          "file name)")
+    if not _HEX[algo].match(value):
+        raise PolicyError(f"{logical}: not a {'xxh128sum' if algo == 'xxh3' else 'sha512sum'} "
+                          "line (the hex digest, then the file name)")
     return value
 
 
@@ -277,12 +283,13 @@ def read_recorded_digest(host_path: str, logical: str) -> str | None:
 class Decision:
     """What one archive needs, and once checked, why it passed."""
 
-    __slots__ = ("store", "store_class", "level", "pin_sha512", "pin_source", "pin_file",
-                 "signers", "check_files", "reason")
+    __slots__ = ("store", "store_class", "level", "pin_sha512", "pin_xxh3", "pin_source",
+                 "pin_file", "signers", "check_files", "reason")
 
     def __init__(self, store: str, store_class: str, level: str, *, check_files=False):
         self.store, self.store_class, self.level = store, store_class, level
         self.pin_sha512: str | None = None  # the archive's bytes must have this sha512
+        self.pin_xxh3: str | None = None    # or this XXH3-128 (recorded, integrity only)
         self.pin_source = ""   # "signed" or "recorded"
         self.pin_file = ""     # the signed contents or .sha512 file
         self.signers: tuple = ()  # fingerprints of the keys that signed the store's contents
@@ -295,21 +302,27 @@ class Decision:
                 "signers": list(self.signers), "check_files": self.check_files,
                 "reason": self.reason}
 
+    @property
+    def pinned(self) -> bool:
+        return bool(self.pin_sha512 or self.pin_xxh3)
+
     def mismatch(self, path: str, actual: str) -> str:
         """The reason for an archive whose sha512 is not the pinned one."""
         if self.pin_source == "signed":
             return (f"{path}: sha512 {actual} differs from the signed {self.pin_sha512} in "
                     f"{self.pin_file} (signed by {', '.join(self.signers)}); store "
                     f"{self.store} ({self.store_class}) needs signed images")
-        return (f"{path}: sha512 {actual} differs from {self.pin_sha512} recorded in "
-                f"{self.pin_file}")
+        algo, want = ("sha512", self.pin_sha512) if self.pin_sha512 else ("xxh3-128",
+                                                                         self.pin_xxh3)
+        return f"{path}: {algo} {actual} differs from {want} recorded in {self.pin_file}"
 
     def passed(self, how: str) -> None:
         if self.pin_source == "signed":
             self.reason = (f"signed: sha512 matches {self.pin_file}, signed by "
                            f"{', '.join(self.signers)}; {how}")
         elif self.pin_source == "recorded":
-            self.reason = f"{self.level}: image-file sha512 matches {self.pin_file}; {how}"
+            algo = "sha512" if self.pin_sha512 else "xxh3-128"
+            self.reason = f"{self.level}: image-file {algo} matches {self.pin_file}; {how}"
         else:
             self.reason = f"{self.level}: {how}"
 
@@ -352,10 +365,13 @@ class Verifier:
             d.pin_sha512, d.pin_source = version.sha512, "signed"
             d.pin_file, d.signers = f"{store}/{SIGNED_FILE}", signed.signers
         elif level == "integrity" and mountable:
-            recorded = recorded_digest_path(path)
-            value = read_recorded_digest(self.paths.host(recorded), recorded)
-            if value is not None:
-                d.pin_sha512, d.pin_source, d.pin_file = value, "recorded", recorded
+            for suffix in RECORDED_SUFFIXES:
+                algo, recorded = _RECORDED_ALGO[suffix], path + suffix
+                value = read_recorded_digest(self.paths.host(recorded), recorded, algo)
+                if value is not None:
+                    setattr(d, f"pin_{algo}", value)
+                    d.pin_source, d.pin_file = "recorded", recorded
+                    break
             else:
                 d.check_files = True  # no image digest: every file, as torcx always did
         return d
@@ -443,17 +459,20 @@ def _find(contents, name: str, reference: str, fmt: str, filename: str):
 def check_files(items) -> list:
     """[(host path, Decision)] -> for each, the Decision (passed) or a PolicyError.
 
-    Every file is read once, several in parallel, by the engine (SHA-512).
+    Every file is read once, several in parallel, by the engine (SHA-512 for a
+    signed or recorded sha512, XXH3-128 for a recorded one).
     """
     from . import engine
 
-    digests = engine.digest_files([host for host, _ in items])
+    digests = engine.digest_files([host for host, _ in items],
+                                  algos=["sha512" if d.pin_sha512 else "xxh3" for _, d in items])
     out: list = []
     for (host, d), r in zip(items, digests):
+        actual, want = (r.sha512, d.pin_sha512) if d.pin_sha512 else (r.xxh3, d.pin_xxh3)
         if r.error is not None:
             out.append(PolicyError(f"{host}: cannot read: {r.error.strerror}"))
-        elif r.sha512 != d.pin_sha512:
-            out.append(PolicyError(d.mismatch(host, r.sha512)))
+        elif actual != want:
+            out.append(PolicyError(d.mismatch(host, actual)))
         else:
             d.passed(f"image file read once ({r.bytes} bytes), its files not read at boot")
             out.append(d)

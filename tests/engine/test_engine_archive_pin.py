@@ -112,3 +112,7 @@ def test_digest_files_in_parallel(tmp_path):
         assert r.error is None and r.bytes == f.stat().st_size
         assert r.sha512 == hashlib.sha512(f.read_bytes()).hexdigest()
     assert results[3].error.errno == 2 and results[4].error.errno == 22
+    (both,) = engine.digest_files([str(files[2])], algos=["both"])
+    assert both.xxh3 == tarkit.xxh3(files[2].read_bytes()) and both.sha512 == results[2].sha512
+    (fast,) = engine.digest_files([str(files[2])], algos=["xxh3"])
+    assert (fast.xxh3, fast.sha512) == (both.xxh3, "")

@@ -9,6 +9,7 @@ import os
 import shutil
 
 import pytest
+import xxhash
 from applykit import in_mount_namespace, needs_root, torcx
 from policykit import image_tree, pack
 
@@ -62,22 +63,28 @@ def test_rebuilt_squashfs_is_refused_before_mounting(root):
     assert _by_name(rep)["vendorapp"]["status"] == "ok"
 
 
-def test_recorded_digest_checks_integrity_without_a_policy(root):
-    """No policy file: a squashfs with a recorded .sha512 is checked by it; a wrong one fails."""
+@pytest.mark.parametrize("algo", ["xxh3", "sha512"])
+def test_recorded_digest_checks_integrity_without_a_policy(root, algo):
+    """No policy file: a squashfs with a recorded digest (.xxh128 from pack, .sha512 from
+    populate) is checked by it, files unread; a wrong one fails before mounting."""
     archive = root.add_image("sq", "1", "squashfs", files={"a": "alpha"}, digests=True)
     with open(archive, "rb") as f:
-        write_recorded_digest(archive, hashlib.sha512(f.read()).hexdigest())
+        data = f.read()
+    good = xxhash.xxh3_128_hexdigest(data) if algo == "xxh3" else hashlib.sha512(data).hexdigest()
+    path = write_recorded_digest(archive, good, algo)
     root.profile("vendor", [("sq", "1")])
     code, rep = in_mount_namespace(_apply, root.path)
     assert code == 0, rep
     sq = _by_name(rep)["sq"]
     assert sq["trust"]["pin"] == "recorded" and "files" not in sq["unpack"]
+    assert sq["unpack"]["verified"] is True
     shutil.rmtree(root.host("/run"))
-    write_recorded_digest(archive, "0" * 128)
+    write_recorded_digest(archive, "0" * len(good), algo)
     code, rep = in_mount_namespace(_apply, root.path)
     assert code == 1
-    assert "recorded in /usr/share/torcx/store/sq:1.torcx.squashfs.sha512" in \
-        _by_name(rep)["sq"]["error"]
+    sq = _by_name(rep)["sq"]
+    assert (sq["stage"], sq["unpack"]) == ("policy", {})
+    assert f"recorded in /usr/share/torcx/store/{os.path.basename(path)}" in sq["error"]
 
 
 def test_policy_that_reads_everything_checks_every_file(root):

@@ -45,7 +45,7 @@ def check(run: Run, log: Logger) -> None:
         except PolicyError as e:
             image.fail(PHASE, str(e))
             continue
-        if image.archive.mountable and image.trust.pin_sha512:
+        if image.archive.mountable and image.trust.pinned:
             to_digest.append(image)
     if not to_digest:
         return
@@ -158,7 +158,7 @@ def mounted_passed(image, files_checked: bool | None) -> None:
         extra = "image has no .torcx/digests"
     else:
         extra = ""
-    if d.pin_sha512:
+    if d.pinned:
         if extra:
             d.reason = f"{d.reason}; {extra}"
     elif d.level == "none":

@@ -88,7 +88,7 @@ def _mount_one(run: Run, image, unpack_host: str, engine) -> None:
         if trust.file_check_needed(image):
             _verify_mounted(image, target)
         else:  # its image file's sha512 was checked before it was mounted
-            image.unpack["verified"] = image.trust.pin_sha512 is not None
+            image.unpack["verified"] = image.trust.pinned
             trust.mounted_passed(image, False)
     image.unpack["seconds"] = round(time.monotonic() - start, 6)
 

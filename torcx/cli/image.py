@@ -40,7 +40,7 @@ def clear_versioned(ctx, args):
         if not version or "/" in version or version in (".", ".."):
             raise UsageError(f"--keep-version {version!r} is not a store version")
         keep.add(version)
-    from ..policy import RECORDED_SUFFIX
+    from ..policy import RECORDED_SUFFIXES
 
     top = paths.host(paths.user_store())
     try:
@@ -68,10 +68,11 @@ def clear_versioned(ctx, args):
                 ctx.log.info(f"removing {logical}/{entry}")
                 os.unlink(path)
                 removed += 1
-                try:  # the image digest pack/populate recorded beside it
-                    os.unlink(path + RECORDED_SUFFIX)
-                except FileNotFoundError:
-                    pass
+                for suffix in RECORDED_SUFFIXES:  # what pack/populate recorded beside it
+                    try:
+                        os.unlink(path + suffix)
+                    except FileNotFoundError:
+                        pass
     if removed == 0:
         ctx.log.info("nothing to clear")
     return 0

@@ -235,7 +235,7 @@ def pack_image(rootfs: str, name: str, reference: str, out_dir: str, *,
             # A mounted image is checked at boot by its file's digest, not file by
             # file: record it next to it (integrity; a signature needs the store's
             # signed contents).
-            write_recorded_digest(final, sha512[len("sha512-"):])
+            write_recorded_digest(final, xxh3)
         fsync_dir(out_dir)
     finally:
         if fd >= 0:

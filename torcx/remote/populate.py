@@ -225,7 +225,7 @@ def _keep_trust(dest: str, done: list, remotes: set, contents: dict, log) -> Non
     for d in done:
         parsed = parse_archive_filename(d.filename)
         if parsed and parsed[2] in MOUNTABLE:
-            write_recorded_digest(d.path, d.sha512)
+            write_recorded_digest(d.path, d.sha512, "sha512")
     if not done:
         return
     if len(remotes) > 1:
