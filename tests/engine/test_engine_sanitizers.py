@@ -4,7 +4,9 @@
 csrc/fuzz/fuzz_extract.c is built with gcc's sanitizers and run over a corpus:
 good archives in every compression, the hostile corpus, and seeded random
 damage to them. Any memory error, leak or undefined behaviour fails the test.
-The same file is the libFuzzer target (see its header) for longer runs.
+The committed fuzz seeds (csrc/fuzz/corpus) run too. As root each run is chrooted
+into a tmpfs of its own in a private mount namespace (sandboxrun.py). The same file
+is the libFuzzer target (test_engine_fuzz.py; see its header for longer runs).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import sandboxrun
 import tarkit
 from tarkit import directory, hardlink, reg, symlink
 from test_engine_verify_agrees import CORPUS
@@ -71,13 +74,28 @@ def _corpus(folder: Path) -> list[Path]:
     return files
 
 
+def _seeds(folder: Path) -> list[Path]:
+    """The committed fuzz seeds (a reproducer of each past defect), under unique names."""
+    folder.mkdir()
+    out = []
+    for seed in sorted((CSRC / "fuzz" / "corpus").iterdir()):
+        out.append(folder / f"seed-{seed.name}")
+        shutil.copy(seed, out[-1])
+    return out
+
+
+def _run_sandboxed(program: Path, files: list[Path], work: Path, env: dict, repeat: int = 1):
+    """The driver over ``files``, in a chrooted tmpfs of its own (sandboxrun.py) as root."""
+    return sandboxrun.run(program, [f"/in/{f.name}" for f in files] * repeat, files, work,
+                          env=env, timeout=900)[0]
+
+
 def test_engine_is_clean_under_sanitizers(driver, tmp_path):
     """No memory error, leak or undefined behaviour on good, hostile and damaged archives."""
-    corpus = _corpus(tmp_path)
+    corpus = _corpus(tmp_path) + _seeds(tmp_path / "seeds")
     env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:halt_on_error=1:abort_on_error=0",
-               UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1", TMPDIR=str(tmp_path))
-    r = subprocess.run([str(driver), *map(str, corpus)], env=env, capture_output=True,
-                       text=True, timeout=600)
+               UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1")
+    r = _run_sandboxed(driver, corpus, tmp_path / "run", env)
     assert r.returncode == 0 and "Sanitizer" not in r.stderr and "runtime error" not in r.stderr, (
         r.stderr[-4000:])
 
@@ -111,10 +129,8 @@ def test_decode_ahead_ring_is_clean_under_tsan(tmp_path):
     """No data race between the decode-ahead producer and its job thread, on success or failure."""
     tsan = _build(tmp_path, "thread")
     corpus = _ring_corpus(tmp_path)
-    env = dict(os.environ, TSAN_OPTIONS="halt_on_error=1:report_signal_unsafe=0",
-               TMPDIR=str(tmp_path))
-    r = subprocess.run([str(tsan), *map(str, corpus * 3)], env=env, capture_output=True,
-                       text=True, timeout=600)
+    env = dict(os.environ, TSAN_OPTIONS="halt_on_error=1:report_signal_unsafe=0")
+    r = _run_sandboxed(tsan, corpus, tmp_path / "run", env, repeat=3)
     assert r.returncode == 0 and "ThreadSanitizer" not in r.stderr, r.stderr[-4000:]
 
 
@@ -130,6 +146,7 @@ def test_harness_cleanup_never_follows_archive_symlinks(driver, tmp_path):
         directory("d"), symlink("d/up", str(outside))])
     work = tmp_path / "work"
     work.mkdir()
+    # Outside the sandbox on purpose: the links point at a folder of this test.
     r = subprocess.run([str(driver), str(archive)], env=dict(os.environ, TMPDIR=str(work)),
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
