@@ -33,7 +33,7 @@ IMAGE_LIST_V0 = "torcx-image-list-v0"
 PROFILE_KINDS = (PROFILE_V0, PROFILE_V1)
 ASSET_KEYS = ("bin", "network", "sysusers", "tmpfiles", "udev_rules", "units")
 # Archive formats a remote may serve: upstream's two plus the ones this project reads.
-REMOTE_FORMATS = ("tgz", "squashfs", "tar.zst", "tar.xz", "tar", "erofs")
+REMOTE_FORMATS = ("tgz", "squashfs", "tar.zst", "tar.xz", "tar", "erofs", "sysext")
 # oci:// names a registry repository (https); oci+http:// the same over plain http.
 REMOTE_URL_SCHEMES = ("http://", "https://", "file://", "oci://", "oci+http://")
 OCI_URL_SCHEMES = ("oci://", "oci+http://")

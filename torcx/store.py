@@ -8,6 +8,14 @@ tarballs the fastest to decode: tar, tar.zst, tgz, tar.xz), then by store search
 order. Symlinks count only when they lead to a regular file; symlinks with
 absolute targets are resolved inside the root. A store that cannot be read is
 skipped with a log line.
+
+systemd-sysext images (format ``sysext``, squashfs or erofs told by their
+superblock) are ``NAME:REFERENCE.torcx.raw``, or carry the file name the
+sysext-bakery publishes, ``NAME-VERSION-ARCH.raw``: NAME is the text before the
+first ``-`` that is followed by a digit (or by ``v`` and a digit), VERSION the
+rest up to ``-ARCH``, and ARCH, in systemd's names, must be this machine's
+(``docker-24.0.9-x86-64.raw`` is ``docker:24.0.9`` on x86-64 and is not seen on
+arm64). The ``.torcx.raw`` name wins over a bakery name for one name:reference.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from __future__ import annotations
 import errno
 import os
 import posixpath
+import re
 
 from .errors import NotFound
 from .log import NULL
@@ -29,13 +38,17 @@ _SUFFIXES = (
     (".torcx.erofs", "erofs"),
     (".torcx.tgz", "tgz"),
     (".torcx.tar", "tar"),
+    (".torcx.raw", "sysext"),
 )
-FORMATS = ("squashfs", "erofs", "tar", "tar.zst", "tgz", "tar.xz")
+FORMATS = ("squashfs", "erofs", "tar", "tar.zst", "tgz", "tar.xz", "sysext")
+SYSEXT = "sysext"  # a systemd-sysext image: validated and handed to systemd-sysext
 MOUNTABLE = frozenset(("squashfs", "erofs"))
 # Lower ranks win. Mountable formats share a rank so store order decides
 # between them; the second key orders them within one store.
 _RANK = {"squashfs": (0, 0), "erofs": (0, 1), "tar": (1, 0), "tar.zst": (2, 0),
-         "tgz": (3, 0), "tar.xz": (4, 0)}
+         "tgz": (3, 0), "tar.xz": (4, 0), "sysext": (5, 0)}
+_EXTENSIONS = {"sysext": "raw"}  # format -> file name extension, where they differ
+_BAKERY_RE = re.compile(r"^(?P<name>[^:]+?)-(?P<version>v?[0-9].*)$")  # before "-ARCH.raw"
 _MAX_SYMLINKS = 40
 
 __all__ = [
@@ -43,18 +56,36 @@ __all__ = [
     "DEFAULT_REFERENCE",
     "FORMATS",
     "MOUNTABLE",
+    "SYSEXT",
     "Store",
     "archive_filename",
     "parse_archive_filename",
 ]
 
 
-def parse_archive_filename(filename: str):
-    """``(name, reference, format)`` for a store file name, or None if it is not one."""
+def parse_archive_filename(filename: str, arch: str | None = None):
+    """``(name, reference, format)`` for a store file name, or None if it is not one.
+
+    ``arch`` (systemd's name; default this machine's) is the one a bakery file
+    name ``NAME-VERSION-ARCH.raw`` must carry to count.
+    """
     for suffix, fmt in _SUFFIXES:
         if filename.endswith(suffix):
             return _split_name(filename[: -len(suffix)], fmt)
+    if filename.endswith(".raw"):
+        return parse_bakery_filename(filename, arch)
     return None
+
+
+def parse_bakery_filename(filename: str, arch: str | None = None):
+    """``(name, version, "sysext")`` of a sysext-bakery file name for ``arch``, else None."""
+    from .sysext import host_architecture
+
+    tail = f"-{arch or host_architecture()}.raw"
+    m = _BAKERY_RE.match(filename[: -len(tail)]) if filename.endswith(tail) else None
+    if m is None or m["name"] in (".", ".."):
+        return None
+    return m["name"], m["version"], SYSEXT
 
 
 def _split_name(base: str, fmt: str):
@@ -70,7 +101,7 @@ def archive_filename(name: str, reference: str, fmt: str) -> str:
     """The store file name of an image: ``NAME:REFERENCE.torcx.EXT``."""
     if fmt not in _RANK:
         raise ValueError(f"unknown archive format {fmt!r}")
-    return f"{name}:{reference}.torcx.{fmt}"
+    return f"{name}:{reference}.torcx.{_EXTENSIONS.get(fmt, fmt)}"
 
 
 class Archive:
@@ -148,7 +179,8 @@ class Store:
             else:
                 self.log.warning(f"store {store} cannot be read ({reason}), ignoring")
             return
-        for entry in sorted(entries, key=lambda e: e.name):
+        # torcx names first: they win over a bakery name for the same name:reference
+        for entry in sorted(entries, key=lambda e: (".torcx." not in e.name, e.name)):
             parsed = parse_archive_filename(entry.name)
             if parsed is None:
                 continue

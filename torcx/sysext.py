@@ -27,7 +27,6 @@ Plus the checks around them: the release file is named after the image
 from __future__ import annotations
 
 import os
-import platform
 from dataclasses import dataclass, field
 
 from .paths import parse_os_release
@@ -64,7 +63,7 @@ ARCHITECTURES = frozenset(_ARCHITECTURES.values()) | {
 
 def host_architecture(machine: str | None = None) -> str:
     """systemd's name of this machine's architecture (``uname -m`` translated)."""
-    m = machine or platform.machine()
+    m = machine or os.uname().machine
     if m.startswith("armv") or m in ("arm", "armel", "armhf"):
         return "arm-be" if m.endswith("b") else "arm"
     return _ARCHITECTURES.get(m, m)

@@ -108,6 +108,7 @@ class Run:
         self.profile_errors: list[tuple[str, str]] = []
         self.profile_warnings: list[tuple[str, str]] = []
         self.images: list[Image] = []
+        self.extensions: list[Image] = []  # systemd-sysext images (torcx.apply.sysext)
         self.conflicts: list = []  # propagate.Conflict
         self.need = 0
         self.tmpfs_size = 0
@@ -119,8 +120,13 @@ class Run:
         self.timings: dict[str, float] = {}
 
     @property
+    def all_images(self) -> list[Image]:
+        """The torcx images, then the systemd-sysext images."""
+        return self.images + self.extensions
+
+    @property
     def failed_images(self) -> list[str]:
-        return [im.name for im in self.images if im.status == IMAGE_FAILED]
+        return [im.name for im in self.all_images if im.status == IMAGE_FAILED]
 
     @property
     def exit_code(self) -> int:
@@ -159,7 +165,7 @@ class Run:
                       "mem_available_bytes": self.mem_available,
                       "mounted": self.tmpfs_mounted, "read_only": self.read_only},
             "policy": None if self.policy is None else self.policy.to_json(),
-            "images": [im.to_json() for im in self.images],
+            "images": [im.to_json() for im in self.all_images],
             "failed_images": self.failed_images,
             "conflicts": [c.to_json() for c in self.conflicts],
             "sealed": self.sealed,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from .. import profiles
 from ..errors import NotFound
 from ..log import Logger
-from ..store import Store
+from ..store import SYSEXT, Store
 from . import Image, Run, internal_error, sizing
 from .report import size_text
 
@@ -30,12 +30,16 @@ def plan(run: Run, log: Logger) -> None:
     store = Store(paths, log=log)
     for ref in run.selection.images:
         image = Image(ref)
-        run.images.append(image)
         try:
             image.archive = store.lookup(ref.name, ref.reference)
         except NotFound as e:
+            run.images.append(image)
             image.fail("lookup", str(e))
             continue
+        if image.archive.format == SYSEXT:  # handed to systemd-sysext: torcx.apply.sysext
+            run.extensions.append(image)
+            continue
+        run.images.append(image)
         if image.archive.mountable:
             continue  # loop-mounted: takes no room in the tmpfs
         try:

@@ -58,6 +58,12 @@ def image_line(image: Image) -> tuple[int, str]:
     a, u = image.archive, image.unpack
     if u.get("method") == "loop-mount":
         how = f"loop-mounted {a.format} {a.path}"
+    elif a.format == "sysext":
+        how = (f"sysext ({u.get('fstype') or 'not checked'}) {a.path}"
+               + (f" linked as {u['link']}" if u.get("link") else "")
+               + ("; sha256 verified" if u.get("verified") else ""))
+        if u.get("note"):
+            how += f"; note: {u['note']}"
     else:
         how = (f"unpacked {a.format} {a.path}: {u.get('files', 0)} files, "
                f"{size_text(u.get('bytes', 0))}"
@@ -75,7 +81,7 @@ def image_line(image: Image) -> tuple[int, str]:
 def summary_line(r: Run) -> tuple[int, str]:
     """(priority, text) of the run's one-line summary, with the total time."""
     total = _ms(r.timings.get("total", 0.0))
-    n, failed = len(r.images), r.failed_images
+    n, failed = len(r.all_images), r.failed_images
     profiles_text = ", ".join(r.selection.lower + ([r.selection.upper] if r.selection.upper
                                                    else [])) if r.selection else ""
     if r.status == ALREADY:
@@ -111,7 +117,7 @@ def log_lines(r: Run) -> list[tuple[int, str]]:
         lines.append((ERROR, f"configuration: {message}"))
     for name, message in r.profile_errors:
         lines.append((ERROR, f"profile {name} not applied: {message}"))
-    lines.extend(image_line(im) for im in r.images)
+    lines.extend(image_line(im) for im in r.all_images)
     lines.extend((WARNING, f"conflict: {c}") for c in r.conflicts)
     lines.append(summary_line(r))
     return lines
@@ -130,7 +136,7 @@ def human(r: Run) -> str:
             out.append(f"  error: profile {name}: {message}")
         for _name, message in r.profile_warnings:
             out.append(f"  warning: {message}")
-        for image in r.images:
+        for image in r.all_images:
             status = {OK: "ok", PLANNED: "plan", SKIPPED: "skip",
                       IMAGE_FAILED: "FAIL"}[image.status]
             out.append(f"  {status:5} {image_line(image)[1][len('image '):]}")

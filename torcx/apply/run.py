@@ -119,6 +119,11 @@ def run(paths: Paths, log: Logger, *, mount: bool = True, dry_run: bool = False,
 
                     propagate_run(r)
             _remove_failed(r, unpack_host, log)
+        if r.extensions and not r.interrupted:
+            from .sysext import link_extensions  # only when the profile names sysext images
+
+            with Phase(r, "sysext"):
+                link_extensions(r, os.path.join(run_host, ".sysext-check"), log)
         if r.interrupted:
             note = f"interrupted by {r.interrupted}: images not yet applied were not applied"
             r.error = f"{r.error}; {note}" if r.error else note
@@ -140,7 +145,7 @@ def _abort(r: Run, e: BaseException, start: float) -> Run:
     r.status = ABORTED
     r.error = (f"{e.filename}: {e.strerror}" if isinstance(e, OSError)
                and not isinstance(e, MountError) and e.filename else str(e))
-    for image in r.images:
+    for image in r.all_images:
         if image.ok:
             image.fail("unpack", f"unpack dir not prepared: {r.error}")
     r.timings["total"] = time.monotonic() - start
@@ -246,7 +251,7 @@ def _dry_run(r: Run, log: Logger) -> None:
             resolve_run(r)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    for image in r.images:
+    for image in r.all_images:
         if image.ok:
             image.status = PLANNED
             if image.archive.mountable:

@@ -86,6 +86,9 @@ def collect(paths) -> dict:
             "propagated": [e["dest"] for e in rec.get("propagated", [])],
             "trust": rec.get("trust"),
         })
+        if archive.get("format") == "sysext":  # what torcx.apply.sysext found
+            out_images[-1]["sysext"] = {k: unpack.get(k) for k in (
+                "fstype", "sha256", "link", "release", "refusal", "note")}
     seal_keys = sealed or {}
     failed = [n for n in seal_keys.get(seal.FAILED_IMAGES, "").split(":") if n]
     if not sealed and record:
@@ -148,7 +151,11 @@ def human(s: dict) -> str:
             out.append(f"policy problem: {problem}")
     for im in s["images"]:
         ref = f"{im['name']}:{im['reference']}"
-        if im["status"] == "ok":
+        if im["status"] == "ok" and "sysext" in im:
+            sx = im["sysext"]
+            out.append(f"  ok      {ref}  sysext {sx['fstype']} {im['archive']} linked as "
+                       f"{sx['link']}" + (f"; note: {sx['note']}" if sx["note"] else ""))
+        elif im["status"] == "ok":
             check = "verified" if im["verified"] else "not verified"
             how = "mounted" if im["method"] == "loop-mount" else "unpacked"
             out.append(f"  ok      {ref}  {how} {im['format']} {im['archive']} ({check}); "

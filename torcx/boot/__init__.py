@@ -142,6 +142,10 @@ def generator_main(ctx, args) -> int:
         status = apply_main(ctx, args)
         if len(outputs) == 3:
             _pull_in_sysusers(ctx.paths, outputs[2], log)
+        if len(outputs) == 3 and os.path.isdir(ctx.paths.host("/run/extensions")):
+            from .unitfiles import want_sysext_service  # the apply linked sysext images
+
+            want_sysext_service(outputs[0])
         return status
     from .plan_units import plan_generator_units  # only when sandboxed
     from .unitfiles import APPLY_UNIT

@@ -26,6 +26,7 @@ from .unitfiles import (
     SYSTEMD_UNIT_DIR,
     dropin_text,
     unit_text,
+    want_sysext_service,
     write_file,
 )
 
@@ -41,7 +42,7 @@ def plan_generator_units(paths, normal_dir: str, late_dir: str, log=_log.NULL) -
     failed; the other images' units are still written).
     """
     from .. import profiles
-    from ..store import Store
+    from ..store import SYSEXT, Store
 
     if os.path.exists(paths.host(paths.run_dir)):
         log.info(f"{paths.run_dir} exists: torcx already ran this boot, units are in "
@@ -60,6 +61,10 @@ def plan_generator_units(paths, normal_dir: str, late_dir: str, log=_log.NULL) -
             log.error(f"image {image.name}:{image.reference} not found in any store; "
                       "its units are not generated")
             failed += 1
+            continue
+        if archive.format == SYSEXT:  # checked and linked by the apply, merged by systemd
+            want_sysext_service(normal_dir)
+            log.info(f"{image.name}:{image.reference}: systemd-sysext image {archive.path}")
             continue
         entry = unitplan.fresh(plan, archive)
         if entry is None:

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["APPLY_UNIT", "BOOT_UNITS", "dropin_text", "unit_text", "write_file"]
+__all__ = ["APPLY_UNIT", "BOOT_UNITS", "dropin_text", "unit_text", "want_sysext_service",
+           "write_file"]
 
 APPLY_UNIT = "torcx-apply.service"
 SYSUSERS_UNIT = "torcx-sysusers.service"
 BOOT_UNITS = (APPLY_UNIT, SYSUSERS_UNIT)  # shipped in torcx/boot/units, pulled in by sysinit.target
 DROPIN_NAME = "50-torcx-apply.conf"
 SYSTEMD_UNIT_DIR = "/run/systemd/system"  # where propagation puts units
+SYSEXT_UNIT = "systemd-sysext.service"
 
 
 def unit_text(unit: str, launcher: str) -> str:
@@ -19,6 +21,15 @@ def unit_text(unit: str, launcher: str) -> str:
     here = os.path.dirname(os.path.abspath(__file__))
     with open(os.path.join(here, "units", unit), encoding="utf-8") as f:
         return f.read().replace("/usr/bin/torcx ", launcher + " ")
+
+
+def want_sysext_service(out_dir: str) -> None:
+    """Pull systemd-sysext.service into this boot (distributions ship it disabled): the
+    profile hands it images in /run/extensions. torcx-apply.service is ordered before it."""
+    link = os.path.join(out_dir, "sysinit.target.wants", SYSEXT_UNIT)
+    if not os.path.lexists(link):
+        os.makedirs(os.path.dirname(link), exist_ok=True)
+        os.symlink(f"/usr/lib/systemd/system/{SYSEXT_UNIT}", link)
 
 
 def write_file(path: str, text: str, mode: int = 0o644) -> None:
