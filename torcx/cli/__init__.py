@@ -321,6 +321,25 @@ def build_parser(prog: str = "torcx"):
     p.add_argument("--overwrite", action="store_true", help="replace an existing archive")
     json_flag(p)
 
+    p = sub(icmds, "export", _delegate("cli.image", "export", "torcx image export"),
+            "turn an image into a systemd-sysext image (NAME.raw)")
+    p.add_argument("archive", metavar="ARCHIVE|NAME:REF")
+    p.add_argument("--sysext", action="store_true", required=True,
+                   help="export as a systemd-sysext image (the one export format)")
+    p.add_argument("-o", "--output", dest="output", metavar="DIR",
+                   help="folder to write NAME.raw into (default: the current folder)")
+    p.add_argument("--format", choices=["squashfs", "erofs"], default="squashfs")
+    p.add_argument("--id", dest="ext_id", metavar="ID",
+                   help="extension-release ID (default: the host's; _any for any OS)")
+    p.add_argument("--version-id", metavar="V", help="VERSION_ID (default: the host's)")
+    p.add_argument("--sysext-level", metavar="L", help="SYSEXT_LEVEL (instead of VERSION_ID)")
+    p.add_argument("--arch", metavar="ARCH",
+                   help="ARCHITECTURE in systemd's names (default: the host's; _any)")
+    p.add_argument("--source-date-epoch", type=int, metavar="N",
+                   help="every timestamp (reproducible builds)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing NAME.raw")
+    json_flag(p)
+
     p = sub(icmds, "inspect", _delegate("cli.image", "inspect", "torcx image inspect"),
             "show an archive's manifest, digests and contents")
     p.add_argument("archive", metavar="ARCHIVE|NAME:REF")

@@ -24,7 +24,7 @@ from ..errors import (
 from ..store import Store, parse_archive_filename
 from .profile import print_json
 
-__all__ = ["clear_versioned", "image_list", "inspect", "pack", "verify"]
+__all__ = ["clear_versioned", "export", "image_list", "inspect", "pack", "verify"]
 
 
 def image_list(ctx, args):
@@ -138,6 +138,46 @@ def _prepare_boot(ctx, output: str, result) -> None:
     from ..boot.prepare import prepare_plan
 
     prepare_plan(paths, ctx.log, only=result.path)
+
+
+def export(ctx, args) -> int:
+    """``torcx image export ARCHIVE|NAME:REF --sysext -o DIR``: NAME.raw for systemd-sysext."""
+    from ..image.export import export_sysext
+    from ..image.pack import source_date_epoch
+    from ..store import Archive
+    from ..sysext import read_host
+
+    if os.path.exists(args.archive):
+        parsed = parse_archive_filename(os.path.basename(args.archive))
+        if parsed is None or parsed[2] == "sysext":
+            raise UsageError(f"{args.archive}: not a torcx image file name "
+                             "(NAME:REF.torcx.EXT)")
+        path = os.path.abspath(args.archive)
+        archive = Archive(parsed[0], parsed[1], parsed[2], path, path, os.path.dirname(path), 0)
+    else:
+        name, colon, reference = args.archive.partition(":")
+        if not (colon and name and reference and "/" not in args.archive):
+            raise NotFound(f"{args.archive}: no such archive file (and not NAME:REF)")
+        archive = Store(ctx.paths, log=ctx.log).lookup(name, reference)
+        if archive.format == "sysext":
+            raise UsageError(f"{archive.path}: already a systemd-sysext image")
+    try:
+        result = export_sysext(
+            archive, output_folder(ctx, args.output), read_host(ctx.paths), fmt=args.format,
+            ext_id=args.ext_id, version_id=args.version_id, level=args.sysext_level,
+            arch=args.arch, epoch=source_date_epoch(args.source_date_epoch, ctx.environ),
+            overwrite=args.overwrite)
+    except InvalidImage as e:
+        for problem in e.problems:
+            ctx.log.error(f"{e.rootfs}: {problem}")
+        ctx.log.error(f"{e.rootfs}: {len(e.problems)} problem(s) cannot be expressed as a "
+                      "sysext; nothing written")
+        return 1
+    if args.json:
+        ctx.out(json.dumps(result.to_json(), sort_keys=True, indent=2))
+    else:
+        ctx.out("\n".join(result.lines()))
+    return 0
 
 
 def resolve_archive(ctx, text: str) -> tuple[str, str | None]:
