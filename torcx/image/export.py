@@ -4,8 +4,8 @@
 The mapping (README "torcx and systemd-sysext"):
 
 - every file of the image at ``/P`` lands at ``/usr/P`` (``bin``, ``lib``,
-  ``share``... under ``usr/``, so relative paths between them still hold);
-  ``.torcx/`` is dropped;
+  ``share``... under ``usr/``, so relative paths between them still hold), and
+  one at ``/usr/P`` at ``/usr/P`` too; ``.torcx/`` is dropped;
 - a manifest ``bin`` entry not already at ``/bin/NAME`` gets a link
   ``usr/bin/NAME`` (torcx's ``/run/torcx/bin/NAME``);
 - ``units``, ``network``, ``sysusers``, ``tmpfiles``, ``udev_rules`` entries land
@@ -52,7 +52,7 @@ __all__ = ["ExportResult", "export_sysext"]
 
 STANDARD = frozenset(("bin", "sbin", "lib", "lib64", "libexec", "share", "include"))
 # Top-level folders whose files have no meaning under /usr (a confext or the OS owns them).
-FORBIDDEN = frozenset(("etc", "var", "run", "usr", "opt", "dev", "proc", "sys", "tmp", "boot",
+FORBIDDEN = frozenset(("etc", "var", "run", "opt", "dev", "proc", "sys", "tmp", "boot",
                        "home", "root", "srv", "mnt", "media"))
 ASSET_DIRS = {"units": "lib/systemd/system", "network": "lib/systemd/network",
               "sysusers": "lib/sysusers.d", "tmpfiles": "lib/tmpfiles.d",
@@ -120,9 +120,35 @@ def _walk(top: str):
             yield n if rel == "." else f"{rel}/{n}"
 
 
+def _rel(path: str) -> str:
+    """An image path's place under usr/: ``/bin/x`` and ``/usr/bin/x`` are both ``bin/x``."""
+    rel = path.strip("/")
+    return rel[4:] if rel.startswith("usr/") else rel
+
+
 def _covered(rel: str, manifest_paths: list[str]) -> bool:
-    p = "/" + rel
-    return any(p == m or p.startswith(m.rstrip("/") + "/") for m in manifest_paths)
+    return any(rel == m or rel.startswith(m + "/") for m in map(_rel, manifest_paths))
+
+
+def _merge_usr(usr: str, problems: list[Problem]) -> None:
+    """Move the image's own usr/ up into usr/ (its /usr/bin and /bin are one /usr/bin)."""
+    inner = os.path.join(usr, "usr")
+    if os.path.islink(inner) or not os.path.isdir(inner):
+        return
+
+    def merge(src: str, dst: str, shown: str) -> None:
+        for n in sorted(os.listdir(src)):
+            s, d = os.path.join(src, n), os.path.join(dst, n)
+            if not os.path.lexists(d):
+                os.rename(s, d)
+            elif (os.path.isdir(s) and not os.path.islink(s) and os.path.isdir(d)
+                  and not os.path.islink(d)):
+                merge(s, d, f"{shown}/{n}")
+            else:
+                problems.append(Problem(f"/usr{shown}/{n}", f"both /usr{shown}/{n} and "
+                                        f"{shown}/{n} are in the image"))
+    merge(inner, usr, "")
+    shutil.rmtree(inner)
 
 
 def _check_files(src: str, manifest) -> list[Problem]:
@@ -166,7 +192,7 @@ def _place_assets(usr: str, manifest, problems: list[Problem]) -> list[tuple[str
     """bin links and asset files in their usr/lib folders; returns (target, unit) upholds."""
     upholds = []
     for path in manifest.bin if manifest else []:
-        rel = path.strip("/")
+        rel = _rel(path)
         full = os.path.join(usr, rel)
         files = [rel]
         if os.path.isdir(full) and not os.path.islink(full):
@@ -178,7 +204,7 @@ def _place_assets(usr: str, manifest, problems: list[Problem]) -> list[tuple[str
                 problems.append(Problem(path, why))
     for key, folder in ASSET_DIRS.items():
         for path in getattr(manifest, key, []) if manifest else []:
-            rel = path.strip("/")
+            rel = _rel(path)
             full = os.path.join(usr, rel)
             if os.path.isdir(full) and not os.path.islink(full):
                 if key == "units" and re.search(r"\.(wants|requires)$", rel):
@@ -215,8 +241,9 @@ def _rewrite_unit(text: str, name: str, where: str, problems: list[Problem]) -> 
             continue
         line = (line.replace("${TORCX_BINDIR}", "/usr/bin").replace("$TORCX_BINDIR", "/usr/bin")
                 .replace("/run/torcx/bin/", "/usr/bin/")
-                .replace(f"${{TORCX_UNPACKDIR}}/{name}/", "/usr/")
-                .replace(f"$TORCX_UNPACKDIR/{name}/", "/usr/")
+                .replace(f"${{TORCX_UNPACKDIR}}/{name}/", f"/run/torcx/unpack/{name}/")
+                .replace(f"$TORCX_UNPACKDIR/{name}/", f"/run/torcx/unpack/{name}/")
+                .replace(f"/run/torcx/unpack/{name}/usr/", "/usr/")
                 .replace(f"/run/torcx/unpack/{name}/", "/usr/"))
         key, eq, value = line.partition("=")
         if eq and key.strip() in _DEP_KEYS:
@@ -300,7 +327,9 @@ def export_sysext(archive, out_dir: str, host: Host, *, fmt: str = "squashfs",
             with open(mpath, encoding="utf-8") as f:
                 manifest = schemas.parse_image_manifest(json.load(f),
                                                         f"{archive.path}:/.torcx/manifest.json")
-        problems = _check_files(usr, manifest)
+        problems: list[Problem] = []
+        _merge_usr(usr, problems)
+        problems += _check_files(usr, manifest)
         if problems:
             raise InvalidImage(archive.path, problems)
         newest = max((int(os.lstat(os.path.join(usr, r)).st_mtime) for r in _walk(usr)),
