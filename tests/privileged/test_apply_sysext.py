@@ -55,6 +55,7 @@ def root(tmp_path):
 
 def _apply(root_path):
     res = torcx(root_path, "apply", "--json")
+    assert res.out.startswith("{"), res.err
     ext = os.path.join(root_path, "run/extensions")
     links = {n: os.readlink(os.path.join(ext, n)) for n in sorted(os.listdir(ext))} \
         if os.path.isdir(ext) else {}
@@ -118,3 +119,23 @@ def test_not_a_file_system(root):
     code, rep, links, status, _text = in_mount_namespace(_apply, root.path)
     assert code == 1 and links == {}
     assert "not a squashfs or erofs image" in status["images"][0]["error"]
+
+
+def test_trust_policy_checks_the_recorded_digest(root):
+    """The trust policy treats a sysext image as a mounted image: the sha512 recorded beside
+    it (NAME:REF.torcx.raw.sha512) is checked; a different one fails the image in 'policy'."""
+    store = root.store
+    good = sysext_image(root.work, os.path.join(store, "rec:1.torcx.raw"), "rec", "ID=_any\n")
+    sysext_image(root.work, os.path.join(store, "other:1.torcx.raw"), "other", "ID=_any\n")
+    with open(good + ".sha512", "w") as f:
+        f.write(f"{hashlib.sha512(open(good, 'rb').read()).hexdigest()}  rec:1.torcx.raw\n")
+    with open(os.path.join(store, "other:1.torcx.raw.sha512"), "w") as f:
+        f.write(f"{'ab' * 64}  other:1.torcx.raw\n")
+    root.profile("vendor", [("rec", "1"), ("other", "1")])
+    code, rep, links, status, _text = in_mount_namespace(_apply, root.path)
+    images = {im["name"]: im for im in status["images"]}
+    assert code == 1 and list(links) == ["rec.raw"]
+    assert images["rec"]["verified"] is True
+    assert images["rec"]["trust"]["pin"] == "recorded"
+    assert images["other"]["stage"] == "policy"
+    assert "differs from" in images["other"]["error"]

@@ -3,8 +3,11 @@
 
 For each image whose store file is a sysext image (torcx.store, format
 ``sysext``): the format is read from the superblock (squashfs or erofs); the
-file's SHA-256 is computed and, when the store folder has a ``SHA256SUMS``
-(the bakery publishes one) listing the file, compared; the image is
+trust policy (torcx.policy) decides what the image file needs, as for a
+mounted torcx image: a signed store's sha512, or the ``NAME.sha512`` recorded
+beside it, is checked by reading the file once; when the store folder has a
+``SHA256SUMS`` (the bakery publishes one) listing the file, its SHA-256 must
+match too; the image is
 loop-mounted read-only for the moment of reading its extension-release, which
 is checked with systemd's rules (torcx.sysext); an image that passes is linked
 as ``/run/extensions/NAME.raw``, where ``systemd-sysext.service`` (ordered after
@@ -49,8 +52,30 @@ def _listed_sum(paths, archive) -> str | None:
     return None
 
 
-def _check(run: Run, image, host, scratch: str) -> None:
-    """Format, digest and extension-release of one image; fails it with the reason."""
+def _trust(verifier, image) -> bool:
+    """The policy's decision for one sysext image file; fails the image when it says no."""
+    from ..errors import PolicyError
+
+    a = image.archive
+    try:
+        image.trust = d = verifier.decide(a.name, a.reference, a.format, a.path, a.store, True)
+        if d.pin_sha512:
+            result = verifier.check_file(a.host_path, d)
+            if isinstance(result, PolicyError):  # returned, not raised (torcx.policy)
+                raise result
+            image.unpack["verified"] = True
+    except PolicyError as e:
+        image.fail("policy", str(e).replace(a.host_path, a.path))
+        return False
+    if not d.pin_sha512:
+        d.check_files = False  # a sysext image has no .torcx/digests to read
+        d.passed("no image digest pinned or recorded" if d.level != "none"
+                 else "nothing required")
+    return True
+
+
+def _check(run: Run, image, host, scratch: str, verifier) -> None:
+    """Format, trust, digest and extension-release of one image; fails it with the reason."""
     from .. import engine
 
     a = image.archive
@@ -60,14 +85,16 @@ def _check(run: Run, image, host, scratch: str) -> None:
     if fstype is None:
         image.fail("sysext", f"{a.path}: not a squashfs or erofs image (no superblock magic)")
         return
-    try:
-        digest = _sha256(a.host_path)
-    except OSError as e:
-        image.fail("sysext", f"{a.path}: {e.strerror or e}")
+    if verifier is not None and not _trust(verifier, image):
         return
-    image.unpack["sha256"] = digest
     listed = _listed_sum(run.paths, a)
-    if listed is not None:
+    if listed is not None:  # read the file for it only when a SHA256SUMS names it
+        try:
+            digest = _sha256(a.host_path)
+        except OSError as e:
+            image.fail("sysext", f"{a.path}: {e.strerror or e}")
+            return
+        image.unpack["sha256"] = digest
         if listed != digest:
             image.fail("digest", f"{a.path}: sha256 {digest} but {a.store}/{SUMS} says {listed}")
             return
@@ -122,10 +149,15 @@ def link_extensions(run: Run, scratch: str, log) -> None:
     ``scratch`` is a folder (in the unpack tmpfs) for the short-lived mounts.
     """
     host = read_host(run.paths)
+    verifier = None
+    if getattr(run, "policy", None) is not None:  # the policy phase ran (torcx.apply.policy)
+        from .. import policy as trust
+
+        verifier = trust.Verifier(run.policy, run.paths, log)
     for image in run.extensions:
         if image.status == IMAGE_FAILED:
             continue
-        _check(run, image, host, scratch)
+        _check(run, image, host, scratch, verifier)
         if image.ok:
             _link(run, image)
     try:
