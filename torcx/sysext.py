@@ -27,7 +27,6 @@ Plus the checks around them: the release file is named after the image
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 
 from .paths import parse_os_release
 
@@ -83,16 +82,20 @@ def detect_format(path: str) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
 class Host:
-    """What an extension is matched against: the host's os-release and architecture."""
+    """What an extension is matched against: the host's os-release and architecture.
 
-    id: str
-    version_id: str = ""
-    sysext_level: str = ""
-    id_like: tuple[str, ...] = ()
-    architecture: str = field(default_factory=host_architecture)
-    source: str = ""  # the os-release file read
+    (A plain class: dataclasses import inspect, too slow for the boot path.)
+    """
+
+    __slots__ = ("id", "version_id", "sysext_level", "id_like", "architecture", "source")
+
+    def __init__(self, id: str, version_id: str = "", sysext_level: str = "",
+                 id_like: tuple = (), architecture: str | None = None, source: str = ""):
+        self.id, self.version_id, self.sysext_level = id, version_id, sysext_level
+        self.id_like = tuple(id_like)
+        self.architecture = architecture or host_architecture()
+        self.source = source  # the os-release file read
 
 
 def read_host(paths) -> Host:
@@ -111,13 +114,13 @@ def read_host(paths) -> Host:
     return Host(id="linux", source="(no os-release: ID=linux)")
 
 
-@dataclass(frozen=True)
 class Refusal:
     """Why systemd-sysext would not merge an image: the rule and the values compared."""
 
-    rule: str
-    message: str
-    values: dict
+    __slots__ = ("rule", "message", "values")
+
+    def __init__(self, rule: str, message: str, values: dict):
+        self.rule, self.message, self.values = rule, message, values
 
     def __str__(self) -> str:
         return f"{self.rule}: {self.message}"

@@ -17,7 +17,6 @@ alone, with the rule and the values in the run's record (``torcx status``).
 
 from __future__ import annotations
 
-import hashlib
 import os
 
 from ..sysext import check_tree, detect_format, read_host
@@ -31,6 +30,8 @@ _RELOAD_YES = ("1", "yes", "true", "on")
 
 
 def _sha256(path: str) -> str:
+    import hashlib
+
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
