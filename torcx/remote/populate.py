@@ -224,7 +224,7 @@ def _keep_trust(dest: str, done: list, remotes: set, contents: dict, log) -> Non
 
     for d in done:
         parsed = parse_archive_filename(d.filename)
-        if parsed and parsed[2] in MOUNTABLE:
+        if parsed and (parsed[2] in MOUNTABLE or parsed[2] == "sysext"):  # mounted images
             write_recorded_digest(d.path, d.sha512, "sha512")
     if not done:
         return
