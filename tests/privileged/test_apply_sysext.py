@@ -132,9 +132,10 @@ def test_trust_policy_checks_the_recorded_digest(root):
     with open(os.path.join(store, "other:1.torcx.raw.sha512"), "w") as f:
         f.write(f"{'ab' * 64}  other:1.torcx.raw\n")
     root.profile("vendor", [("rec", "1"), ("other", "1")])
-    code, rep, links, status, _text = in_mount_namespace(_apply, root.path)
+    code, rep, links, status, text = in_mount_namespace(_apply, root.path)
     images = {im["name"]: im for im in status["images"]}
     assert code == 1 and list(links) == ["rec.raw"]
+    assert "trust (vendor store, integrity): integrity: image-file sha512 matches" in text
     assert images["rec"]["verified"] is True
     assert images["rec"]["trust"]["pin"] == "recorded"
     assert images["other"]["stage"] == "policy"

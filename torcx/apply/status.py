@@ -160,6 +160,7 @@ def human(s: dict) -> str:
             how = "mounted" if im["method"] == "loop-mount" else "unpacked"
             out.append(f"  ok      {ref}  {how} {im['format']} {im['archive']} ({check}); "
                        f"{len(im['propagated'])} propagated")
+        if im["status"] == "ok":
             trust = im.get("trust")
             if trust and trust.get("reason"):
                 out.append(f"          trust ({trust['class']} store, {trust['level']}): "
