@@ -119,7 +119,7 @@ def run(paths: Paths, log: Logger, *, mount: bool = True, dry_run: bool = False,
 
                     propagate_run(r)
             _remove_failed(r, unpack_host, log)
-        if r.extensions and not r.interrupted:
+        if r.extensions:
             from .sysext import link_extensions  # only when the profile names sysext images
 
             with Phase(r, "sysext"):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 
 from ..sysext import check_tree, detect_format, read_host
-from . import IMAGE_FAILED, SKIPPED, Run
+from . import IMAGE_FAILED, SKIPPED, Run, internal_error
 
 __all__ = ["EXTENSIONS_DIR", "link_extensions"]
 
@@ -158,9 +158,15 @@ def link_extensions(run: Run, scratch: str, log) -> None:
     for image in run.extensions:
         if image.status == IMAGE_FAILED:
             continue
-        _check(run, image, host, scratch, verifier)
-        if image.ok:
-            _link(run, image)
+        if getattr(run, "interrupted", None):
+            image.fail("sysext", f"interrupted by {run.interrupted}: not linked")
+            continue
+        try:
+            _check(run, image, host, scratch, verifier)
+            if image.ok:
+                _link(run, image)
+        except Exception as e:  # one image never stops the others
+            image.fail("sysext", internal_error(e))
     try:
         os.rmdir(scratch)
     except OSError:
