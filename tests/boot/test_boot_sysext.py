@@ -25,6 +25,7 @@ def test_plan_pulls_in_systemd_sysext_for_a_sysext_image(tmp_path):
     normal, late = tmp_path / "gen", tmp_path / "late"
     paths = torcx_paths.load(str(root), environ={})
     assert plan_units.plan_generator_units(paths, str(normal), str(late)) == 0
-    assert os.listdir(normal) == ["sysinit.target.wants"]
+    assert sorted(os.listdir(normal)) == ["sysinit.target.wants", "torcx-apply.service.d"]
+    assert os.listdir(normal / "sysinit.target.wants") == ["systemd-sysext.service"]
     assert os.readlink(normal / "sysinit.target.wants/systemd-sysext.service") == \
         "/usr/lib/systemd/system/systemd-sysext.service"

@@ -65,24 +65,6 @@ int main(int argc, char **argv) {
 """.replace("@MARKERS@", MARKERS)
 
 
-def ensure_loop_nodes(count: int = 4) -> None:
-    """Loop devices 0..count-1 exist on the host, so the guest gets their nodes: systemd-sysext
-    holds one per merged image at once (LOOP_CTL_ADD; an existing one answers EEXIST)."""
-    import errno
-    import fcntl
-
-    fd = os.open("/dev/loop-control", os.O_RDWR | os.O_CLOEXEC)
-    try:
-        for n in range(count):
-            try:
-                fcntl.ioctl(fd, 0x4C80, n)  # LOOP_CTL_ADD
-            except OSError as e:
-                if e.errno != errno.EEXIST:
-                    raise
-    finally:
-        os.close(fd)
-
-
 def ensure_rootfs() -> str:
     if not is_ready(SUITE):
         problem = mirror_problem(SUITE)
@@ -165,7 +147,6 @@ def test_profile_selects_sysext_images(static_binary, tmp_path):
         guest.write("/etc/torcx/profiles/e2e.json",
                     f'{{"kind": "profile-manifest-v0", "value": {{"images": [{images}]}}}}\n')
         guest.write("/etc/torcx/next-profile", "e2e\n")
-        ensure_loop_nodes()
         boot = guest.boot(checks(units), bind_loop=True)
     expect(boot.finished and not boot.timed_out and boot.rc == 0,
            "the guest did not boot, probe and power off cleanly", boot)
@@ -218,7 +199,6 @@ def test_exported_image_merged_by_systemd_sysext_alone(tmp_path):
         os.makedirs(guest.path("/var/lib/extensions"))
         shutil.copy(os.path.join(out, f"{name}.raw"), guest.path("/var/lib/extensions"))
         guest.enable("systemd-sysext.service", "sysinit.target")
-        ensure_loop_nodes()
         boot = guest.boot(checks([unit, "systemd-sysext.service"]) +
                           "cp -r /run/torcx-e2e $R/addon-markers 2>/dev/null\n"
                           "getent group >$R/groups 2>&1\n", bind_loop=True)

@@ -44,8 +44,8 @@ def prepare_plan(paths, log=_log.NULL, *, upper: str | None = None,
     entries = {}
     for image in sel.images:
         archive = store.find(image.name, image.reference)
-        if archive is None or unitplan.fresh(plan, archive) is not None:
-            continue
+        if archive is None or archive.format == "sysext" or unitplan.fresh(plan, archive):
+            continue  # a sysext image's units are systemd-sysext's to load
         if only is not None and os.path.realpath(archive.host_path) != os.path.realpath(only):
             continue
         try:
