@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 
@@ -140,3 +141,21 @@ def test_trust_policy_checks_the_recorded_digest(root):
     assert images["rec"]["trust"]["pin"] == "recorded"
     assert images["other"]["stage"] == "policy"
     assert "differs from" in images["other"]["error"]
+
+
+def test_trust_policy_checks_a_recorded_xxh128(root):
+    """A digest recorded the way pack records it (NAME:REF.torcx.raw.xxh128) is checked too."""
+    import xxhash
+
+    store = root.store
+    img = sysext_image(root.work, os.path.join(store, "xx:1.torcx.raw"), "xx", "ID=_any\n")
+    with open(img + ".xxh128", "w") as f:
+        f.write(f"{'0' * 32}  xx:1.torcx.raw\n")
+    root.profile("vendor", [("xx", "1")])
+    code, rep, links, status, _text = in_mount_namespace(_apply, root.path)
+    assert code == 1 and links == {} and status["images"][0]["stage"] == "policy"
+    with open(img + ".xxh128", "w") as f:
+        f.write(f"{xxhash.xxh3_128_hexdigest(open(img, 'rb').read())}  xx:1.torcx.raw\n")
+    shutil.rmtree(root.host("/run"))  # the next boot
+    code, rep, links, status, _text = in_mount_namespace(_apply, root.path)
+    assert code == 0 and list(links) == ["xx.raw"] and status["images"][0]["verified"] is True

@@ -60,7 +60,7 @@ def _trust(verifier, image) -> bool:
     a = image.archive
     try:
         image.trust = d = verifier.decide(a.name, a.reference, a.format, a.path, a.store, True)
-        if d.pin_sha512:
+        if d.pinned:
             result = verifier.check_file(a.host_path, d)
             if isinstance(result, PolicyError):  # returned, not raised (torcx.policy)
                 raise result
@@ -68,7 +68,7 @@ def _trust(verifier, image) -> bool:
     except PolicyError as e:
         image.fail("policy", str(e).replace(a.host_path, a.path))
         return False
-    if not d.pin_sha512:
+    if not d.pinned:
         d.check_files = False  # a sysext image has no .torcx/digests to read
         d.passed("no image digest pinned or recorded" if d.level != "none"
                  else "nothing required")
