@@ -6,6 +6,7 @@ a passing image is linked into /run/extensions, a failing one fails alone and th
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import shutil
 import subprocess
@@ -18,6 +19,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 from apply_images import FakeRoot  # noqa: E402
 from applykit import guard_root, in_mount_namespace, needs_root, torcx  # noqa: E402
 
+from torcx import cli  # noqa: E402
 from torcx.sysext import host_architecture  # noqa: E402
 
 pytestmark = [pytest.mark.privileged, needs_root]
@@ -159,3 +161,21 @@ def test_trust_policy_checks_a_recorded_xxh128(root):
     shutil.rmtree(root.host("/run"))  # the next boot
     code, rep, links, status, _text = in_mount_namespace(_apply, root.path)
     assert code == 0 and list(links) == ["xx.raw"] and status["images"][0]["verified"] is True
+
+
+def _generate(root_path, outputs):
+    err = io.StringIO()
+    rc = cli.main(["--root", root_path, *outputs], prog="torcx-generator", environ={},
+                  stderr=err)
+    wants = os.path.join(outputs[0], "sysinit.target.wants", "systemd-sysext.service")
+    return rc, os.path.islink(wants), os.path.islink(os.path.join(root_path,
+                                                                 "run/extensions/g.raw"))
+
+
+def test_generator_applying_by_itself_pulls_in_systemd_sysext(root, tmp_path):
+    """Where the generator applies (systemd <= 252), it links the image and wants
+    systemd-sysext.service in its output folder."""
+    sysext_image(root.work, os.path.join(root.store, "g:1.torcx.raw"), "g", "ID=_any\n")
+    root.profile("vendor", [("g", "1")])
+    outputs = [str(tmp_path / d) for d in ("normal", "early", "late")]
+    assert in_mount_namespace(_generate, root.path, outputs) == (0, True, True)
