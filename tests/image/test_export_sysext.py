@@ -26,6 +26,7 @@ Requires=torcx.target
 
 [Service]
 EnvironmentFile=/run/metadata/torcx
+Environment=PATH=/run/torcx/bin:/usr/bin
 ExecStart=/run/torcx/bin/tool --data ${TORCX_UNPACKDIR}/tool/share/tool
 ExecStartPost=/run/torcx/unpack/tool/usr/libexec/tool-helper
 
@@ -51,12 +52,15 @@ def image_tree(top, extra=None, unit=UNIT):
     os.makedirs(f"{root}/lib/systemd/system/multi-user.target.wants")
     os.symlink("../tool.service", f"{root}/lib/systemd/system/multi-user.target.wants/tool.service")
     write(f"{root}/etc-ish/tool.conf", "g tool -\n")
+    write(f"{root}/share/tool/units/tool.service.d/10-limits.conf",
+          "[Service]\nExecStartPre=/run/torcx/bin/tool --check\n")
     for path, text in (extra or {}).items():
         write(f"{root}/{path}", text)
     write(f"{root}/.torcx/manifest.json", json.dumps({"kind": "image-manifest-v0", "value": {
         "bin": ["/bin/tool"],
         "units": ["/lib/systemd/system/tool.service",
-                  "/lib/systemd/system/multi-user.target.wants"],
+                  "/lib/systemd/system/multi-user.target.wants",
+                  "/share/tool/units/tool.service.d"],
         "sysusers": ["/etc-ish/tool.conf"]}}))
     return root
 
@@ -97,8 +101,10 @@ def test_export_layout_units_and_release(tmp_path):
     assert "usr/lib/systemd/system/multi-user.target.wants" not in files
     assert cat(raw, "usr/lib/systemd/system/tool.service") == (
         "[Unit]\nDescription=tool\nAfter=network.target\n\n[Service]\n"
-        "ExecStart=/usr/bin/tool --data /usr/share/tool\n"
+        "Environment=PATH=/usr/bin:/usr/bin\nExecStart=/usr/bin/tool --data /usr/share/tool\n"
         "ExecStartPost=/usr/libexec/tool-helper\n\n[Install]\nWantedBy=multi-user.target\n")
+    assert cat(raw, "usr/lib/systemd/system/tool.service.d/10-limits.conf") == (
+        "[Service]\nExecStartPre=/usr/bin/tool --check\n")
     assert cat(raw, "usr/lib/systemd/system/multi-user.target.d/10-torcx-tool.service.conf"
                ).endswith("[Unit]\nUpholds=tool.service\n")
     assert cat(raw, "usr/lib/extension-release.d/extension-release.tool") == (
@@ -135,4 +141,4 @@ def test_what_a_sysext_cannot_express_is_refused_with_the_path(tmp_path):
     tree2 = image_tree(str(tmp_path / "b"), unit=unit)
     archive = pack_image(tree2, "tool", "1", str(tmp_path / "store2"), fmt="tgz").path
     rc, err = export(archive, str(tmp_path / "out"))
-    assert rc == 1 and "/usr/lib/systemd/system/tool.service:8: uses TORCX_PROFILE_PATH" in err
+    assert rc == 1 and "/usr/lib/systemd/system/tool.service:9: uses TORCX_PROFILE_PATH" in err

@@ -62,6 +62,7 @@ TORCX_UNITS = ("torcx.target", "torcx-apply.service", "torcx-sysusers.service")
 _DEP_KEYS = ("After", "Before", "Requires", "Wants", "BindsTo", "PartOf", "Requisite",
              "Upholds", "WantedBy", "RequiredBy", "UpheldBy")
 _TORCX_VAR = re.compile(r"\$\{?(TORCX_[A-Z_]+)\}?")
+_BINDIR = re.compile(r"/run/torcx/bin(?=[/:\s\"']|$)")  # also in PATH=...:/run/torcx/bin
 _SEAL_ENV = re.compile(r"^\s*EnvironmentFile\s*=\s*-?/run/metadata/torcx\s*$")
 _UNIT_SUFFIXES = (".service", ".socket", ".target", ".timer", ".path", ".mount", ".automount",
                   ".swap", ".slice", ".scope", ".device", ".conf")
@@ -214,19 +215,23 @@ def _place_assets(usr: str, manifest, problems: list[Problem]) -> list[tuple[str
                     if os.path.dirname(rel) == UNIT_DIR:
                         shutil.rmtree(full)  # replaced by Upholds= drop-ins
                     continue
-                entries = [f"{rel}/{f}" for f in sorted(os.listdir(full))]
+                # one level deep, as torcx propagates it (e.g. a unit's drop-in folder)
+                into = f"{folder}/{os.path.basename(rel)}"
+                entries = [(f"{rel}/{f}", f"{into}/{f}") for f in sorted(os.listdir(full))]
             else:
-                entries = [rel]
-            for e in entries:
-                dest = f"{folder}/{os.path.basename(e)}"
-                if os.path.dirname(e) == folder:
+                entries = [(rel, f"{folder}/{os.path.basename(rel)}")]
+            for e, dest in entries:
+                if e == dest:
                     continue
                 if key == "units":  # a copy: unit files are rewritten in place
                     if os.path.lexists(os.path.join(usr, dest)):
                         problems.append(Problem(path, f"/usr/{dest} exists in the image"))
                         continue
-                    os.makedirs(os.path.join(usr, folder), exist_ok=True)
-                    shutil.copyfile(os.path.join(usr, e), os.path.join(usr, dest))
+                    os.makedirs(os.path.dirname(os.path.join(usr, dest)), exist_ok=True)
+                    if os.path.islink(os.path.join(usr, e)):  # an alias link stays a link
+                        os.symlink(os.readlink(os.path.join(usr, e)), os.path.join(usr, dest))
+                    else:
+                        shutil.copyfile(os.path.join(usr, e), os.path.join(usr, dest))
                     continue
                 why = _relink(usr, dest, e)
                 if why:
@@ -239,8 +244,9 @@ def _rewrite_unit(text: str, name: str, where: str, problems: list[Problem]) -> 
     for n, line in enumerate(text.splitlines(), 1):
         if _SEAL_ENV.match(line):
             continue
-        line = (line.replace("${TORCX_BINDIR}", "/usr/bin").replace("$TORCX_BINDIR", "/usr/bin")
-                .replace("/run/torcx/bin/", "/usr/bin/")
+        line = _BINDIR.sub("/usr/bin", line.replace("${TORCX_BINDIR}", "/usr/bin")
+                           .replace("$TORCX_BINDIR", "/usr/bin"))
+        line = (line
                 .replace(f"${{TORCX_UNPACKDIR}}/{name}/", f"/run/torcx/unpack/{name}/")
                 .replace(f"$TORCX_UNPACKDIR/{name}/", f"/run/torcx/unpack/{name}/")
                 .replace(f"/run/torcx/unpack/{name}/usr/", "/usr/")
