@@ -66,7 +66,7 @@ def load(paths) -> dict:
             doc = json.load(f)
         archives = doc["value"]["archives"] if doc.get("kind") == KIND else {}
         return archives if isinstance(archives, dict) else {}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return {}
 
 

@@ -54,6 +54,10 @@ def prepare_plan(paths, log=_log.NULL, *, upper: str | None = None,
             log.warning(f"{archive.path}: units not planned ({e}); they start after "
                         "the apply")
             continue
+        except Exception as e:  # one hostile archive never keeps the others out of the plan
+            log.warning(f"{archive.path}: units not planned (internal error "
+                        f"({type(e).__name__}): {e}); they start after the apply")
+            continue
         if units is not None:
             entries[archive.path] = unitplan.entry(archive, units)
     try:

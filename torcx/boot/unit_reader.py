@@ -14,6 +14,15 @@ from ..errors import CorruptArchive
 
 __all__ = ["manifest_path_in", "member_path", "read_manifest", "read_unit_members"]
 
+# The apply's manifest cap, and caps on what the generator copies out of an image
+# while the boot waits for it: unit files are a few hundred bytes each.
+UNIT_LIMIT = 1 << 20     # bytes of one unit member
+MAX_UNIT_MEMBERS = 4096  # members written out of one image
+
+
+class TooLarge(ValueError):
+    """A manifest or unit member above the generator's limits: that image fails."""
+
 
 def manifest_path_in(image_root: str) -> str | None:
     p = os.path.join(image_root, ".torcx", "manifest.json")
@@ -21,9 +30,19 @@ def manifest_path_in(image_root: str) -> str | None:
 
 
 def read_manifest(image_root: str):
+    """The manifest of a mounted image, read only up to the apply's 4 MiB cap."""
     from .. import schemas
+    from ..apply import MANIFEST, MANIFEST_LIMIT
+    from ..apply.propagate import read_image_file
 
-    return schemas.read_image_manifest(os.path.join(image_root, ".torcx", "manifest.json"))
+    shown = os.path.join(image_root, MANIFEST)
+    try:
+        data = read_image_file(image_root, "/" + MANIFEST, MANIFEST_LIMIT)
+    except ValueError as e:  # AssetError: too large, not a file, outside the image
+        raise TooLarge(f"{shown}: {e}") from None
+    if data is None:
+        return None
+    return schemas.parse_image_manifest(schemas.load_json(data, shown), shown)
 
 
 # -- reading the unit members of a tar without decoding all of it ---------------------
@@ -119,9 +138,12 @@ def _stream_members(archive_path: str, dest: str, wanted: set | None):
 
 
 def _stream_members_once(libarchive, archive_path: str, dest: str, wanted: set | None):
+    from ..apply import MANIFEST_LIMIT
+
     manifest = None
     leading = True  # no member outside .torcx/ seen before the manifest
     seen: set = set()
+    stored = 0
     with libarchive.file_reader(archive_path) as reader:
         for entry in reader:
             path = member_path(entry.pathname)
@@ -130,7 +152,7 @@ def _stream_members_once(libarchive, archive_path: str, dest: str, wanted: set |
             if path == ".torcx" or path.startswith(".torcx/"):
                 if manifest is None and wanted is None and path == ".torcx/manifest.json" \
                         and entry.isfile:
-                    manifest = _read_entry(entry)
+                    manifest = _read_entry(entry, MANIFEST_LIMIT, "the manifest")
                     _store(entry, dest, path, manifest)
                     wanted = _wanted_from(manifest)
                     if wanted is None or not leading:
@@ -142,6 +164,9 @@ def _stream_members_once(libarchive, archive_path: str, dest: str, wanted: set |
             related = _related(path, wanted)
             if related:
                 seen.add(related)
+                stored += 1
+                if stored > MAX_UNIT_MEMBERS:
+                    raise TooLarge(f"{archive_path}: more than {MAX_UNIT_MEMBERS} unit members")
                 _store(entry, dest, path)
             elif entry.issym and any(w.startswith(path + "/") for w in wanted):
                 _store(entry, dest, path)  # a folder link on the way (lib -> usr/lib)
@@ -156,8 +181,8 @@ def _wanted_from(text: bytes):
     try:
         units = json.loads(text)["value"].get("units") or []
         return {m for m in (member_path(u) for u in units if isinstance(u, str)) if m}
-    except (ValueError, KeyError, AttributeError, TypeError):
-        return None
+    except (ValueError, KeyError, AttributeError, TypeError, RecursionError):
+        return None  # the caller's parse says what is wrong
 
 
 def _related(path: str, wanted: set) -> str | None:
@@ -168,8 +193,19 @@ def _related(path: str, wanted: set) -> str | None:
     return parent if parent in wanted else None
 
 
-def _read_entry(entry) -> bytes:
-    return b"".join(entry.get_blocks())
+def _read_entry(entry, limit: int = UNIT_LIMIT, what: str = "a unit member") -> bytes:
+    """The member's bytes; TooLarge above ``limit`` (checked as it streams, whatever
+    the header says)."""
+    name = entry.pathname
+    if entry.size is not None and entry.size > limit:
+        raise TooLarge(f"{name}: {what} is larger than {limit} bytes")
+    out, total = [], 0
+    for block in entry.get_blocks():
+        total += len(block)
+        if total > limit:
+            raise TooLarge(f"{name}: {what} is larger than {limit} bytes")
+        out.append(block)
+    return b"".join(out)
 
 
 def _store(entry, dest: str, path: str, data: bytes | None = None) -> None:
@@ -195,7 +231,7 @@ def _store(entry, dest: str, path: str, data: bytes | None = None) -> None:
         source_host = _inside(dest, source) if source else None
         if source_host and os.path.isfile(source_host) and not os.path.islink(source_host):
             with open(source_host, "rb") as f:
-                _write_new(target, f.read())
+                _write_new(target, f.read(UNIT_LIMIT))
 
 
 def _write_new(target: str, data: bytes) -> None:
