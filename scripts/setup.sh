@@ -10,9 +10,10 @@ cd "$(dirname "$0")/.."
 # (docker-registry, CNCF distribution) with htpasswd files made by apache2-utils; the
 # README test brings up loopback (iproute2's ip) in a network namespace of its own.
 # clang and its runtimes (libFuzzer, ASan, UBSan) fuzz the engine for a minute.
+# strace injects faults (and SIGTERM) into the apply.
 PACKAGES="build-essential libarchive-dev libxxhash-dev libisal-dev libssl-dev
   libarchive-tools pigz zstd xz-utils lz4 bzip2 xxhash squashfs-tools erofs-utils
-  gnupg gpgv openssl util-linux iproute2 debootstrap systemd-container time
+  gnupg gpgv openssl util-linux iproute2 debootstrap systemd-container time strace
   docker-registry apache2-utils clang libclang-rt-14-dev"
 
 missing=""

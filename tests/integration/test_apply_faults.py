@@ -1,0 +1,105 @@
+# SPDX-License-Identifier: Apache-2.0
+"""No single failing system call breaks the apply's promise (issue 16).
+
+``torcx apply --no-mount`` of a three-image profile runs under strace with one
+call failing (ENOSPC, EIO or EACCES at the Nth openat/write/rename/mkdir/
+symlink/fchmod/unlink of a thread); after each run, status must tell the truth
+and a failed image must leave nothing propagated (faultkit.check_promise).
+"""
+
+from __future__ import annotations
+
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from apply_images import FakeRoot
+from applykit import guard_root, torcx
+from faultkit import check_promise, have_strace, run_with_fault, trace_calls
+
+pytestmark = pytest.mark.skipif(not have_strace(), reason="needs strace (Debian strace)")
+
+IMAGES = ["a", "b", "c"]
+# Called by this process's main thread only (the engine's threads use the *at forms):
+# one fault fails at most one image there.
+MAIN_ONLY = ("mkdir", "symlink", "rename", "unlink")
+ANY_THREAD = ("openat", "write", "fchmod")
+ERRORS = ("ENOSPC", "EIO", "EACCES")
+POINTS_PER_SYSCALL = {"mkdir": 6, "symlink": 6, "rename": 4, "unlink": 3, "openat": 10,
+                      "write": 6, "fchmod": 4}
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    """A root with three images (bins, units, a .wants link, tmpfiles) and their profile."""
+    base = tmp_path_factory.mktemp("faults")
+    guard_root(base)
+    root = FakeRoot(base / "template")
+    root.add_hello(name="a")
+    root.add_image("b", "1", "tar.zst", files={
+        "bin/b1": ("#!/bin/sh\n", 0o755), "bin/b2": ("#!/bin/sh\n", 0o755),
+        "lib/tmpfiles.d/b.conf": "d /run/b 0755 - - -\n",
+        "lib/systemd/system/b.service": "[Service]\nExecStart=/bin/true\n",
+    }, manifest={"bin": ["/bin"], "tmpfiles": ["/lib/tmpfiles.d/b.conf"],
+                 "units": ["/lib/systemd/system/b.service"]})
+    root.add_hello(name="c")
+    root.profile("vendor", [(n, "1") for n in IMAGES])
+    return base, root.path
+
+
+def _fresh(base, label):
+    dest = base / label
+    shutil.copytree(base / "template", dest, symlinks=True)
+    return dest
+
+
+def _points(base, template_path, syscalls):
+    """(syscall, N) pairs spread over the main thread's calls made once RUNDIR exists."""
+    root = _fresh(base, "trace-" + syscalls[0])
+    calls = trace_calls(root, syscalls, base / f"trace-{syscalls[0]}.log")
+    points = []
+    for s in syscalls:
+        found = [n for n, _args in calls[s]]
+        want = POINTS_PER_SYSCALL[s]
+        if len(found) > want:  # evenly spread, first and last included
+            step = (len(found) - 1) / (want - 1)
+            found = sorted({found[round(i * step)] for i in range(want)})
+        points.extend((s, n) for n in found)
+    assert points, calls
+    return points
+
+
+def _run_points(base, points, single_thread_fault):
+    def one(i_point):
+        i, (syscall, n) = i_point
+        error = ERRORS[i % len(ERRORS)]
+        root = _fresh(base, f"run-{syscall}-{n}-{error}")
+        code, out, err = run_with_fault(root, syscall, error, n)
+        assert "Traceback" not in err, (syscall, n, error, err[-2000:])
+        status = torcx(str(root), "status", "--json")
+        try:
+            check_promise(root, code, IMAGES, (status.code, status.json["value"]),
+                          single_thread_fault=single_thread_fault)
+        except AssertionError as e:
+            raise AssertionError(f"{syscall} #{n} {error}: {e}") from None
+        shutil.rmtree(root)
+        return code
+
+    with ThreadPoolExecutor(2) as pool:
+        return list(pool.map(one, enumerate(points)))
+
+
+def test_one_failing_call_of_the_main_thread(template):
+    """mkdir, symlink, rename, unlink failing once: at most one image fails, the others
+    are applied, sealed and recorded, or the run says why it could not."""
+    base, template_path = template
+    codes = _run_points(base, _points(base, template_path, MAIN_ONLY), True)
+    assert 1 in codes  # the faults did hit something
+
+
+def test_one_failing_call_per_thread(template):
+    """openat, write, fchmod failing once in each thread (the engine's too): status
+    stays truthful and nothing of a failed image stays propagated."""
+    base, template_path = template
+    codes = _run_points(base, _points(base, template_path, ANY_THREAD), False)
+    assert 1 in codes
