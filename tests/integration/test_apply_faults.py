@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""No single failing system call breaks the apply's promise (issue 16).
+"""No single failing system call, and no SIGTERM, breaks the apply's promise (issues 16, 10).
 
 ``torcx apply --no-mount`` of a three-image profile runs under strace with one
 call failing (ENOSPC, EIO or EACCES at the Nth openat/write/rename/mkdir/
@@ -9,6 +9,7 @@ and a failed image must leave nothing propagated (faultkit.check_promise).
 
 from __future__ import annotations
 
+import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 
@@ -103,3 +104,46 @@ def test_one_failing_call_per_thread(template):
     base, template_path = template
     codes = _run_points(base, _points(base, template_path, ANY_THREAD), False)
     assert 1 in codes
+
+
+def _sigterm_at(base, syscall, n, label):
+    root = _fresh(base, label)
+    code, _out, err = run_with_fault(root, syscall, None, n, signal="TERM")
+    assert "Traceback" not in err, err[-2000:]
+    status = torcx(str(root), "status", "--json")
+    record = check_promise(root, code, IMAGES, (status.code, status.json["value"]),
+                           single_thread_fault=False)
+    return code, record, status.json["value"]
+
+
+def test_sigterm_during_propagation_finishes_the_image_then_seals(template):
+    """SIGTERM while image a is being propagated: a is finished, b and c are not started
+    (and their trees removed), then the seal and the record say it was interrupted."""
+    base, _ = template
+    calls = trace_calls(_fresh(base, "trace-sigterm"), ["symlink"], base / "trace-sigterm.log")
+    second = calls["symlink"][1][0]  # a's .wants link: a is half propagated
+    code, record, status = _sigterm_at(base, "symlink", second, "sigterm-propagate")
+    assert code == 1
+    assert (record["interrupted"], record["sealed"]) == ("SIGTERM", True)
+    images = {im["name"]: im for im in record["images"]}
+    assert images["a"]["status"] == "ok"
+    assert len(images["a"]["propagated"]) == 4
+    for name in ("b", "c"):
+        assert images[name]["status"] == "failed"
+        assert "interrupted (SIGTERM)" in images[name]["error"]
+    assert status["state"] == "failed" and "interrupted by SIGTERM" in status["error"]
+
+
+def test_sigterm_at_the_start_seals_an_empty_apply(template):
+    """SIGTERM as RUNDIR is created: no image is applied, nothing is left unpacked, and the
+    run is still sealed and recorded as interrupted."""
+    base, _ = template
+    calls = trace_calls(_fresh(base, "trace-sigterm0"), ["mkdir"], base / "trace-sigterm0.log")
+    first = calls["mkdir"][0][0]  # the mkdir of RUNDIR itself
+    code, record, status = _sigterm_at(base, "mkdir", first, "sigterm-start")
+    assert code == 1
+    assert (record["interrupted"], record["sealed"]) == ("SIGTERM", True)
+    assert all(im["status"] == "failed" for im in record["images"])
+    root = base / "sigterm-start"
+    assert os.listdir(root / "run/torcx/unpack") == []
+    assert os.listdir(root / "run/torcx/bin") == []
