@@ -147,3 +147,39 @@ def test_sigterm_at_the_start_seals_an_empty_apply(template):
     root = base / "sigterm-start"
     assert os.listdir(root / "run/torcx/unpack") == []
     assert os.listdir(root / "run/torcx/bin") == []
+
+
+def _record_renames(base, label):
+    calls = trace_calls(_fresh(base, label), ["rename"], base / f"{label}.log")
+    return [n for n, args in calls["rename"] if "apply.json" in args]
+
+
+def test_record_that_cannot_be_written_in_full_is_replaced_by_a_minimal_one(template):
+    """The full RUNDIR/apply.json cannot be written (ENOSPC at its rename): a minimal
+    record is, the run exits 1, and status says failed, not applied."""
+    base, _ = template
+    (n,) = _record_renames(base, "trace-record")
+    root = _fresh(base, "record-once")
+    code, _out, err = run_with_fault(root, "rename", "ENOSPC", n)
+    assert code == 1, err
+    status = torcx(str(root), "status", "--json")
+    record = check_promise(root, code, IMAGES, (status.code, status.json["value"]),
+                           single_thread_fault=True)
+    assert record["minimal"] is True
+    assert status.code == 1 and status.json["value"]["state"] == "failed"
+    assert "cannot write /run/torcx/apply.json" in status.json["value"]["error"]
+
+
+def test_no_record_at_all_makes_status_unknown(template):
+    """Neither the full nor the minimal record can be written: status says unknown and
+    exits 1 (was: 'applied', exit 0, from the seal alone)."""
+    base, _ = template
+    (n,) = _record_renames(base, "trace-norecord")
+    root = _fresh(base, "record-never")
+    code, _out, err = run_with_fault(root, "rename", "ENOSPC", f"{n}+")
+    assert code == 1, err
+    status = torcx(str(root), "status", "--json")
+    check_promise(root, code, IMAGES, (status.code, status.json["value"]),
+                  single_thread_fault=True)
+    assert (status.code, status.json["value"]["state"]) == (1, "unknown")
+    assert status.json["value"]["sealed"] is True

@@ -87,6 +87,7 @@ def test_image_failing_part_way_through_propagation_leaves_nothing(root):
     assert images["other"]["status"] == "ok"
     assert os.readlink(root.host("/run/torcx/bin/tool")) == "/run/torcx/unpack/other/bin/tool"
     assert rep["conflicts"] == []
+    assert sorted(os.listdir(root.host("/run/torcx/unpack"))) == ["other"]
 
 
 def test_failed_image_tree_is_removed_before_the_seal(root):
