@@ -11,9 +11,9 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 from . import __version__, errors
+from .records import Record
 
 try:
     from ._native import ffi, lib
@@ -36,8 +36,7 @@ DEFAULT_MAX_PATH = 4096
 # max_decoded=0: the engine allows 2 * max_bytes + 64 MiB of decoded tar stream.
 
 
-@dataclass(frozen=True)
-class Job:
+class Job(Record):
     """One archive to extract into ``dest`` (a folder that must not exist yet).
 
     ``dest=None`` reads and verifies without writing anything.
@@ -48,44 +47,35 @@ class Job:
     included (0: ``2 * max_bytes + 64 MiB``).
     """
 
-    archive: str
-    dest: str | None
-    pin_xxh3: str | None = None
-    pin_sha256: str | None = None
-    sha256: bool = False
-    pin_sha512: str | None = None
-    sha512: bool = False
-    ownership: bool | None = None
-    allow_devices: bool = False
-    require_digests: bool = False
-    max_entries: int = DEFAULT_MAX_ENTRIES
-    max_bytes: int = DEFAULT_MAX_BYTES
-    max_decoded: int = 0
-    max_path: int = DEFAULT_MAX_PATH
+    __slots__ = (
+        "archive", "dest", "pin_xxh3", "pin_sha256", "sha256", "pin_sha512", "sha512",
+        "ownership", "allow_devices", "require_digests", "max_entries", "max_bytes",
+        "max_decoded", "max_path",
+    )
+    _defaults = {
+        "pin_xxh3": None, "pin_sha256": None, "sha256": False, "pin_sha512": None,
+        "sha512": False, "ownership": None, "allow_devices": False, "require_digests": False,
+        "max_entries": DEFAULT_MAX_ENTRIES, "max_bytes": DEFAULT_MAX_BYTES, "max_decoded": 0,
+        "max_path": DEFAULT_MAX_PATH,
+    }
+    _frozen = True
 
 
-@dataclass
-class Result:
+class Result(Record):
     """Outcome of one job; ``error`` is None on success."""
 
-    archive: str
-    dest: str | None
-    entries: int = 0
-    files: int = 0
-    dirs: int = 0
-    symlinks: int = 0
-    hardlinks: int = 0
-    others: int = 0
-    bytes: int = 0
-    archive_bytes: int = 0
-    decoded_bytes: int = 0
-    archive_xxh3: str = ""
-    archive_sha256: str = ""
-    archive_sha512: str = ""
-    compression: str = ""
-    verified: bool = False
-    seconds: float = 0.0
-    error: errors.ExtractError | None = field(default=None, repr=False)
+    __slots__ = (
+        "archive", "dest", "entries", "files", "dirs", "symlinks", "hardlinks", "others",
+        "bytes", "archive_bytes", "decoded_bytes", "archive_xxh3", "archive_sha256",
+        "archive_sha512", "compression", "verified", "seconds", "error",
+    )
+    _defaults = {
+        "entries": 0, "files": 0, "dirs": 0, "symlinks": 0, "hardlinks": 0, "others": 0,
+        "bytes": 0, "archive_bytes": 0, "decoded_bytes": 0, "archive_xxh3": "",
+        "archive_sha256": "", "archive_sha512": "", "compression": "", "verified": False,
+        "seconds": 0.0, "error": None,
+    }
+    _hidden = ("error",)
 
     @property
     def ok(self) -> bool:
@@ -217,15 +207,13 @@ def verify(archive: str, **options) -> Result:
     return result
 
 
-@dataclass(frozen=True)
-class FileDigest:
+class FileDigest(Record):
     """SHA-512 of one whole file; ``error`` is an OSError when it could not be read."""
 
-    path: str
-    sha512: str = ""
-    bytes: int = 0
-    xxh3: str = ""
-    error: OSError | None = field(default=None, repr=False)
+    __slots__ = ("path", "sha512", "bytes", "xxh3", "error")
+    _defaults = {"sha512": "", "bytes": 0, "xxh3": "", "error": None}
+    _frozen = True
+    _hidden = ("error",)
 
 
 def digest_files(paths: Sequence[str], threads: int = 0,

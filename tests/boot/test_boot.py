@@ -495,3 +495,31 @@ def test_pack_into_a_store_prepares_the_plan(tmp_path):
                     stdout=io.StringIO()) == 0
     status, normal, _ = generate(tmp_path, root)
     assert (normal / "demo.service").read_text() == UNIT
+
+
+def test_boot_path_imports_stay_small():
+    """The generator and `torcx apply` (two Python starts on every boot) import none of the
+    stdlib modules that cost milliseconds: dataclasses (inspect), argparse, subprocess,
+    hashlib (OpenSSL), tempfile, shutil, typing."""
+    import subprocess
+
+    import _cffi_backend
+    import libarchive
+    import xxhash
+
+    import torcx
+
+    path = [os.path.dirname(os.path.dirname(os.path.abspath(torcx.__file__)))] + [
+        os.path.dirname(m.__file__) for m in (_cffi_backend, xxhash)] + [
+        os.path.dirname(os.path.dirname(libarchive.__file__))]
+    modules = ["torcx.cli", "torcx.boot", "torcx.boot.plan_units", "torcx.apply.run",
+               "torcx.apply.plan", "torcx.apply.policy", "torcx.engine", "torcx.apply.unpack",
+               "torcx.apply.propagate", "torcx.apply.seal", "torcx.apply.bootunits",
+               "torcx.apply.report", "torcx.apply.unitplan", "torcx.profiles", "torcx.store"]
+    heavy = ("dataclasses", "inspect", "argparse", "subprocess", "hashlib", "tempfile",
+             "shutil", "typing")
+    code = (f"import sys; sys.path += {path!r}; import {', '.join(modules)}; "
+            f"print(sorted(m for m in {heavy!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True,
+                         text=True, check=True).stdout
+    assert out.strip() == "[]"

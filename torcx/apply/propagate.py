@@ -19,10 +19,10 @@ import os
 import posixpath
 import stat
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 
 from .. import fstree, schemas
 from ..errors import SchemaError
+from ..records import Record
 from . import MANIFEST, MANIFEST_LIMIT, Run, internal_error
 
 # Destination folder (target path) of each manifest key other than "bin".
@@ -66,16 +66,16 @@ class AssetError(ValueError):
     """A manifest entry cannot be propagated (missing, or escaping its image)."""
 
 
-@dataclass(frozen=True)
-class Entry:
-    """One thing propagation creates: ``dest`` (target path) made from ``source``."""
+class Entry(Record):
+    """One thing propagation creates: ``dest`` (target path) made from ``source``.
 
-    image: str
-    kind: str
-    action: str
-    source: str  # target path inside the unpacked image
-    dest: str    # target path created
-    link: str = ""  # symlink text for SYMLINK and LINK
+    ``image``, ``kind`` and ``action``; ``source``: target path inside the unpacked
+    image; ``dest``: target path created; ``link``: symlink text for SYMLINK and LINK.
+    """
+
+    __slots__ = ("image", "kind", "action", "source", "dest", "link")
+    _defaults = {"link": ""}
+    _frozen = True
 
     def to_json(self) -> dict:
         d = {"image": self.image, "kind": self.kind, "action": self.action,
@@ -85,14 +85,14 @@ class Entry:
         return d
 
 
-@dataclass(frozen=True)
-class Conflict:
-    """Two images provide the same destination; the earlier image's entry is kept."""
+class Conflict(Record):
+    """Two images provide the same destination; the earlier image's entry is kept.
 
-    kind: str
-    dest: str
-    kept: str      # image whose entry was propagated
-    dropped: str   # image whose entry was not
+    ``kept``: the image whose entry was propagated; ``dropped``: the one whose was not.
+    """
+
+    __slots__ = ("kind", "dest", "kept", "dropped")
+    _frozen = True
 
     def to_json(self) -> dict:
         return {"kind": self.kind, "dest": self.dest, "kept": self.kept,
@@ -103,22 +103,19 @@ class Conflict:
                 f"{self.dropped!r}; keeping {self.kept!r}")
 
 
-@dataclass
-class Resolution:
-    """The ordered entries to create plus what was left out and why."""
+class Resolution(Record):
+    """The ordered entries to create plus what was left out and why (``existing``: dest
+    already on disk, not overwritten)."""
 
-    entries: list[Entry] = field(default_factory=list)
-    conflicts: list[Conflict] = field(default_factory=list)
-    existing: list[Entry] = field(default_factory=list)  # dest already on disk: not overwritten
+    __slots__ = ("entries", "conflicts", "existing")
+    _factories = {"entries": list, "conflicts": list, "existing": list}
 
 
-@dataclass
-class Outcome:
-    """What ``execute`` did: created entries and per-entry failures."""
+class Outcome(Record):
+    """What ``execute`` did: created entries and per-entry failures ((entry, why) pairs)."""
 
-    created: list[Entry] = field(default_factory=list)
-    existing: list[Entry] = field(default_factory=list)
-    failed: list[tuple[Entry, str]] = field(default_factory=list)
+    __slots__ = ("created", "existing", "failed")
+    _factories = {"created": list, "existing": list, "failed": list}
 
 
 def _lexists(path: str) -> bool:

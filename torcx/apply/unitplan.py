@@ -50,11 +50,13 @@ def identity(host_path: str) -> list | None:
 
 
 def fingerprint(units: list) -> str:
-    import hashlib
+    """XXH3-128 of the units (xxhash: hashlib would load OpenSSL at every boot)."""
     import json
 
+    import xxhash
+
     text = json.dumps(units, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return xxhash.xxh3_128_hexdigest(text.encode())[:16]
 
 
 def load(paths) -> dict:
