@@ -523,3 +523,24 @@ def test_boot_path_imports_stay_small():
     out = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True,
                          text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@needs_root
+def test_launcher_as_generator_skips_cleanup_but_loses_nothing(tmp_path):
+    """The launcher (python3 -IS, explicit path) run as torcx-generator ends with os._exit:
+    its status, its log lines and the files of the apply are all there."""
+    import shutil
+    import subprocess
+
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare")
+    gen = tmp_path / "bin" / "torcx-generator"
+    gen.parent.mkdir()
+    gen.write_text(install.launcher_text(sys.executable))
+    gen.chmod(0o755)
+    root = fake_root(tmp_path)
+    r = subprocess.run(["unshare", "-m", "--propagation", "private", str(gen), "--root",
+                        str(root)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "torcx-generator: applied profiles" in r.stderr
+    assert (root / "run/metadata/torcx").is_file() and (root / "run/torcx/apply.json").is_file()

@@ -53,6 +53,7 @@ def test_equality_repr_and_hash():
 
 
 def test_frozen_refuses_assignment():
+    """A frozen record refuses every assignment, like a frozen dataclass."""
     f = Frozen("x")
     with pytest.raises(FrozenRecordError):
         f.a = "y"

@@ -41,7 +41,14 @@ def launcher_text(interpreter: str, path: list | None = None) -> str:
             "    import site\n\n"
             "    site.main()\n"
             "    from torcx.cli import main\n"
-            "sys.exit(main())\n")
+            "status = main()\n"
+            "if sys.argv[1:2] == ['apply'] or sys.argv[0].endswith('torcx-generator'):\n"
+            "    # At boot: skip the interpreter's clean-up (ms); every file is closed.\n"
+            "    sys.stdout.flush()\n"
+            "    sys.stderr.flush()\n"
+            "    import os\n\n"
+            "    os._exit(status)\n"
+            "sys.exit(status)\n")
 
 
 def _import_path() -> list:
