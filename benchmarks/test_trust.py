@@ -152,18 +152,36 @@ def _apply(root, mount):
     return [im.trust.reason for im in r.images]
 
 
+def _with_cpu(fn, *args):
+    """fn's result and the CPU seconds (user + system, every thread) the child spent."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    result = fn(*args)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return result, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
 def _timed(benchmark, group, tool, fn, *args, setup=None, rounds):
     from torcx.mountns import run_private
 
     benchmark.group = group
     benchmark.extra_info.update({"set": group, "tool": tool})
+    cpu = []
+
+    def call(*a):
+        result, seconds = run_private(_with_cpu, *a)
+        cpu.append(seconds)
+        return result
 
     def fresh():
         if setup:
             setup()
         return (fn, *args), {}
 
-    return benchmark.pedantic(run_private, setup=fresh, rounds=rounds, iterations=1)
+    result = benchmark.pedantic(call, setup=fresh, rounds=rounds, iterations=1)
+    benchmark.extra_info["cpu_s"] = min(cpu)
+    return result
 
 
 def _clean_run(root):
@@ -257,8 +275,10 @@ def ratios(path: str) -> int:
         data = json.load(f)
     best = {(b["extra_info"].get("set"), b["extra_info"].get("tool")): b["stats"]["min"]
             for b in data["benchmarks"] if "set" in b.get("extra_info", {})}
+    cpu = {(b["extra_info"].get("set"), b["extra_info"].get("tool")): b["extra_info"]["cpu_s"]
+           for b in data["benchmarks"] if "cpu_s" in b.get("extra_info", {})}
     for (group, tool), t in sorted(best.items()):
-        print(f"{group:15} {tool:16} {t:8.3f} s")
+        print(f"{group:15} {tool:16} {t:8.3f} s  (CPU {cpu.get((group, tool), 0):.3f} s)")
     ok = True
     floor = best.get((SQ, "mount+read"))
     if floor:
