@@ -19,8 +19,9 @@ every store but the vendor's then needs a signature.
 The archive itself is never read here: :meth:`Verifier.decide` says what an
 archive needs (and which sha512 it must have), the caller checks it while it
 reads the archive anyway (the engine's ``pin_sha512`` for tarballs,
-:func:`torcx.engine.digest_files` for image files). :meth:`Verifier.check_file`
-does both for any store file, for callers that have no reading of their own.
+:func:`torcx.engine.digest_files` for image files). :meth:`Verifier.verify_file`
+does both for any file of a store folder (a sysext image too), for callers that
+have no reading of their own.
 At most one signature check (gpgv) per store folder and run.
 """
 
@@ -358,7 +359,8 @@ class Verifier:
                 raise PolicyError(signed.error)
             version = _find(signed.contents, name, reference, fmt, posixpath.basename(path))
             if version is None:
-                raise PolicyError(f"{path}: {name}:{reference} ({fmt}) is not listed in "
+                what = f"{name}:{reference} ({fmt})" if reference else "its file name"
+                raise PolicyError(f"{path}: {what} is not listed in "
                                   f"{store}/{SIGNED_FILE} (signed by "
                                   f"{', '.join(signed.signers)}); store {store} ({cls}) "
                                   "needs signed images")
@@ -381,13 +383,28 @@ class Verifier:
         return self.decide(archive.name, archive.reference, archive.format, archive.path,
                            archive.store, archive.mountable)
 
-    def check_file(self, host_path: str, decision: Decision) -> Decision:
-        """Digest a whole file against the decision's pin (PolicyError if different).
+    def verify_file(self, path: str, store: str, fmt: str | None = None) -> Decision:
+        """Decide and check any file of a store folder (e.g. a sysext image), reading it
+        once if the policy pins its digest; PolicyError if it does not pass.
 
-        For callers that do not stream the file themselves (mounted images,
-        sysext images); several files: :func:`check_files`.
+        ``path`` and ``store`` are logical; a name that is not ``NAME:REF.torcx.EXT``
+        is looked up in the signed contents by its file name as location. A file
+        with a recorded digest or a signature is digested whole, like a mounted image.
         """
-        return check_files([(host_path, decision)])[0]
+        from .store import parse_archive_filename
+
+        filename = posixpath.basename(path)
+        parsed = parse_archive_filename(filename)
+        name, reference, fmt = parsed if parsed else (filename, "", fmt or "")
+        d = self.decide(name, reference, fmt, path, store, mountable=True)
+        if not d.pinned:
+            d.passed("no digest to check" if d.level == "none"
+                     else "no recorded digest (its own checks are the caller's)")
+            return d
+        result = check_files([(self.paths.host(path), d)])[0]
+        if isinstance(result, PolicyError):
+            raise PolicyError(str(result).replace(self.paths.host(path), path))
+        return result
 
     # -- signed stores ------------------------------------------------------------
 
@@ -445,6 +462,9 @@ def _find(contents, name: str, reference: str, fmt: str, filename: str):
     if one matches, else the one of its format."""
     import urllib.parse
 
+    if not reference:  # not NAME:REF.torcx.EXT: by its file name as location only
+        return next((v for im in contents.images for v in im.versions
+                     if posixpath.basename(urllib.parse.unquote(v.location)) == filename), None)
     versions = [v for im in contents.images if im.name == name
                 for v in im.versions if v.version == reference]
     for v in versions:
