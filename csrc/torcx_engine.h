@@ -104,6 +104,11 @@ int torcx_extract_batch(const struct torcx_job *jobs, struct torcx_result *resul
  * (see err_no), or -errno. */
 int torcx_digest_files(struct torcx_file_digest *files, size_t n, unsigned threads);
 
+/* Decoded size of a gzip file: the ISIZEs of all its members, each lifted
+ * past 4 GiB where it wrapped, without inflating it. 0 or -errno (-EINVAL:
+ * not gzip). */
+int torcx_gzip_size(const char *path, uint64_t *total, uint64_t *members);
+
 /* Mount helpers of the apply. Each returns 0 or -errno. */
 /* nr_inodes 0: the kernel's default (half of RAM's pages). */
 int torcx_mount_tmpfs(const char *target, uint64_t size_bytes, unsigned mode, uint64_t nr_inodes);

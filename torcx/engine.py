@@ -247,6 +247,17 @@ def digest_files(paths: Sequence[str], threads: int = 0,
     return out
 
 
+def gzip_size(path: str) -> tuple[int, int]:
+    """(decoded bytes, members) of a gzip file, from every member's ISIZE; OSError if it
+    cannot be read or is not gzip. Costs about one read of the file, no inflating."""
+    total = ffi.new("uint64_t *")
+    members = ffi.new("uint64_t *")
+    r = lib.torcx_gzip_size(os.fsencode(path), total, members)
+    if r < 0:
+        raise OSError(-r, os.strerror(-r), path)
+    return total[0], members[0]
+
+
 def _check_mount(r: int, what: str, path: str) -> None:
     if r < 0:
         raise errors.MountError(-r, f"{what} {path}: {os.strerror(-r)}", path)

@@ -114,3 +114,33 @@ def test_engine_limits_follow_the_estimate():
     assert sizing.max_decoded(guess) == 2 * sizing.tmpfs_size(1 << 20) + (16 << 20)
     assert sizing.tmpfs_inodes([exact, guess]) == \
         sizing.max_entries(exact) + sizing.max_entries(guess) + 1024
+
+
+def _members(parts) -> bytes:
+    return b"".join(gzip.compress(p, mtime=0) for p in parts)
+
+
+def test_multi_member_gzip_is_sized_from_every_member(tmp_path):
+    """`cat a.gz b.gz c.gz`: the sum of all members, not the last one's ISIZE."""
+    random_part = os.urandom(300_000)
+    text = b"".join(b"line %d\n" % i for i in range(200_000))
+    parts = [random_part, text, bytes(2 << 20)]  # the last compresses 1000x: ISIZE alone fails
+    path = tmp_path / "multi.tgz"
+    path.write_bytes(_members(parts))
+    est = sizing.estimate(str(path))
+    assert est.need == sum(map(len, parts)), est
+    assert est.exact and "3 members" in est.method
+    assert len(gzip.decompress(path.read_bytes())) == est.need  # what a reader decodes
+
+
+def test_a_gzip_stored_inside_is_not_a_member(tmp_path):
+    """A .gz stored verbatim in a stored deflate block (level 0) is not counted as a member."""
+    import zlib
+    inner = gzip.compress(os.urandom(200_000), mtime=0)
+    payload = b"tar header" + bytes(502) + inner + bytes(4096)
+    z = zlib.compressobj(0, zlib.DEFLATED, 31)  # level 0: stored blocks only
+    path = tmp_path / "stored.tgz"
+    path.write_bytes(z.compress(payload) + z.flush())
+    assert b"\x1f\x8b\x08" in path.read_bytes()[20:]
+    est = sizing.estimate(str(path))
+    assert est.need == len(payload) and est.method == "gzip ISIZE", est

@@ -7,8 +7,12 @@ boot, so we read only what the compression format already records, in a few
 small reads at known offsets:
 
 - tar (uncompressed): the file size.
-- gzip: ISIZE, the last 4 bytes (uncompressed length mod 2**32), lifted by
-  multiples of 2**32 until it is at least the compressed size.
+- gzip: ISIZE (uncompressed length mod 2**32) of every member, lifted by
+  multiples of 2**32 until it is at least half the member's compressed size. A
+  file of several concatenated members (``cat a.gz b.gz``) is sized from all
+  of them: the engine finds the members (torcx.engine.gzip_size: a memchr
+  scan for the magic, each candidate confirmed by inflating 64 KiB from it),
+  about the cost of one read of the file, which the unpack reads next anyway.
 - xz: the stream index at the end lists every block's uncompressed size.
 - zstd: each frame's Frame_Content_Size when recorded; when a frame lacks it
   (``tar --zstd`` streams through a pipe), walking its block headers gives an
@@ -74,12 +78,24 @@ class Estimate:
 
 
 def _gzip(f, size: int) -> Estimate:
+    try:
+        from .. import engine  # loaded for the unpack that follows anyway
+    except ImportError:
+        engine = None
+    if engine is not None:
+        try:
+            total, members = engine.gzip_size(f.name)
+        except OSError:
+            pass
+        else:
+            method = "gzip ISIZE" if members == 1 else f"gzip ISIZE of {members} members"
+            return Estimate(total, True, method)
     f.seek(size - 4)
     isize = struct.unpack("<I", f.read(4))[0]
-    # ISIZE wraps at 4 GiB. Deflate grows incompressible data by at most 5
-    # bytes per 64 KiB stored block, so past the header and trailer the real
-    # size is at least this floor; only an ISIZE below it has wrapped.
-    floor = (size - _gzip_header_length(f) - 8) * 65535 // 65540 - 5
+    # ISIZE wraps at 4 GiB. Deflate stores incompressible data in blocks with
+    # 5 bytes of overhead (zlib's are 16 KiB): no sane stream decodes to less
+    # than half its deflate bytes, so only an ISIZE below that has wrapped.
+    floor = (size - _gzip_header_length(f) - 8) // 2
     while isize < floor:
         isize += 1 << 32
     return Estimate(isize, True, "gzip ISIZE")
