@@ -10,7 +10,13 @@
  *             -DTORCX_LIBFUZZER; then `fuzz_extract FILE...` runs each file.
  *
  * Every input is extracted twice: verify-only, and for real into a fresh
- * folder (removed afterwards), on two threads so decode-ahead runs too.
+ * folder (removed afterwards), on two threads so decode-ahead runs too; and
+ * sized as a gzip (torcx_gzip_size) as the apply's plan does.
+ *
+ * Run it as tests/engine/test_engine_fuzz.py does: chrooted into a tmpfs of
+ * its own in a private mount namespace (tests/engine/sandboxrun.py). An
+ * input may hold symlinks to anywhere; the harness never follows one, and
+ * the sandbox keeps a mistake from reaching the machine.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -101,6 +107,8 @@ static void run_one(const char *archive) {
     for (int i = 0; i < 2; i++)
         if (results[i].code < 0 || results[i].code > TORCX_E_EXISTS)
             abort(); /* an undefined result code */
+    uint64_t total, members; /* the apply's sizing reads the same bytes */
+    (void)torcx_gzip_size(archive, &total, &members);
     remove_at(AT_FDCWD, base);
 }
 
