@@ -194,8 +194,6 @@ def _remove_failed(r: Run, unpack_host: str, log: Logger) -> None:
     """Nothing of a failed image stays reachable: its tree is removed, a loop mount
     unmounted, before the seal makes the unpack dir read-only (issue: a unit's
     AssertPathExists= on its manifest must not find it)."""
-    from ..fstree import remove_tree
-
     for image in r.images:
         if image.ok or image.status == SKIPPED:
             continue
@@ -203,6 +201,8 @@ def _remove_failed(r: Run, unpack_host: str, log: Logger) -> None:
         why = ""
         for _ in range(2):  # once more after a transient fault
             try:
+                from ..fstree import remove_tree
+
                 if image.mounted:
                     from .. import engine
 
