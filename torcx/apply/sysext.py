@@ -4,15 +4,15 @@
 For each image whose store file is a sysext image (torcx.store, format
 ``sysext``): the format is read from the superblock (squashfs or erofs); the
 trust policy (torcx.policy) decides what the image file needs, as for a
-mounted torcx image: a signed store's sha512, or the ``NAME.sha512`` recorded
-beside it, is checked by reading the file once; when the store folder has a
-``SHA256SUMS`` (the bakery publishes one) listing the file, its SHA-256 must
-match too; the image is
-loop-mounted read-only for the moment of reading its extension-release, which
-is checked with systemd's rules (torcx.sysext); an image that passes is linked
-as ``/run/extensions/NAME.raw``, where ``systemd-sysext.service`` (ordered after
-``torcx-apply.service``) merges it. An image that fails is not linked and fails
-alone, with the rule and the values in the run's record (``torcx status``).
+mounted torcx image (a signed store's sha512, or the ``.sha512``/``.xxh128``
+recorded beside it), checked by reading the file once; a ``SHA256SUMS`` in
+the store folder (the bakery publishes one) that lists the file must match
+too; the image is loop-mounted read-only for the moment of reading its
+extension-release, which is checked with systemd's rules (torcx.sysext); an
+image that passes is linked as ``/run/extensions/NAME.raw``, where
+``systemd-sysext.service`` (ordered after ``torcx-apply.service``) merges it.
+An image that fails is not linked and fails alone, with the rule and the
+values in the run's record (``torcx status``).
 """
 
 from __future__ import annotations
