@@ -153,7 +153,8 @@ def human(r: Run) -> str:
             ro = "unpack dir read-only" if r.read_only else "unpack dir left writable"
             out.append(f"  sealed {r.paths.seal_file} and {r.paths.run_profile}; {ro}")
         t = r.timings
-        phases = ", ".join(f"{k} {_ms(t[k])}" for k in ("plan", "unpack", "propagate", "seal")
+        phases = ", ".join(f"{k} {_ms(t[k])}" for k in ("plan", "unpack", "propagate", "sysext",
+                                                         "seal")
                            if k in t)
         if phases:
             out.append(f"  time: {phases}")
