@@ -55,13 +55,14 @@ def _listed_sum(paths, archive) -> str | None:
 
 def _trust(verifier, image) -> bool:
     """The policy's decision for one sysext image file; fails the image when it says no."""
+    from .. import policy as trust
     from ..errors import PolicyError
 
     a = image.archive
     try:
         image.trust = d = verifier.decide(a.name, a.reference, a.format, a.path, a.store, True)
         if d.pinned:
-            result = verifier.check_file(a.host_path, d)
+            result = trust.check_files([(a.host_path, d)])[0]
             if isinstance(result, PolicyError):  # returned, not raised (torcx.policy)
                 raise result
             image.unpack["verified"] = True
