@@ -188,6 +188,8 @@ def load(paths, log=NULL, *, cmdline: str | None = None) -> Policy:
     pol = Policy()
     vendor_path, admin_path = vendor_policy_path(paths), admin_policy_path(paths)
     vendor = _read_policy_file(paths, vendor_path, pol)
+    if pol.sources:  # the vendor's file is there but unreadable: no admin keys either
+        pol.admin_keys = False
     if vendor is not None:
         levels, check_files, admin_keys = vendor
         pol.levels.update(levels)  # the vendor sets the base, in both directions

@@ -77,3 +77,15 @@ def test_store_classes(tmp_path):
     classes = [policy.store_class(p, s) for s in p.store_paths]
     assert classes == ["oem", "oem", "user", "user", "runtime"] or \
         classes == ["vendor", "oem", "oem", "user", "user", "runtime"]
+
+
+def test_unreadable_vendor_policy_fails_closed(tmp_path):
+    """A vendor file that does not parse: every store but the vendor's needs a signature,
+    and keys in /etc are not allowed."""
+    (tmp_path / "usr/share/torcx").mkdir(parents=True)
+    (tmp_path / "usr/share/torcx/policy.json").write_text('{"kind": "torcx-policy-v0"}')
+    pol = policy.load(torcx_paths.load(str(tmp_path), environ={}), cmdline="")
+    assert pol.levels == {"vendor": "integrity", "oem": "signed", "config": "signed",
+                          "user": "signed", "runtime": "signed"}
+    assert not pol.admin_keys and "fail closed" in pol.sources[0]
+    assert "$.value: missing required field" in pol.problems[0]
