@@ -75,7 +75,8 @@ static void xxh3_hex(XXH128_hash_t h, char out[33]) {
 }
 
 static int digest_one(struct torcx_file_digest *f, uint8_t *buf) {
-    struct torcx_md m = {0};
+    struct torcx_md m = {0}, m256 = {0};
+    bool want_256 = f->algos & TORCX_FILE_SHA256;
     XXH3_state_t *x = NULL;
     bool want_sha = !f->algos || (f->algos & TORCX_FILE_SHA512);
     bool want_xxh = f->algos & TORCX_FILE_XXH3;
@@ -97,6 +98,8 @@ static int digest_one(struct torcx_file_digest *f, uint8_t *buf) {
     (void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
     if (want_sha && (r = torcx_md_init(&m, "sha512")) < 0)
         goto done;
+    if (want_256 && (r = torcx_md_init(&m256, "sha256")) < 0)
+        goto done;
     if (want_xxh) {
         if (!(x = XXH3_createState())) {
             r = -ENOMEM;
@@ -116,17 +119,22 @@ static int digest_one(struct torcx_file_digest *f, uint8_t *buf) {
             break;
         if (want_sha)
             torcx_md_update(&m, buf, (size_t)n);
+        if (want_256)
+            torcx_md_update(&m256, buf, (size_t)n);
         if (want_xxh)
             XXH3_128bits_update(x, buf, (size_t)n);
         f->bytes += (uint64_t)n;
     }
     r = want_sha ? torcx_md_final_hex(&m, f->sha512, sizeof(f->sha512)) : 0;
+    if (r == 0 && want_256)
+        r = torcx_md_final_hex(&m256, f->sha256, sizeof(f->sha256));
     if (want_xxh)
         xxh3_hex(XXH3_128bits_digest(x), f->xxh3);
 done:
     if (x)
         XXH3_freeState(x);
     torcx_md_free(&m);
+    torcx_md_free(&m256);
     close(fd);
     return r;
 }
@@ -162,6 +170,7 @@ int torcx_digest_files(struct torcx_file_digest *files, size_t n, unsigned threa
         files[i].bytes = 0;
         files[i].sha512[0] = '\0';
         files[i].xxh3[0] = '\0';
+        files[i].sha256[0] = '\0';
     }
     if (threads == 0) {
         long cores = sysconf(_SC_NPROCESSORS_ONLN);

@@ -80,6 +80,7 @@ struct torcx_result {
 /* One whole file to digest (torcx_digest_files). */
 #define TORCX_FILE_SHA512 1
 #define TORCX_FILE_XXH3 2
+#define TORCX_FILE_SHA256 4
 struct torcx_file_digest {
     const char *path;
     unsigned algos;            /* TORCX_FILE_*; 0 means SHA-512 */
@@ -87,6 +88,7 @@ struct torcx_file_digest {
     uint64_t bytes;            /* bytes read */
     char sha512[129];          /* hex SHA-512 of the whole file, if asked */
     char xxh3[33];             /* hex XXH3-128 of the whole file, if asked */
+    char sha256[65];           /* hex SHA-256 of the whole file, if asked */
 };
 
 /* Version of the compiled engine, checked against the Python package's. */
@@ -98,7 +100,7 @@ const char *torcx_version(void);
 int torcx_extract_batch(const struct torcx_job *jobs, struct torcx_result *results,
                         size_t n, unsigned threads);
 
-/* SHA-512 and/or XXH3-128 of n whole files on up to `threads` threads (0: one
+/* SHA-512, SHA-256 and/or XXH3-128 of n whole files on up to `threads` threads (0: one
  * per online core), one sequential read each; a mountable image is checked this way
  * before it is mounted. Returns the number of files that could not be read
  * (see err_no), or -errno. */

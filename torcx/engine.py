@@ -210,15 +210,16 @@ def verify(archive: str, **options) -> Result:
 class FileDigest(Record):
     """SHA-512 of one whole file; ``error`` is an OSError when it could not be read."""
 
-    __slots__ = ("path", "sha512", "bytes", "xxh3", "error")
-    _defaults = {"sha512": "", "bytes": 0, "xxh3": "", "error": None}
+    __slots__ = ("path", "sha512", "bytes", "xxh3", "sha256", "error")
+    _defaults = {"sha512": "", "bytes": 0, "xxh3": "", "sha256": "", "error": None}
     _frozen = True
     _hidden = ("error",)
 
 
 def digest_files(paths: Sequence[str], threads: int = 0,
                  algos: Sequence[str] | None = None) -> list[FileDigest]:
-    """SHA-512 (or per file ``algos[i]``: "sha512", "xxh3" or "both") of each whole file,
+    """SHA-512 (or per file ``algos[i]``: "sha512", "sha256", "xxh3" or "both" for
+    SHA-512 and XXH3-128) of each whole file,
     several files in parallel, one sequential read each.
 
     The GIL is released for the whole call; ``threads=0`` uses one thread per core.
@@ -229,6 +230,7 @@ def digest_files(paths: Sequence[str], threads: int = 0,
     c_files = ffi.new("struct torcx_file_digest[]", n)
     keep = [ffi.new("char[]", os.fsencode(p)) for p in paths]
     bits = {"sha512": lib.TORCX_FILE_SHA512, "xxh3": lib.TORCX_FILE_XXH3,
+            "sha256": lib.TORCX_FILE_SHA256,
             "both": lib.TORCX_FILE_SHA512 | lib.TORCX_FILE_XXH3}
     for i, (c, s) in enumerate(zip(c_files, keep)):
         c.path = s
@@ -243,7 +245,8 @@ def digest_files(paths: Sequence[str], threads: int = 0,
             text = "not a regular file" if c.err_no == errno.EINVAL else os.strerror(c.err_no)
             error = OSError(c.err_no, text, path)
         out.append(FileDigest(path, ffi.string(c.sha512).decode(), c.bytes,
-                              ffi.string(c.xxh3).decode(), error))
+                              ffi.string(c.xxh3).decode(), ffi.string(c.sha256).decode(),
+                              error))
     return out
 
 

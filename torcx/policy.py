@@ -18,7 +18,7 @@ every store but the vendor's then needs a signature.
 
 The archive itself is never read here: :meth:`Verifier.decide` says what an
 archive needs (and which sha512 it must have), the caller checks it while it
-reads the archive anyway (the engine's ``pin_sha512`` for tarballs,
+reads the archive anyway (the engine's ``pin_sha256``/``pin_sha512`` for tarballs,
 :func:`torcx.engine.digest_files` for image files). :meth:`Verifier.verify_file`
 does both for any file of a store folder (a sysext image too), for callers that
 have no reading of their own.
@@ -286,12 +286,13 @@ def read_recorded_digest(host_path: str, logical: str, algo: str) -> str | None:
 class Decision:
     """What one archive needs, and once checked, why it passed."""
 
-    __slots__ = ("store", "store_class", "level", "pin_sha512", "pin_xxh3", "pin_source",
-                 "pin_file", "signers", "check_files", "reason")
+    __slots__ = ("store", "store_class", "level", "pin_sha256", "pin_sha512", "pin_xxh3",
+                 "pin_source", "pin_file", "signers", "check_files", "reason")
 
     def __init__(self, store: str, store_class: str, level: str, *, check_files=False):
         self.store, self.store_class, self.level = store, store_class, level
-        self.pin_sha512: str | None = None  # the archive's bytes must have this sha512
+        self.pin_sha256: str | None = None  # the archive's bytes must have this sha256
+        self.pin_sha512: str | None = None  # or this sha512
         self.pin_xxh3: str | None = None    # or this XXH3-128 (recorded, integrity only)
         self.pin_source = ""   # "signed" or "recorded"
         self.pin_file = ""     # the signed contents or .sha512 file
@@ -307,25 +308,35 @@ class Decision:
 
     @property
     def pinned(self) -> bool:
-        return bool(self.pin_sha512 or self.pin_xxh3)
+        return bool(self.pin_sha256 or self.pin_sha512 or self.pin_xxh3)
+
+    @property
+    def pin(self) -> tuple[str, str]:
+        """(algorithm, hex) of the pinned digest, the fastest one first; ("", "") if none."""
+        for algo in ("sha256", "sha512", "xxh3"):
+            value = getattr(self, f"pin_{algo}")
+            if value:
+                return algo, value
+        return "", ""
 
     def mismatch(self, path: str, actual: str) -> str:
-        """The reason for an archive whose sha512 is not the pinned one."""
+        """The reason for an archive whose digest is not the pinned one."""
+        algo, want = self.pin
+        name = "xxh3-128" if algo == "xxh3" else algo
         if self.pin_source == "signed":
-            return (f"{path}: sha512 {actual} differs from the signed {self.pin_sha512} in "
+            return (f"{path}: {name} {actual} differs from the signed {want} in "
                     f"{self.pin_file} (signed by {', '.join(self.signers)}); store "
                     f"{self.store} ({self.store_class}) needs signed images")
-        algo, want = ("sha512", self.pin_sha512) if self.pin_sha512 else ("xxh3-128",
-                                                                         self.pin_xxh3)
-        return f"{path}: {algo} {actual} differs from {want} recorded in {self.pin_file}"
+        return f"{path}: {name} {actual} differs from {want} recorded in {self.pin_file}"
 
     def passed(self, how: str) -> None:
+        algo = self.pin[0]
+        name = "xxh3-128" if algo == "xxh3" else algo
         if self.pin_source == "signed":
-            self.reason = (f"signed: sha512 matches {self.pin_file}, signed by "
+            self.reason = (f"signed: {name} matches {self.pin_file}, signed by "
                            f"{', '.join(self.signers)}; {how}")
         elif self.pin_source == "recorded":
-            algo = "sha512" if self.pin_sha512 else "xxh3-128"
-            self.reason = f"{self.level}: image-file {algo} matches {self.pin_file}; {how}"
+            self.reason = f"{self.level}: image-file {name} matches {self.pin_file}; {how}"
         else:
             self.reason = f"{self.level}: {how}"
 
@@ -367,6 +378,7 @@ class Verifier:
                                   f"{', '.join(signed.signers)}); store {store} ({cls}) "
                                   "needs signed images")
             d.pin_sha512, d.pin_source = version.sha512, "signed"
+            d.pin_sha256 = version.sha256  # signed too, and faster (SHA-NI) when present
             d.pin_file, d.signers = f"{store}/{SIGNED_FILE}", signed.signers
         elif level == "integrity" and mountable:
             for suffix in RECORDED_SUFFIXES:
@@ -384,6 +396,11 @@ class Verifier:
         """:meth:`decide` for a :class:`torcx.store.Archive`."""
         return self.decide(archive.name, archive.reference, archive.format, archive.path,
                            archive.store, archive.mountable)
+
+    def check_file(self, host_path: str, decision: Decision):
+        """Digest a whole file against the decision's pin: the Decision (passed) or a
+        PolicyError, returned (see :func:`check_files`)."""
+        return check_files([(host_path, decision)])[0]
 
     def verify_file(self, path: str, store: str, fmt: str | None = None) -> Decision:
         """Decide and check any file of a store folder (e.g. a sysext image), reading it
@@ -487,10 +504,11 @@ def check_files(items) -> list:
     from . import engine
 
     digests = engine.digest_files([host for host, _ in items],
-                                  algos=["sha512" if d.pin_sha512 else "xxh3" for _, d in items])
+                                  algos=[d.pin[0] for _, d in items])
     out: list = []
     for (host, d), r in zip(items, digests):
-        actual, want = (r.sha512, d.pin_sha512) if d.pin_sha512 else (r.xxh3, d.pin_xxh3)
+        algo, want = d.pin
+        actual = getattr(r, algo)
         if r.error is not None:
             out.append(PolicyError(f"{host}: cannot read: {r.error.strerror}"))
         elif actual != want:

@@ -116,3 +116,5 @@ def test_digest_files_in_parallel(tmp_path):
     assert both.xxh3 == tarkit.xxh3(files[2].read_bytes()) and both.sha512 == results[2].sha512
     (fast,) = engine.digest_files([str(files[2])], algos=["xxh3"])
     assert (fast.xxh3, fast.sha512) == (both.xxh3, "")
+    (s256,) = engine.digest_files([str(files[2])], algos=["sha256"])
+    assert s256.sha256 == hashlib.sha256(files[2].read_bytes()).hexdigest()

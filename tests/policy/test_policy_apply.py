@@ -58,7 +58,7 @@ def test_signed_image_applies(signed_root, gpg_keys):
     trust = _image(rep, "userapp")["trust"]
     assert (trust["class"], trust["level"], trust["pin"]) == ("user", "signed", "signed")
     assert trust["signers"] == [gpg_keys.fingerprints["trusted"]]
-    assert "signed: sha512 matches /var/lib/torcx/store/" + SIGNED in trust["reason"]
+    assert "signed: sha256 matches /var/lib/torcx/store/" + SIGNED in trust["reason"]
     assert rep["policy"]["levels"]["user"] == "signed"
     assert rep["policy"]["sources"] == ["/usr/share/torcx/policy.json"]
 
@@ -94,12 +94,20 @@ def test_truncated_signature_is_refused(signed_root):
     _refused(signed_root, "signature not verified")
 
 
-def test_contents_naming_another_sha512_are_refused(signed_root):
-    """Correctly signed contents whose sha512 for the archive is another one: refused."""
+@pytest.mark.parametrize("field", ["hash", "sha256"])
+def test_contents_naming_another_sha512_are_refused(signed_root, field):
+    """Correctly signed contents whose digest for the archive is another one are refused:
+    an upstream-style sha512 (no sha256 beside it), or our sha256."""
     doc = json.loads(signed_root.contents())
-    doc["value"]["images"][0]["versions"][0]["hash"] = "sha512-" + "ab" * 64
+    version = doc["value"]["images"][0]["versions"][0]
+    if field == "hash":
+        del version["sha256"]
+        version["hash"] = "sha512-" + "ab" * 64
+    else:
+        version["sha256"] = "cd" * 32
     signed_root.sign_store(doc=json.dumps(doc).encode())
-    _refused(signed_root, "differs from the signed " + "ab" * 64)
+    _refused(signed_root, "differs from the signed " + ("ab" * 64 if field == "hash"
+                                                         else "cd" * 32))
 
 
 def test_image_missing_from_signed_contents_is_refused(signed_root):
@@ -163,5 +171,5 @@ def test_status_says_which_policy_applied_and_why(signed_root):
     res = torcx(signed_root.path, "status")
     assert "policy: vendor integrity, oem integrity, config integrity, user signed, " \
            "runtime integrity (from /usr/share/torcx/policy.json)" in res.out
-    assert "trust (user store, signed): signed: sha512 matches" in res.out
+    assert "trust (user store, signed): signed: sha256 matches" in res.out
     assert "trust (vendor store, integrity): integrity: every file matched" in res.out

@@ -18,8 +18,8 @@ from ..errors import PolicyError, TorcxError
 from ..log import Logger
 from . import Run
 
-__all__ = ["check", "digest_passed", "file_check_needed", "mounted_passed", "pin", "unpack_failure",
-           "unpacked_passed"]
+__all__ = ["check", "digest_passed", "file_check_needed", "mounted_passed", "pins",
+           "unpack_failure", "unpacked_passed"]
 
 PHASE = "policy"
 
@@ -113,17 +113,20 @@ def digest_passed(run: Run, image) -> bool:
     return result is None or _judge(image, result)
 
 
-def pin(image) -> str | None:
-    """The sha512 the engine must find in a tarball's bytes, if the policy pins one."""
+def pins(image) -> dict:
+    """The digest the engine must find in a tarball's bytes, as engine.Job options."""
     d = getattr(image, "trust", None)
-    return d.pin_sha512 if d is not None and not image.archive.mountable else None
+    if d is None or image.archive.mountable or not d.pinned:
+        return {}
+    algo, value = d.pin
+    return {f"pin_{algo}": value}
 
 
 def unpack_failure(image, error) -> tuple[str, str]:
     """(phase, reason) of a failed unpack: a pinned digest that differs is a policy fault."""
     d = getattr(image, "trust", None)
     message = str(error)
-    if d is not None and d.pin_sha512 and "expected sha512" in message:
+    if d is not None and d.pinned and f"expected {d.pin[0]} " in message:
         actual = message.rsplit("got ", 1)[-1].strip()
         return PHASE, d.mismatch(image.archive.path, actual)
     return "unpack", message

@@ -237,7 +237,7 @@ def _dry_run(r: Run, log: Logger) -> None:
         with Phase(r, "unpack"):
             batch = [im for im in r.images if im.ok and not im.archive.mountable]
             jobs = [engine.Job(im.archive.host_path, os.path.join(tmp, im.name),
-                               pin_sha512=trust.pin(im)) for im in batch]
+                               **trust.pins(im)) for im in batch]
             for image, result in zip(batch, engine.extract_many(jobs)):
                 image.unpack = {"method": "extract", "bytes": result.bytes,
                                 "files": result.files, "verified": result.verified,

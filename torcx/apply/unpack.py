@@ -27,7 +27,7 @@ def unpack(run: Run, unpack_host: str, log: Logger) -> None:
             image.fail("unpack", str(e))
         return
     jobs = [engine.Job(im.archive.host_path, os.path.join(unpack_host, im.name),
-                       pin_sha512=trust.pin(im), **_limits(im))
+                       **trust.pins(im), **_limits(im))
             for im in batch]
     try:
         results = engine.extract_many(jobs)
