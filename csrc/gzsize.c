@@ -28,6 +28,11 @@
 #define SCAN_BLOCK (1u << 20)
 #define PROBE_IN (64u << 10)
 #define HEADER_MAX (8u << 10) /* name, comment and extra fields past this: not a member we take */
+/* Bounds on what a hostile file can make the plan do: probes, and bytes
+ * inflated whole (deflate expands 1032x at most, so a real chain of members
+ * stays below 1032 times the file). Past them: -E2BIG, sized the old way. */
+#define MAX_PROBES 4096u
+#define MAX_RATIO 1032u
 
 static ssize_t read_at(int fd, void *buf, size_t n, off_t off) {
     size_t got = 0;
@@ -94,7 +99,7 @@ static bool member_at(int fd, off_t off, off_t size, uint8_t *buf, uint8_t *out,
 /* Inflates the member at off to its end, checking its CRC and ISIZE: its
  * decoded size and where it ends, or false. */
 static bool whole_member(int fd, off_t off, uint8_t *buf, uint8_t *out, uint64_t *decoded,
-                         off_t *end) {
+                         off_t *end, uint64_t *spent, uint64_t limit) {
     struct inflate_state st;
     isal_inflate_init(&st);
     st.crc_flag = ISAL_GZIP;
@@ -114,6 +119,9 @@ static bool whole_member(int fd, off_t off, uint8_t *buf, uint8_t *out, uint64_t
         if (isal_inflate(&st) < 0)
             return false;
         *decoded += SCAN_BLOCK - st.avail_out;
+        *spent += SCAN_BLOCK - st.avail_out;
+        if (*spent > limit)
+            return false;
         if (st.block_state == ISAL_BLOCK_FINISH) {
             *end = pos - (off_t)st.avail_in;
             return true;
@@ -166,10 +174,17 @@ int torcx_gzip_size(const char *path, uint64_t *total, uint64_t *members) {
     }
     (void)madvise((void *)map, (size_t)size, MADV_SEQUENTIAL);
     const uint8_t *end = map + size - 2; /* the magic's 3 bytes must fit */
+    unsigned probes = 0;
     for (const uint8_t *p = map + 18; p < end && (p = memchr(p, 0x1f, (size_t)(end - p))); p++) {
         off_t c = p - map;
-        if (p[1] != 0x8b || p[2] != 8 || c + 18 > size ||
-            !member_at(fd, c, size, probe, out, &chlen))
+        if (p[1] != 0x8b || p[2] != 8 || c + 18 > size)
+            continue;
+        if (++probes > MAX_PROBES) {
+            munmap((void *)map, (size_t)size);
+            r = -E2BIG;
+            goto done;
+        }
+        if (!member_at(fd, c, size, probe, out, &chlen))
             continue;
         if (ncand == capcand) {
             size_t ncap = capcand ? capcand * 2 : 16;
@@ -189,11 +204,17 @@ int torcx_gzip_size(const char *path, uint64_t *total, uint64_t *members) {
      * a stored deflate block passes the probe but ends mid-stream. Later
      * candidates first; members after the first are thus sized exactly. */
     off_t first_end = size; /* where the first member ends */
-    uint64_t rest = 0, n = 1;
+    uint64_t rest = 0, n = 1, spent = 0, limit = (uint64_t)size * MAX_RATIO + (64u << 20);
     for (size_t i = ncand; i-- > 0;) {
         uint64_t decoded;
         off_t mend;
-        if (!whole_member(fd, cand[i], probe, out, &decoded, &mend) || mend != first_end)
+        bool whole = whole_member(fd, cand[i], probe, out, &decoded, &mend, &spent, limit);
+        if (spent > limit) {
+            munmap((void *)map, (size_t)size);
+            r = -E2BIG;
+            goto done;
+        }
+        if (!whole || mend != first_end)
             continue;
         rest += decoded;
         n++;

@@ -144,3 +144,15 @@ def test_a_gzip_stored_inside_is_not_a_member(tmp_path):
     assert b"\x1f\x8b\x08" in path.read_bytes()[20:]
     est = sizing.estimate(str(path))
     assert est.need == len(payload) and est.method == "gzip ISIZE", est
+
+
+def test_many_member_lookalikes_fall_back_quickly(tmp_path):
+    """Thousands of .gz files stored verbatim cap the member search: the last ISIZE is used."""
+    import zlib
+    tiny = gzip.compress(b"x", mtime=0)
+    payload = b"".join(b"pad" + tiny for _ in range(5000))
+    z = zlib.compressobj(0, zlib.DEFLATED, 31)
+    path = tmp_path / "lookalikes.tgz"
+    path.write_bytes(z.compress(payload) + z.flush())
+    est = sizing.estimate(str(path))
+    assert est.need == len(payload) and est.method == "gzip ISIZE", est

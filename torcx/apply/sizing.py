@@ -12,7 +12,8 @@ small reads at known offsets:
   file of several concatenated members (``cat a.gz b.gz``) is sized from all
   of them: the engine finds the members (torcx.engine.gzip_size: a memchr
   scan for the magic, each candidate confirmed by inflating 64 KiB from it),
-  about the cost of one read of the file, which the unpack reads next anyway.
+  about the cost of one read of the file, which the unpack reads next anyway;
+  past 4096 lookalikes or 1032x the file inflated, the last ISIZE is used.
 - xz: the stream index at the end lists every block's uncompressed size.
 - zstd: each frame's Frame_Content_Size when recorded; when a frame lacks it
   (``tar --zstd`` streams through a pipe), walking its block headers gives an
