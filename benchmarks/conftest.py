@@ -7,6 +7,7 @@ Environment:
   TORCX_BENCH_CACHE=DIR  where generated workloads are kept (default /var/tmp)
   TORCX_BENCH_OUT=DIR    where extractions land (default /dev/shm, a tmpfs)
   TORCX_BENCH_ROUNDS=N   timed rounds per contender (default 3)
+  TORCX_BENCH_RT=1       as root, test_apply.py runs both contenders under chrt --fifo 1
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Print the contenders and issue 2's target ratios from one pytest-benchmark JSON.
+"""Print the contenders and the issues' target ratios (2 and 12) from one pytest-benchmark JSON.
 
     python3 -m pytest benchmarks/test_extract.py --benchmark-enable --benchmark-json=bench.json
     python3 benchmarks/ratios.py bench.json
@@ -95,6 +95,9 @@ def main(argv: list[str]) -> int:
     within("3-image tgz batch vs cp -a", engine_tgz, cp, 2)
     speedup("single large tgz vs tar -xzf", single_engine, single_tar, 2)
     within("3-image tar.zst batch vs cp -a", engine_zst, cp, 1.4)
+    # Issue 12 item 4: the whole apply against the original's sequential unpack.
+    speedup("full torcx apply vs original (stand-in)", best("full-apply", "torcx-apply", "tgz"),
+            best("full-apply", "original-standin", "tgz"), 5)
     known = [r for r in engine_rss if r is not None]
     peak = max(known) if known else None
     checks.append(("engine peak RSS (whole python3 process)",
