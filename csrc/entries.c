@@ -22,6 +22,7 @@
 #include "safepath.h"
 
 #define ZEROS_LEN 65536
+#define PRESIZE_MIN (2u << 20) /* one huge page */
 
 static const uint8_t zeros[ZEROS_LEN];
 
@@ -198,6 +199,12 @@ static int do_file(struct job *j, struct archive_entry *e, char *path) {
         int pfd;
         if ((fd = create_replacing(j, path, &c, &pfd, &leaf)) < 0)
             goto out;
+        /* Sized first: a tmpfs mounted huge=within_size gives a large file
+         * huge pages only below its size, so appending would get none. */
+        if (size >= PRESIZE_MIN && ftruncate(fd, size) < 0) {
+            torcx_job_fail(j, TORCX_E_OS, errno, "cannot set file size");
+            goto out;
+        }
     }
 
     XXH3_128bits_reset(j->fxxh);

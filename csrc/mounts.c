@@ -29,6 +29,17 @@ int torcx_mount_tmpfs(const char *target, uint64_t size_bytes, unsigned mode,
     if (nr_inodes)
         snprintf(data + n, sizeof(data) - (size_t)n, ",nr_inodes=%llu",
                  (unsigned long long)nr_inodes);
+    /* Huge pages for the big binaries, only where they fit below a file's
+     * size (the engine sizes large files before writing them): a fraction of
+     * the page-cache work per byte, no memory wasted on small files. Kernels
+     * without transparent huge pages refuse the option: mount without it. */
+    size_t len = strlen(data);
+    snprintf(data + len, sizeof(data) - len, ",huge=within_size");
+    if (mount("tmpfs", target, "tmpfs", MS_NODEV, data) == 0)
+        return 0;
+    if (errno != EINVAL)
+        return -errno;
+    data[len] = '\0';
     if (mount("tmpfs", target, "tmpfs", MS_NODEV, data) < 0)
         return -errno;
     return 0;

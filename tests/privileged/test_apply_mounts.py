@@ -227,3 +227,32 @@ def test_tmpfs_inodes_are_sized_from_the_plan(root):
     assert code == 0
     assert inodes == sizing.tmpfs_inodes([sizing.estimate(archive)])
     assert inodes < 100_000  # not the kernel's default of half of RAM's pages
+
+
+def _unpack_super_options(root_path):
+    res = torcx(root_path, "apply", "--json")
+    unpack = os.path.join(root_path, "run/torcx/unpack")
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if fields[4] == unpack:
+                return res.code, fields[fields.index("-") + 3].split(",")
+    return res.code, None
+
+
+def _kernel_has_shmem_huge_pages() -> bool:
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/shmem_enabled") as f:
+            return "[deny]" not in f.read()
+    except OSError:
+        return False
+
+
+def test_tmpfs_gives_huge_pages_within_file_sizes(root):
+    """The unpack tmpfs is huge=within_size where the kernel has huge pages (large binaries
+    cost less to write); without them it mounts as before."""
+    root.add_hello()
+    root.profile("vendor", [("hello", "1")])
+    code, options = in_mount_namespace(_unpack_super_options, root.path)
+    assert code == 0 and options is not None
+    assert ("huge=within_size" in options) == _kernel_has_shmem_huge_pages(), options
