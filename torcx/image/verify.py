@@ -10,11 +10,8 @@ every file is hashed against the list here.
 from __future__ import annotations
 
 import errno
-import hashlib
 import re
 from dataclasses import dataclass
-
-import xxhash
 
 from .. import digestlist, mountns
 from ..errors import (
@@ -60,12 +57,14 @@ def parse_pin(text: str) -> tuple[str, str]:
     return algo, hexpart
 
 
-def _check_pin_in_python(path: str, algo: str, expected: str) -> None:
-    h = {"xxh3": xxhash.xxh3_128, "sha256": hashlib.sha256, "sha512": hashlib.sha512}[algo]()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(digestlist.CHUNK), b""):
-            h.update(chunk)
-    actual = h.hexdigest()
+def _check_image_pin(path: str, algo: str, expected: str) -> None:
+    """The whole image file's digest, by the engine (one read, GIL released)."""
+    from .. import engine
+
+    (r,) = engine.digest_files([path], algos=[algo])
+    if r.error is not None:
+        raise r.error
+    actual = getattr(r, algo)
     if actual != expected:
         raise DigestMismatch(f"archive {algo} digest {actual} does not match the pinned "
                              f"{expected}", filename=path)
@@ -82,7 +81,7 @@ def verify_archive(path: str, digest: str | None = None) -> Verdict:
                                           "files are read by loop-mounting it read-only in a "
                                           "private mount namespace")
         if pin:
-            _check_pin_in_python(path, *pin)
+            _check_image_pin(path, *pin)
         files = mountns.with_mounted_image(path, fmt, digestlist.check_mounted_tree, path)
         return Verdict(path, fmt, files, pinned)
     from .. import engine
