@@ -265,6 +265,7 @@ def reference_archives(work: str) -> dict:
     import workload
 
     w = workload.ensure()
+    os.makedirs(work, exist_ok=True)
     out = {}
     for image in w.images:
         name = f"ref-{image.name}"
