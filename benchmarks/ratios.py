@@ -98,6 +98,10 @@ def main(argv: list[str]) -> int:
     # Issue 12 item 4: the whole apply against the original's sequential unpack.
     speedup("full torcx apply vs original (stand-in)", best("full-apply", "torcx-apply", "tgz"),
             best("full-apply", "original-standin", "tgz"), 5)
+    go_standin = best("full-apply", "original-go-standin", "tgz")
+    if go_standin:  # only where a Go toolchain built it
+        speedup("full torcx apply vs original (Go stand-in)",
+                best("full-apply", "torcx-apply", "tgz"), go_standin, 5)
     known = [r for r in engine_rss if r is not None]
     peak = max(known) if known else None
     checks.append(("engine peak RSS (whole python3 process)",
