@@ -2,9 +2,10 @@
 """Files under a root folder, reached as a chroot would reach them.
 
 An image's root may hold absolute symlinks (``usr/lib/systemd -> /somewhere``): inside
-the image they mean ``ROOT/somewhere``, never the host's ``/somewhere``. :func:`resolve`
-follows links component by component with '..' stopping at the root (the path-level
-equivalent of openat2's RESOLVE_IN_ROOT, and the rule torcx.store applies); the writing
+the image they mean ``ROOT/somewhere``, never the host's ``/somewhere``.
+:func:`torcx.paths.resolve_in_root` follows links component by component with '..'
+stopping at the root (the path-level equivalent of openat2's RESOLVE_IN_ROOT, and the
+rule torcx.store applies); the writing
 and removing helpers then open every folder on the resolved path relative to the root
 with ``O_NOFOLLOW`` (a link swapped in meanwhile fails instead of being followed), so
 nothing is ever created, replaced or removed outside the root.
@@ -16,58 +17,15 @@ import errno
 import os
 import stat
 
-__all__ = ["InRoot", "resolve"]
+from .paths import resolve_in_root
 
-MAX_LINKS = 40  # as the kernel's ELOOP bound
+__all__ = ["InRoot"]
+
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def _parts(path: str) -> list[str]:
     return [c for c in path.split("/") if c not in ("", ".")]
-
-
-def resolve(root: str, path: str, *, follow_last: bool = True) -> str:
-    """The logical path that ``path`` reaches under ``root``, with no symlink left in it.
-
-    Absolute link targets start again at ``root``; '..' never climbs above it. A
-    missing component ends the resolution: the rest is appended as written (with
-    '..' applied lexically). ``follow_last=False`` leaves a final symlink as is.
-    """
-    todo = _parts(path)
-    done: list[str] = []
-    links = 0
-    while todo:
-        name = todo.pop(0)
-        if name == "..":
-            if done:
-                done.pop()
-            continue
-        if not todo and not follow_last:
-            done.append(name)
-            break
-        host = os.path.join(root, *done, name)
-        try:
-            st = os.lstat(host)
-        except (FileNotFoundError, NotADirectoryError):
-            done.append(name)
-            for rest in todo:
-                if rest == "..":
-                    if done:
-                        done.pop()
-                else:
-                    done.append(rest)
-            break
-        if not stat.S_ISLNK(st.st_mode):
-            done.append(name)
-            continue
-        links += 1
-        if links > MAX_LINKS:
-            raise OSError(errno.ELOOP, "too many levels of symbolic links", host)
-        target = os.readlink(host)
-        if target.startswith("/"):
-            done = []
-        todo = _parts(target) + todo
-    return "/" + "/".join(done)
 
 
 class InRoot:
@@ -99,7 +57,7 @@ class InRoot:
     def locate(self, logical: str) -> str:
         """``logical`` with its folders resolved in the root; the last name is kept."""
         parent, name = os.path.split(os.path.normpath("/" + logical))
-        folder = resolve(self.root, parent)
+        folder = resolve_in_root(self.root, parent)
         return folder.rstrip("/") + "/" + name if name else folder
 
     def open_dir(self, logical: str, *, create: bool = False) -> int:

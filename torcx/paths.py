@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 
 from .errors import ConfigError
 
@@ -42,6 +43,7 @@ __all__ = [
     "cmdline_config_path",
     "host_path",
     "in_root",
+    "resolve_in_root",
     "load",
     "parse_os_release",
     "read_text_file",
@@ -134,45 +136,63 @@ def host_path(root: str, path: str) -> str:
 MAX_SYMLINKS = 40  # as the kernel's path walk
 
 
-def in_root(root: str, path: str) -> str:
-    """Target-system ``path`` under ``root`` with its folders resolved as in a chroot.
+def _parts(path: str) -> list[str]:
+    return [c for c in path.split("/") if c not in ("", ".")]
 
-    A symlink on the way is followed inside ``root``: an absolute target starts
-    again at ``root``, a '..' stops there. The last component is not followed
-    (callers create it, or lstat it). So ``ROOT/run -> /elsewhere`` leads to
-    ``ROOT/elsewhere``, never out of ``ROOT``. Too many links: OSError ELOOP.
+
+def resolve_in_root(root: str, path: str, *, follow_last: bool = True) -> str:
+    """The logical path that ``path`` reaches under ``root``, with no symlink left in it.
+
+    Absolute link targets start again at ``root``; '..' never climbs above it. A
+    missing component ends the resolution: the rest is appended as written (with
+    '..' applied lexically). ``follow_last=False`` leaves a final symlink as is.
     """
-    if root == "/":
-        return path
-    todo = [p for p in reversed(path.split("/")) if p and p != "."]
+    todo = _parts(path)
     done: list[str] = []
     links = 0
     while todo:
-        name = todo.pop()
+        name = todo.pop(0)
         if name == "..":
             if done:
                 done.pop()
             continue
-        if not todo:
+        if not todo and not follow_last:
             done.append(name)
             break
-        here = os.path.join(root, *done, name)
+        host = os.path.join(root, *done, name)
         try:
-            is_link = (os.lstat(here).st_mode & 0o170000) == 0o120000
-        except OSError:
-            is_link = False  # missing (or a file): creating below it will fail and say so
-        if not is_link:
+            st = os.lstat(host)
+        except (FileNotFoundError, NotADirectoryError):
+            done.append(name)
+            for rest in todo:
+                if rest == "..":
+                    if done:
+                        done.pop()
+                else:
+                    done.append(rest)
+            break
+        if not stat.S_ISLNK(st.st_mode):
             done.append(name)
             continue
         links += 1
         if links > MAX_SYMLINKS:
-            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP),
-                          os.path.join(root, path.lstrip("/")))
-        target = os.readlink(here)
+            raise OSError(errno.ELOOP, "too many levels of symbolic links", host)
+        target = os.readlink(host)
         if target.startswith("/"):
             done = []
-        todo.extend(p for p in reversed(target.split("/")) if p and p != ".")
-    return os.path.join(root, *done)
+        todo = _parts(target) + todo
+    return "/" + "/".join(done)
+
+
+def in_root(root: str, path: str) -> str:
+    """Target-system ``path`` under ``root`` with its folders resolved as in a chroot.
+
+    The last component is not followed (callers create it, or lstat it). So
+    ``ROOT/run -> /elsewhere`` leads to ``ROOT/elsewhere``, never out of ``ROOT``.
+    """
+    if root == "/":
+        return path
+    return os.path.join(root, resolve_in_root(root, path, follow_last=False).lstrip("/"))
 
 
 class Paths:

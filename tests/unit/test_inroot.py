@@ -8,7 +8,8 @@ import os
 
 import pytest
 
-from torcx.inroot import InRoot, resolve
+from torcx.inroot import InRoot
+from torcx.paths import resolve_in_root as resolve
 
 
 def test_absolute_link_restarts_at_the_root(tmp_path):

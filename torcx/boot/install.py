@@ -9,7 +9,8 @@ import sys
 
 from .. import log as _log
 from ..errors import ConfigError
-from ..inroot import InRoot, resolve
+from ..inroot import InRoot
+from ..paths import resolve_in_root
 from .unit_reader import member_path
 from .unitfiles import BOOT_UNITS, unit_text
 
@@ -262,7 +263,7 @@ def _read_record(fs: InRoot, log) -> dict[str, str | None]:
 
 def _remove_recorded(fs: InRoot, entries: dict, outcome: Outcome, log) -> None:
     """Remove each recorded file whose content is still what install_boot wrote."""
-    package_dir = resolve(fs.root, PACKAGE_DIR)
+    package_dir = resolve_in_root(fs.root, PACKAGE_DIR)
     folders: set = set()
     for logical, digest in entries.items():
         try:

@@ -121,9 +121,9 @@ def output_folder(ctx, output: str | None) -> str:
     if not output.startswith("/"):
         raise UsageError(f"-o {output}: with --root, -o names a folder of the target "
                          "system: give an absolute path such as /var/lib/torcx/store")
-    from ..inroot import resolve
+    from ..paths import resolve_in_root
 
-    return ctx.paths.host(resolve(ctx.root, output))
+    return ctx.paths.host(resolve_in_root(ctx.root, output))
 
 
 def _prepare_boot(ctx, output: str, result) -> None:
