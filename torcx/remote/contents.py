@@ -12,7 +12,30 @@ from ..errors import ConfigError, NotFound
 from ..store import parse_archive_filename
 from .config import CONTENTS_FILE
 
-__all__ = ["contents_doc", "write_contents"]
+__all__ = ["archive_files", "contents_doc", "file_digests", "write_contents"]
+
+
+def archive_files(folder: str, names) -> list[tuple[str, str, str, str]]:
+    """``(path, name, version, format)`` of each ``NAME:VERSION.torcx.FORMAT`` regular file
+    among ``names`` (sorted listing of ``folder``); other files are not archives."""
+    out = []
+    for filename in names:
+        parsed = parse_archive_filename(filename)
+        path = os.path.join(folder, filename)
+        if parsed is not None and os.path.isfile(path):
+            out.append((path, *parsed))
+    return out
+
+
+def file_digests(path: str) -> tuple[int, str, str]:
+    """``(size, sha256 hex, sha512 hex)`` of a file, in one read."""
+    s256, s512, size = hashlib.sha256(), hashlib.sha512(), 0
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            s256.update(chunk)
+            s512.update(chunk)
+            size += len(chunk)
+    return size, s256.hexdigest(), s512.hexdigest()
 
 
 # ---------------------------------------------------------------- publishing
@@ -29,25 +52,16 @@ def contents_doc(folder: str) -> dict:
     except OSError as e:
         raise ConfigError(f"{folder}: cannot list: {e.strerror}") from None
     images: dict = {}
-    for filename in names:
-        parsed = parse_archive_filename(filename)
-        path = os.path.join(folder, filename)
-        if parsed is None or not os.path.isfile(path):
-            continue
-        name, version, fmt = parsed
-        digest, digest256 = hashlib.sha512(), hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-                digest256.update(chunk)
+    for path, name, version, fmt in archive_files(folder, names):
+        _size, sha256, sha512 = file_digests(path)
         images.setdefault(name, []).append({
             "version": version,
             "format": fmt,
-            "hash": "sha512-" + digest.hexdigest(),
+            "hash": "sha512-" + sha512,
             # Ours, beside upstream's hash (their parser ignores it): nodes check the
             # faster SHA-256 at boot.
-            "sha256": digest256.hexdigest(),
-            "location": urllib.parse.quote(filename),
+            "sha256": sha256,
+            "location": urllib.parse.quote(os.path.basename(path)),
         })
     if not images:
         raise NotFound(f"{folder}: no NAME:VERSION.torcx.FORMAT archives found")

@@ -45,8 +45,8 @@ from typing import Callable
 
 from .. import __version__, schemas
 from ..errors import ConfigError, NotFound, RemoteError
-from ..store import parse_archive_filename
 from .config import SIGNED_CONTENTS_FILE, Remote
+from .contents import archive_files, file_digests
 from .fetch import Body, FetchOptions, Transient, retrying
 from .ociref import Repo, contents_ref, image_ref, parse_ref, parse_repo
 
@@ -487,16 +487,6 @@ class _Archive:
     sha512: str
 
 
-def _digests(path: str) -> tuple[int, str, str]:
-    s256, s512, size = hashlib.sha256(), hashlib.sha512(), 0
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            s256.update(chunk)
-            s512.update(chunk)
-            size += len(chunk)
-    return size, s256.hexdigest(), s512.hexdigest()
-
-
 def _scan(folder: str) -> tuple[bytes, list[_Archive], list[str]]:
     """The signed contents and the archives of ``folder``, cross-checked; nothing pushed.
 
@@ -516,18 +506,13 @@ def _scan(folder: str) -> tuple[bytes, list[_Archive], list[str]]:
     contents = schemas.parse_remote_contents(
         schemas.load_json(_cleartext(signed, asc), asc), asc)
     archives, notes = [], []
-    for filename in names:
-        parsed = parse_archive_filename(filename)
-        path = os.path.join(folder, filename)
-        if parsed is None or not os.path.isfile(path):
-            continue
-        name, version, fmt = parsed
+    for path, name, version, fmt in archive_files(folder, names):
         offered = contents.find(name, version)
         if offered is None:
             raise ConfigError(f"{path}: not offered by the signed contents {asc}")
         if offered.format != fmt:
             raise ConfigError(f"{path}: the signed contents say format {offered.format}")
-        size, s256, s512 = _digests(path)
+        size, s256, s512 = file_digests(path)
         if offered.sha512 != s512:
             raise ConfigError(f"{path}: sha512 differs from the signed contents {asc} "
                               f"({offered.sha512[:16]}... signed, {s512[:16]}... here)")
