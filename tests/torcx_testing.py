@@ -8,6 +8,8 @@ unique module name avoids the ambiguity of importing "conftest" beside benchmark
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 
 import pytest
 
@@ -38,3 +40,43 @@ def in_mount_namespace(fn, *args):
     assert included) as RuntimeError carrying the child's traceback.
     """
     return run_private(fn, *args)
+
+
+class GpgKeys:
+    """Keys generated in a private GNUPGHOME: 'trusted' and 'stranger'."""
+
+    def __init__(self, home: str):
+        self.home = home
+        self.fingerprints: dict[str, str] = {}
+        for who in ("trusted", "stranger"):
+            uid = f"{who} <{who}@torcx.test>"
+            self._gpg("--passphrase", "", "--quick-gen-key", uid, "ed25519", "sign", "never")
+            out = self._gpg("--with-colons", "--list-keys", uid).decode()
+            fpr = next(line.split(":")[9] for line in out.splitlines()
+                       if line.startswith("fpr:"))
+            self.fingerprints[who] = fpr
+
+    def _gpg(self, *args: str, data: bytes | None = None) -> bytes:
+        proc = subprocess.run(["gpg", "--batch", "--homedir", self.home, *args],
+                              input=data, capture_output=True, check=True)
+        return proc.stdout
+
+    def armored(self, who: str) -> bytes:
+        return self._gpg("--armor", "--export", self.fingerprints[who])
+
+    def clearsign(self, data: bytes, *who: str) -> bytes:
+        """Clear-sign ``data`` with each of the named keys ('trusted' by default)."""
+        users = [arg for w in (who or ("trusted",)) for arg in ("--local-user",
+                                                                 self.fingerprints[w])]
+        return self._gpg("--clearsign", *users, data=data)
+
+
+def make_gpg_keys(tmp_path_factory):
+    """A session's GpgKeys (skips without gpg/gpgv); stops gpg-agent afterwards."""
+    if shutil.which("gpg") is None or shutil.which("gpgv") is None:
+        pytest.skip("needs gpg and gpgv (Debian gnupg, gpgv)")
+    home = tmp_path_factory.mktemp("gnupg")
+    os.chmod(home, 0o700)
+    yield GpgKeys(str(home))
+    # gpg-agent was started for key generation; stop it so no process outlives the tests.
+    subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], check=False)

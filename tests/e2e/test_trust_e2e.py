@@ -9,18 +9,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import e2e_fixtures as fx
 import pytest
 from test_boot_e2e import ensure_rootfs, expect, status_images, unit_state
 
 from torcx.remote.contents import contents_doc
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                "remote"))
-from remotekit import GpgKeys  # noqa: E402
 
 pytestmark = [
     pytest.mark.e2e,
@@ -35,15 +29,7 @@ SIGNED, UNSIGNED = "hello-signed", "hello-unsigned"
 USER_STORE = "/var/lib/torcx/store"
 
 
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory):
-    home = str(tmp_path_factory.mktemp("gnupg-e2e"))
-    os.chmod(home, 0o700)
-    yield GpgKeys(home)
-    subprocess.run(["gpgconf", "--homedir", home, "--kill", "all"], check=False)
-
-
-def test_signed_addon_starts_and_unsigned_is_refused(tmp_path, keys):
+def test_signed_addon_starts_and_unsigned_is_refused(tmp_path, gpg_keys):
     """Signed store contents verified by gpgv at boot: the signed addon runs, the
     unsigned one (in the versioned user store, which has no signed contents) never
     starts, torcx status says why, and multi-user.target is reached."""
@@ -56,7 +42,7 @@ def test_signed_addon_starts_and_unsigned_is_refused(tmp_path, keys):
     unsigned_store = os.path.join(work, "unsigned")
     fx.pack(fx.addon_tree(work, SIGNED), SIGNED, signed_store, "tgz")
     fx.pack(fx.addon_tree(work, UNSIGNED), UNSIGNED, unsigned_store, "tgz")
-    signed = keys.clearsign(json.dumps(contents_doc(signed_store)).encode())
+    signed = gpg_keys.clearsign(json.dumps(contents_doc(signed_store)).encode())
     wheel = fx.build_wheel(os.path.join(work, "wheel"))
 
     with Guest(ensure_rootfs("trixie-gpgv"), "trixie-trust") as guest:
@@ -72,7 +58,7 @@ def test_signed_addon_starts_and_unsigned_is_refused(tmp_path, keys):
         shutil.copy(os.path.join(unsigned_store, f"{UNSIGNED}:1.torcx.tgz"),
                     guest.path(f"{USER_STORE}/{version}"))
         guest.write(f"{USER_STORE}/torcx_remote_contents.json.asc", signed.decode())
-        guest.write("/usr/share/torcx/keys/vendor.asc", keys.armored("trusted").decode())
+        guest.write("/usr/share/torcx/keys/vendor.asc", gpg_keys.armored("trusted").decode())
         guest.write("/usr/share/torcx/policy.json",
                     '{"kind": "torcx-policy-v0", "value": {"stores": {"user": "signed"}}}\n')
         guest.write("/etc/torcx/profiles/e2e.json", fx.profile_json([SIGNED, UNSIGNED]))
@@ -98,5 +84,5 @@ def test_signed_addon_starts_and_unsigned_is_refused(tmp_path, keys):
            f"torcx status does not report the refused image: {refused}", boot)
     trust = images.get(SIGNED, {}).get("trust") or {}
     expect(images.get(SIGNED, {}).get("status") == "ok" and trust.get("level") == "signed"
-           and keys.fingerprints["trusted"] in trust.get("signers", []),
+           and gpg_keys.fingerprints["trusted"] in trust.get("signers", []),
            f"the signed image is not reported as signed: {images.get(SIGNED)}", boot)

@@ -3,24 +3,9 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-
 import pytest
-from policykit import GpgKeys, PolicyRoot
+from policykit import PolicyRoot
 from torcx_testing import guard_root
-
-
-@pytest.fixture(scope="session")
-def gpg_keys(tmp_path_factory) -> GpgKeys:
-    if shutil.which("gpg") is None or shutil.which("gpgv") is None:
-        pytest.skip("needs gpg and gpgv (Debian gnupg, gpgv)")
-    home = tmp_path_factory.mktemp("gnupg-policy")
-    os.chmod(home, 0o700)
-    keys = GpgKeys(str(home))
-    yield keys
-    subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], check=False)
 
 
 @pytest.fixture

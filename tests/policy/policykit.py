@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """A fake root with a vendor store and a user store, vendor keys, policy files and
-signed store contents made with real gpg keys (tests/remote/remotekit.GpgKeys)."""
+signed store contents made with real gpg keys (tests/torcx_testing.GpgKeys)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,9 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "integration"))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "remote"))
 
 from apply_images import FakeRoot, image_tree, pack, write  # noqa: E402
-from remotekit import GpgKeys  # noqa: E402
+from torcx_testing import GpgKeys  # noqa: E402
 
 from torcx.remote.contents import contents_doc  # noqa: E402
 

@@ -3,13 +3,12 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import ssl
 import subprocess
 
 import pytest
-from remotekit import FakeRoot, GpgKeys, serve
+from remotekit import FakeRoot, serve
 
 
 @pytest.fixture(autouse=True)
@@ -17,18 +16,6 @@ def no_proxy_for_loopback(monkeypatch):
     """Test servers listen on 127.0.0.1: never send their requests to a proxy."""
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-
-
-@pytest.fixture(scope="session")
-def gpg_keys(tmp_path_factory) -> GpgKeys:
-    if shutil.which("gpg") is None or shutil.which("gpgv") is None:
-        pytest.skip("needs gpg and gpgv (Debian gnupg, gpgv)")
-    home = tmp_path_factory.mktemp("gnupg")
-    os.chmod(home, 0o700)
-    keys = GpgKeys(str(home))
-    yield keys
-    # gpg-agent was started for key generation; stop it so no process outlives the tests.
-    subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], check=False)
 
 
 @pytest.fixture

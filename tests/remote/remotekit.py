@@ -10,49 +10,17 @@ import io
 import json
 import os
 import ssl
-import subprocess
 import tarfile
 import threading
 import urllib.parse
 from collections import Counter
 from dataclasses import dataclass, field
 
+from torcx_testing import GpgKeys
+
 OS_VERSION = "3510.2.0"
 OS_RELEASE = (f'NAME="Flatcar Container Linux"\nID=flatcar\nVERSION_ID="{OS_VERSION}"\n'
               "COREOS_BOARD=amd64-usr\n")
-
-# ------------------------------------------------------------------ OpenPGP keys
-
-class GpgKeys:
-    """Keys generated in a private GNUPGHOME: 'trusted' and 'stranger'."""
-
-    def __init__(self, home: str):
-        self.home = home
-        self.fingerprints: dict[str, str] = {}
-        for who in ("trusted", "stranger"):
-            uid = f"{who} <{who}@torcx.test>"
-            self._gpg("--passphrase", "", "--quick-gen-key", uid, "ed25519", "sign", "never")
-            out = self._gpg("--with-colons", "--list-keys", uid).decode()
-            fpr = next(line.split(":")[9] for line in out.splitlines()
-                       if line.startswith("fpr:"))
-            self.fingerprints[who] = fpr
-
-    def _gpg(self, *args: str, data: bytes | None = None) -> bytes:
-        proc = subprocess.run(["gpg", "--batch", "--homedir", self.home, *args],
-                              input=data, capture_output=True, check=True)
-        return proc.stdout
-
-    def armored(self, who: str) -> bytes:
-        return self._gpg("--armor", "--export", self.fingerprints[who])
-
-    def clearsign(self, data: bytes, *who: str) -> bytes:
-        """Clear-sign ``data`` with each of the named keys ('trusted' by default)."""
-        users = [arg for w in (who or ("trusted",)) for arg in ("--local-user",
-                                                                 self.fingerprints[w])]
-        return self._gpg("--clearsign", *users, data=data)
-
-
-
 
 # ------------------------------------------------------------------ HTTP servers
 
