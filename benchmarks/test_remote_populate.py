@@ -27,7 +27,7 @@ import time
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "tests", "remote"))
+sys.path[:0] = [os.path.join(REPO, "tests", "remote"), os.path.join(REPO, "tests")]
 
 from registrykit import REGISTRY, Registry  # noqa: E402
 from remotekit import OS_VERSION, FakeRoot, GpgKeys  # noqa: E402

@@ -34,14 +34,14 @@ import tempfile
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "remote"))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
 REF = "bench"
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="loop mounts need root")
 
 
 def _gpg_keys(home: str):
-    from remotekit import GpgKeys
+    from torcx_testing import GpgKeys
 
     os.chmod(home, 0o700)
     return GpgKeys(home)
