@@ -11,6 +11,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "integration"))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "remote"))  # remotekit, for populate tests
 
 from apply_images import FakeRoot, image_tree, pack, write  # noqa: E402
 from torcx_testing import GpgKeys  # noqa: E402
