@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import errno
 import os
-import posixpath
 import re
 
 from .errors import NotFound
 from .log import NULL
+from .paths import resolve_in_root
 
 DEFAULT_REFERENCE = "com.coreos.cl"
 
@@ -49,7 +49,6 @@ _RANK = {"squashfs": (0, 0), "erofs": (0, 1), "tar": (1, 0), "tar.zst": (2, 0),
          "tgz": (3, 0), "tar.xz": (4, 0), "sysext": (5, 0)}
 _EXTENSIONS = {"sysext": "raw"}  # format -> file name extension, where they differ
 _BAKERY_RE = re.compile(r"^(?P<name>[^:]+?)-(?P<version>v?[0-9].*)$")  # before "-ARCH.raw"
-_MAX_SYMLINKS = 40
 
 __all__ = [
     "Archive",
@@ -205,27 +204,18 @@ class Store:
     def _regular_file(self, host_path: str):
         """(resolved host path, size) if ``host_path`` leads to a regular file, else None.
 
-        Links are resolved on logical paths, so under --root neither an absolute
-        target nor a relative one's '..' leaves the root (as in a chroot).
+        Links are resolved inside the root (paths.resolve_in_root), so under --root
+        neither an absolute target nor a relative one's '..' leaves the root.
         """
-        logical = self.paths.logical(host_path)
-        for _ in range(_MAX_SYMLINKS):
+        try:
+            logical = resolve_in_root(self.paths.root, self.paths.logical(host_path))
             path = self.paths.host(logical)
-            try:
-                st = os.lstat(path)
-            except OSError:
-                return None
-            if not _is_link(st):
-                if not _is_reg(st):
-                    return None
-                return path, st.st_size
-            try:
-                target = os.readlink(path)
-            except OSError:
-                return None
-            # normpath("/a/../../x") is "/x": a '..' at the root stays there.
-            logical = posixpath.normpath(posixpath.join(posixpath.dirname(logical), target))
-        return None
+            st = os.lstat(path)
+        except OSError:  # ELOOP, or gone
+            return None
+        if not _is_reg(st):
+            return None
+        return path, st.st_size
 
     # -- queries -------------------------------------------------------------
 
@@ -254,10 +244,6 @@ class Store:
     def all_archives(self) -> list[Archive]:
         """Every archive found, winners and shadowed ones."""
         return [a for k in sorted(self._candidates) for a in self._candidates[k]]
-
-
-def _is_link(st) -> bool:
-    return (st.st_mode & 0o170000) == 0o120000
 
 
 def _is_reg(st) -> bool:
