@@ -17,6 +17,16 @@ import xxhash
 TAR_FLAGS = {"tgz": ["-z"], "tar.zst": ["--zstd"], "tar.xz": ["-J"], "tar": []}
 
 
+DEEP = 1100  # folder levels: beyond Python's default recursion limit of 1000
+
+
+def deep_fake_root(tmp_path):
+    """A FakeRoot whose deep trees are removed here: pytest's own clean-up recurses per
+    folder level. Yield from it in a fixture."""
+    yield FakeRoot(tmp_path / "root")
+    subprocess.run(["rm", "-rf", "--one-file-system", str(tmp_path)], check=False)
+
+
 def makedirs(path):
     """os.makedirs without recursion (it recurses per level: images may be 1,000 deep)."""
     missing = []

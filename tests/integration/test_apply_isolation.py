@@ -5,21 +5,16 @@ and nothing of the failed image stays reachable (issue 16 items 1, 3, 4; issue 1
 from __future__ import annotations
 
 import os
-import subprocess
 
 import pytest
-from apply_images import FakeRoot, write
+from apply_images import DEEP, deep_fake_root, write
 from applykit import apply_json, guard_root, read_seal, torcx
-
-DEEP = 1100  # folder levels: beyond Python's default recursion limit of 1000
 
 
 @pytest.fixture
 def root(tmp_path):
     guard_root(tmp_path)
-    yield FakeRoot(tmp_path / "root")
-    # pytest's own clean-up recurses per folder level: remove deep trees here.
-    subprocess.run(["rm", "-rf", "--one-file-system", str(tmp_path)], check=False)
+    yield from deep_fake_root(tmp_path)
 
 
 def by_name(report):

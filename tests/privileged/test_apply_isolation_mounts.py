@@ -12,20 +12,16 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "integration"))
-from apply_images import FakeRoot  # noqa: E402
+from apply_images import DEEP, deep_fake_root  # noqa: E402
 from applykit import guard_root, in_mount_namespace, needs_root, torcx  # noqa: E402
 from faultkit import _env, apply_argv, check_promise, have_strace  # noqa: E402
 
 pytestmark = [pytest.mark.privileged, needs_root]
 
-DEEP = 1100
-
-
 @pytest.fixture
 def root(tmp_path):
     guard_root(tmp_path)
-    yield FakeRoot(tmp_path / "root")
-    subprocess.run(["rm", "-rf", "--one-file-system", str(tmp_path)], check=False)
+    yield from deep_fake_root(tmp_path)
 
 
 def _apply(root_path):
