@@ -59,12 +59,7 @@ def reference_root(bench_workload: Workload, tmp_path_factory) -> str:
     images = [{"name": im.name, "reference": REFERENCE} for im in bench_workload.images]
     with open(os.path.join(profiles, "vendor.json"), "w") as f:
         json.dump({"kind": "profile-manifest-v0", "value": {"images": images}}, f)
-    for im in bench_workload.images:
-        dest = os.path.join(store, f"{im.name}:{REFERENCE}.torcx.tgz")
-        try:
-            os.link(im.tgz, dest)
-        except OSError:
-            shutil.copyfile(im.tgz, dest)
+    bench_workload.link_tgz_into(store, REFERENCE)
     return root
 
 

@@ -107,13 +107,7 @@ def reference_root(bench_workload, tmp_path_factory) -> str:
     images = [(im.name, "bench") for im in bench_workload.images]
     root = make_root(base, "reference", images)
     store = os.path.join(root, "usr/share/torcx/store")
-    for im in bench_workload.images:
-        # Copied: a store's absolute symlinks resolve inside the root.
-        dest = os.path.join(store, f"{im.name}:bench.torcx.tgz")
-        try:
-            os.link(im.tgz, dest)
-        except OSError:
-            shutil.copyfile(im.tgz, dest)
+    bench_workload.link_tgz_into(store, "bench")
     return root
 
 

@@ -99,6 +99,16 @@ class Workload:
                 return image
         raise KeyError(name)
 
+    def link_tgz_into(self, store: str, reference: str) -> None:
+        """Put each image's tgz in ``store`` as NAME:REFERENCE.torcx.tgz: a hard link,
+        else a copy (a store's absolute symlinks would resolve inside a --root)."""
+        for im in self.images:
+            dest = os.path.join(store, f"{im.name}:{reference}.torcx.tgz")
+            try:
+                os.link(im.tgz, dest)
+            except OSError:
+                shutil.copyfile(im.tgz, dest)
+
 
 # --- the reference profile -------------------------------------------------
 
