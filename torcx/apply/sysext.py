@@ -30,13 +30,13 @@ _RELOAD_YES = ("1", "yes", "true", "on")
 
 
 def _sha256(path: str) -> str:
-    import hashlib
+    """SHA-256 of a whole image file, by the engine (OpenSSL, GIL released), as the policy."""
+    from .. import engine
 
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    result = engine.digest_files([path], algos=["sha256"])[0]
+    if result.error is not None:
+        raise result.error
+    return result.sha256
 
 
 def _listed_sum(paths, archive) -> str | None:
