@@ -239,3 +239,17 @@ def test_upgrade_rebuilds_the_byte_code_with_the_roots_python(tmp_path):
     from torcx_testing import in_mount_namespace
 
     assert in_mount_namespace(_upgrade_rebuilds_byte_code, tmp_path) is True
+
+
+def test_uninstall_boot_removes_the_unit_plan(tmp_path, root):
+    """uninstall-boot removes the unit plan that install-boot and every apply write in
+    BASEDIR (a cache of torcx's, not user data); the store next to it stays."""
+    w = wheel(tmp_path, "1.0", {"cli.py": "def main():\n    return 0\n"})
+    assert run("install-boot", "--root", str(root), "--wheel", w)[0] == 0
+    base = root / "var/lib/torcx"
+    (base / "store").mkdir(parents=True)
+    (base / "unit-plan.json").write_text('{"kind": "torcx-unit-plan-v0", "value": '
+                                         '{"archives": {}}}\n')  # as an apply wrote it
+    status, out, err = run("uninstall-boot", "--root", str(root))
+    assert status == 0, err
+    assert os.listdir(base) == ["store"]

@@ -313,14 +313,19 @@ def _remove_recorded(fs: InRoot, entries: dict, outcome: Outcome, log) -> None:
             pass
 
 
-def uninstall_boot(root: str = "/", log=_log.NULL) -> Outcome:
+def uninstall_boot(root: str = "/", log=_log.NULL, *,
+                   base_dir: str = "/var/lib/torcx") -> Outcome:
     """Remove what install_boot recorded, and the package folders it leaves empty.
 
     Only files whose content is still what install_boot wrote are removed (the
     record holds a digest per file); byte-code caches Python wrote into the
-    package since go with it; nothing else is touched, and paths are resolved in
-    ``root`` as a chroot would, so nothing outside it is ever removed.
+    package since go with it. The unit plan in ``base_dir`` (BASEDIR, a logical
+    path) goes too: a cache torcx wrote (install-boot, set-next, every apply),
+    no user data. Nothing else is touched, and paths are resolved in ``root`` as
+    a chroot would, so nothing outside it is ever removed.
     """
+    from ..apply.unitplan import PLAN_FILE
+
     root = os.path.abspath(root or "/")
     outcome = Outcome()
     with InRoot(root) as fs:
@@ -331,4 +336,16 @@ def uninstall_boot(root: str = "/", log=_log.NULL) -> Outcome:
                     undo(path)
                 except OSError:
                     pass
+        plan = base_dir.rstrip("/") + "/" + PLAN_FILE
+        try:
+            fs.unlink(plan)
+        except OSError:
+            pass  # none (or not reachable in root): nothing of ours to remove
+        else:
+            outcome.removed.append(plan)
+            log.debug(f"removed {plan}")
+            try:
+                fs.rmdir(base_dir)  # only when the plan was all it held
+            except OSError:
+                pass
     return outcome

@@ -31,7 +31,14 @@ def install_boot(ctx, args) -> int:
 
 def uninstall_boot(ctx, args) -> int:
     """``torcx uninstall-boot [--root DIR]``."""
-    done = install.uninstall_boot(ctx.root, log=ctx.log)
+    from ..errors import TorcxError
+
+    try:
+        base_dir = {"base_dir": ctx.paths.base_dir}  # where install-boot planned the units
+    except TorcxError as e:  # a broken config never keeps torcx installed
+        ctx.log.warning(f"{e}; the unit plan in the default BASEDIR is removed")
+        base_dir = {}
+    done = install.uninstall_boot(ctx.root, log=ctx.log, **base_dir)
     kept = f", {len(done.kept)} kept (see the warnings)" if done.kept else ""
     ctx.out(f"removed {len(done.removed)} file(s) under {ctx.root}{kept}")
     return 1 if done.kept else 0
