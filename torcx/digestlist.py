@@ -10,19 +10,21 @@ listed under every name with the same digest.
 from __future__ import annotations
 
 import os
-import re
 import stat
-from collections.abc import Iterable, Mapping
 
 import xxhash
 
 from . import fstree
 from .errors import CorruptArchive, DigestMismatch, ExtractError, NoDigestList
 
+TYPE_CHECKING = False  # for annotations only: collections.abc is not imported at boot
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
 DIGESTS_PATH = b".torcx/digests"
 CHUNK = 1 << 20  # bytes read at a time: memory stays bounded whatever the file size
 
-_LINE = re.compile(rb"^([0-9a-f]{32})  (.+)$")
+_HEX = frozenset(b"0123456789abcdef")
 
 
 def hash_fd(fd: int) -> tuple[str, int]:
@@ -57,15 +59,15 @@ def parse(data: bytes, source: str = DIGESTS_PATH.decode()) -> dict[bytes, str]:
     for number, line in enumerate(data.split(b"\n"), 1):
         if not line:
             continue
-        m = _LINE.match(line)
-        if m is None:
+        digest, path = line[:32], line[34:]
+        if not (line[32:34] == b"  " and path and all(b in _HEX for b in digest)
+                and len(digest) == 32):
             raise ValueError(f"{source}: line {number}: not '<32 hex>  <path>'")
-        path = m.group(2)
         if path.startswith((b"/", b"./")) or b"/../" in b"/" + path + b"/":
             raise ValueError(f"{source}: line {number}: path must be relative to the image root")
         if path in out:
             raise ValueError(f"{source}: line {number}: {os.fsdecode(path)} listed twice")
-        out[path] = m.group(1).decode()
+        out[path] = digest.decode()
     return out
 
 

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Sequence
 
 from . import __version__, errors
 from .records import Record
+
+TYPE_CHECKING = False  # for annotations only: collections.abc is not imported at boot
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 try:
     from ._native import ffi, lib

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import os
 import posixpath
-import re
 
 from . import schemas
 from .errors import PolicyError, RemoteError, SchemaError
@@ -49,7 +48,7 @@ RECORDED_SUFFIXES = (".xxh128", ".sha512")
 _RECORDED_ALGO = {".xxh128": "xxh3", ".sha512": "sha512"}
 KEY_SUFFIXES = (".asc", ".gpg")
 
-_HEX = {"sha512": re.compile(r"^[0-9a-f]{128}$"), "xxh3": re.compile(r"^[0-9a-f]{32}$")}
+_HEX_DIGITS = {"sha512": 128, "xxh3": 32}
 
 __all__ = ["CLASSES", "LEVELS", "RECORDED_SUFFIXES", "Decision", "Policy", "Verifier", "load",
            "read_recorded_digest", "recorded_digest_path", "write_recorded_digest"]
@@ -275,7 +274,7 @@ def read_recorded_digest(host_path: str, logical: str, algo: str) -> str | None:
     except OSError as e:
         raise PolicyError(f"{logical}: cannot read: {e.strerror or e}") from None
     value = text.split()[0].lower() if text.split() else ""
-    if not _HEX[algo].match(value):
+    if not schemas.is_hex(value, _HEX_DIGITS[algo], schemas.HEX_LOWER):
         raise PolicyError(f"{logical}: not a {'xxh128sum' if algo == 'xxh3' else 'sha512sum'} "
                           "line (the hex digest, then the file name)")
     return value

@@ -15,10 +15,9 @@ file's permissions are kept).
 
 from __future__ import annotations
 
-import json
 import os
-import re
 
+from . import jsontext
 from .errors import SchemaError
 
 CONFIG_V0 = "torcx-config-v0"
@@ -39,11 +38,6 @@ REMOTE_URL_SCHEMES = ("http://", "https://", "file://", "oci://", "oci+http://")
 OCI_URL_SCHEMES = ("oci://", "oci+http://")
 SEAL_KEYS = ("TORCX_LOWER_PROFILES", "TORCX_UPPER_PROFILE", "TORCX_PROFILE_PATH",
              "TORCX_BINDIR", "TORCX_UNPACKDIR")
-
-_SHA512_RE = re.compile(r"^sha512-[0-9a-fA-F]{128}$")
-_SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
-_SEAL_LINE_RE = re.compile(r'^([A-Za-z_][A-Za-z0-9_]*)="(.*)"$')
-_SEAL_ESCAPE_RE = re.compile(r"\\(.)")
 
 __all__ = [
     "ASSET_KEYS",
@@ -78,6 +72,22 @@ __all__ = [
     "write_atomic",
     "write_json",
 ]
+
+# Character classes checked by hand: the boot path does not import re (its import and
+# pattern compiles cost milliseconds of every boot).
+HEX_LOWER = frozenset("0123456789abcdef")
+_HEX = HEX_LOWER | frozenset("ABCDEF")
+_NAME_START = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
+_NAME_CHARS = _NAME_START | frozenset("0123456789")
+
+
+def is_hex(text: str, length: int, digits: frozenset = _HEX) -> bool:
+    """``text`` is exactly ``length`` hex digits (of ``digits``: HEX_LOWER for lower case)."""
+    return len(text) == length and all(ch in digits for ch in text)
+
+
+def _is_shell_name(key: str) -> bool:
+    return bool(key) and key[0] in _NAME_START and all(ch in _NAME_CHARS for ch in key)
 
 
 # -- typed values ------------------------------------------------------------
@@ -329,11 +339,11 @@ def load_json(text, filename: str):
     try:
         if isinstance(text, bytes):
             text = text.decode("utf-8")
-        return json.loads(text)
+        return jsontext.loads(text)
     except UnicodeDecodeError as e:
         raise SchemaError(str(filename), "$",
                           f"not UTF-8 text: {e.reason} at byte {e.start}") from None
-    except json.JSONDecodeError as e:
+    except ValueError as e:  # json.JSONDecodeError
         raise SchemaError(str(filename), "$",
                           f"invalid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
     except RecursionError:
@@ -467,13 +477,13 @@ def parse_remote_contents(doc, filename: str) -> RemoteContents:
                 c.fail(vpath + ".format",
                        f"unknown format {fmt!r}, expected one of {', '.join(REMOTE_FORMATS)}")
             digest = c.field(v, "hash", vpath, "string")
-            if not _SHA512_RE.match(digest):
+            if not (digest.startswith("sha512-") and is_hex(digest[7:], 128)):
                 c.fail(vpath + ".hash", "expected 'sha512-' and 128 hex digits")
             location = c.field(v, "location", vpath, "string")
             if not location:
                 c.fail(vpath + ".location", "must not be empty")
             sha256 = c.field(v, "sha256", vpath, "string", required=False)
-            if sha256 is not None and not _SHA256_RE.match(sha256):
+            if sha256 is not None and not is_hex(sha256, 64):
                 c.fail(vpath + ".sha256", "expected 64 hex digits")
             vs.append(RemoteVersion(version, fmt, digest.lower(), location,
                                     sha256.lower() if sha256 else None))
@@ -551,7 +561,7 @@ def image_list_doc(entries) -> dict:
 
 def dumps(doc) -> str:
     """Deterministic JSON text: sorted keys, two-space indent, trailing newline."""
-    return json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+    return jsontext.dumps(doc, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
 
 
 def fsync_dir(folder: str) -> None:
@@ -636,10 +646,23 @@ def parse_seal(text: str) -> dict:
     """Read a seal file's ``KEY="value"`` lines; other lines are ignored."""
     out = {}
     for line in text.splitlines():
-        m = _SEAL_LINE_RE.match(line.strip())
-        if m:
-            out[m.group(1)] = _SEAL_ESCAPE_RE.sub(r"\1", m.group(2))
+        key, sep, rest = line.strip().partition('="')
+        if sep and rest.endswith('"') and _is_shell_name(key):
+            out[key] = _unescape(rest[:-1])
     return out
+
+
+def _unescape(text: str) -> str:
+    """Undo format_seal's escapes: a backslash keeps the character after it."""
+    if "\\" not in text:
+        return text
+    out, i = [], 0
+    while i < len(text):
+        if text[i] == "\\" and i + 1 < len(text):
+            i += 1
+        out.append(text[i])
+        i += 1
+    return "".join(out)
 
 
 def format_seal(values: dict) -> str:
@@ -649,7 +672,7 @@ def format_seal(values: dict) -> str:
         raise ValueError(f"seal values lack {', '.join(missing)}")
     lines = []
     for key, value in values.items():
-        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+        if not _is_shell_name(key):
             raise ValueError(f"invalid seal key {key!r}")
         text = str(value)
         if "\n" in text:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 
 from .errors import NotFound
 from .log import NULL
@@ -48,7 +47,6 @@ MOUNTABLE = frozenset(("squashfs", "erofs"))
 _RANK = {"squashfs": (0, 0), "erofs": (0, 1), "tar": (1, 0), "tar.zst": (2, 0),
          "tgz": (3, 0), "tar.xz": (4, 0), "sysext": (5, 0)}
 _EXTENSIONS = {"sysext": "raw"}  # format -> file name extension, where they differ
-_BAKERY_RE = re.compile(r"^(?P<name>[^:]+?)-(?P<version>v?[0-9].*)$")  # before "-ARCH.raw"
 
 __all__ = [
     "Archive",
@@ -81,10 +79,20 @@ def parse_bakery_filename(filename: str, arch: str | None = None):
     from .sysext import host_architecture
 
     tail = f"-{arch or host_architecture()}.raw"
-    m = _BAKERY_RE.match(filename[: -len(tail)]) if filename.endswith(tail) else None
-    if m is None or m["name"] in (".", ".."):
+    if not filename.endswith(tail):
         return None
-    return m["name"], m["version"], SYSEXT
+    base = filename[: -len(tail)]
+    # NAME-VERSION: the first "-" before a version ("v" or a digit first) ends the name.
+    cut = base.find("-", 1)
+    while cut != -1:
+        name, version = base[:cut], base[cut + 1:]
+        if ":" in name:
+            return None
+        digit = version[1:2] if version[:1] == "v" else version[:1]
+        if digit and digit in "0123456789" and "\n" not in version:
+            return (name, version, SYSEXT) if name not in (".", "..") else None
+        cut = base.find("-", cut + 1)
+    return None
 
 
 def _split_name(base: str, fmt: str):

@@ -18,12 +18,15 @@ from __future__ import annotations
 import os
 import posixpath
 import stat
-from collections.abc import Callable, Iterable, Sequence
 
 from .. import fstree, schemas
 from ..errors import SchemaError
 from ..records import Record
 from . import MANIFEST, MANIFEST_LIMIT, Run, internal_error
+
+TYPE_CHECKING = False  # for annotations only: collections.abc is not imported at boot
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Sequence
 
 # Destination folder (target path) of each manifest key other than "bin".
 UNIT_DIRS = {

@@ -16,9 +16,7 @@ stops the run.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import time
 
 from ..errors import MountError
@@ -40,6 +38,11 @@ from . import (
     sizing,
 )
 from .plan import fit_memory, plan
+
+try:  # the signal module imports enum (milliseconds at boot); its C core does the same
+    import _signal
+except ImportError:  # pragma: no cover - an interpreter without it
+    import signal as _signal
 
 __all__ = ["main", "report", "run"]
 
@@ -153,41 +156,60 @@ def _abort(r: Run, e: BaseException, start: float) -> Run:
     return r
 
 
-@contextlib.contextmanager
-def _guard(r: Run, stage: str):
+class _guard:
     """A phase that raises what nobody expected fails the images still in play, and the
-    run goes on to seal and record (each phase already fails one image for its faults)."""
-    try:
-        yield
-    except Exception as e:
-        for image in r.images:
+    run goes on to seal and record (each phase already fails one image for its faults).
+
+    (Classes, not contextlib: the boot path does not import it.)"""
+
+    __slots__ = ("run", "stage")
+
+    def __init__(self, r: Run, stage: str):
+        self.run, self.stage = r, stage
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, e, tb) -> bool:
+        if not isinstance(e, Exception):
+            return False
+        for image in self.run.images:
             if image.ok:
-                image.fail(stage, internal_error(e))
+                image.fail(self.stage, internal_error(e))
+        return True
 
 
-@contextlib.contextmanager
-def _interruptible(r: Run, log: Logger):
+class _interruptible:
     """While the apply changes the target, SIGTERM only sets ``r.interrupted``.
 
     The phases look at it between images: the image in progress is finished
     (or rolled back), the ones after it fail, and what is applied is sealed
     and recorded. systemd's SIGKILL after the stop timeout stays the backstop.
     """
-    def note(signum, _frame):
-        if not r.interrupted:
-            r.interrupted = signal.Signals(signum).name
-            log.warning(f"{r.interrupted} received: finishing the current image, "
-                        "then sealing what is applied")
 
-    try:
-        old = signal.signal(signal.SIGTERM, note)
-    except ValueError:  # not the main thread: nobody can deliver it here anyway
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
+    __slots__ = ("run", "log", "old", "installed")
+
+    def __init__(self, r: Run, log: Logger):
+        self.run, self.log, self.old, self.installed = r, log, None, False
+
+    def _note(self, signum, _frame) -> None:
+        if not self.run.interrupted:
+            self.run.interrupted = "SIGTERM"
+            self.log.warning(f"{self.run.interrupted} received: finishing the current "
+                             "image, then sealing what is applied")
+
+    def __enter__(self):
+        try:
+            self.old = _signal.signal(_signal.SIGTERM, self._note)
+            self.installed = True
+        except ValueError:  # not the main thread: nobody can deliver it here anyway
+            pass
+        return self
+
+    def __exit__(self, kind, e, tb) -> bool:
+        if self.installed:
+            _signal.signal(_signal.SIGTERM, self.old)
+        return False
 
 
 def _remove_failed(r: Run, unpack_host: str, log: Logger) -> None:
@@ -295,8 +317,6 @@ def _append_generator_log(paths: Paths, lines: list[str]) -> None:
 
 def main(ctx, args) -> int:
     """``torcx apply [--no-mount] [--dry-run] [--json]`` and ``torcx-generator``."""
-    import json
-
     from .report import human, log_lines, summary_line
 
     generator = bool(getattr(ctx, "generator", False))
@@ -314,6 +334,8 @@ def main(ctx, args) -> int:
         if not dry_run:
             _append_generator_log(ctx.paths, log.lines)
     elif as_json:
+        import json
+
         ctx.out(json.dumps({"kind": REPORT_KIND, "value": report(r)}, indent=2,
                            sort_keys=True))
     else:

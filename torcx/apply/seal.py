@@ -10,14 +10,16 @@ reads to say what failed and why.
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Sequence
 
-from .. import schemas
+from .. import jsontext, schemas
 from ..log import Logger
 from ..paths import Paths
 from . import FAILED, Run
+
+TYPE_CHECKING = False  # for annotations only: collections.abc is not imported at boot
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 # The five upstream keys, in upstream order; programs source the file.
 LOWER_PROFILES = "TORCX_LOWER_PROFILES"
@@ -148,7 +150,7 @@ def read_record(paths: Paths) -> dict | None:
     """
     try:
         with open(paths.host(record_path(paths)), encoding="utf-8") as f:
-            document = json.load(f)
+            document = jsontext.loads(f.read())
     except FileNotFoundError:
         return None
     if not isinstance(document, dict) or document.get("kind") != RECORD_KIND:

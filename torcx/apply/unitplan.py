@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import os
 
+from .. import jsontext
+
 __all__ = ["PLAN_FILE", "fingerprint", "fresh", "gate_path", "identity", "load",
            "units_from_entries", "update"]
 
@@ -51,21 +53,17 @@ def identity(host_path: str) -> list | None:
 
 def fingerprint(units: list) -> str:
     """XXH3-128 of the units (xxhash: hashlib would load OpenSSL at every boot)."""
-    import json
-
     import xxhash
 
-    text = json.dumps(units, separators=(",", ":"), ensure_ascii=True)
+    text = jsontext.dumps(units, separators=(",", ":"), ensure_ascii=True)
     return xxhash.xxh3_128_hexdigest(text.encode())[:16]
 
 
 def load(paths) -> dict:
     """{logical archive path: entry}; a missing or unreadable plan is an empty one."""
-    import json
-
     try:
         with open(plan_path(paths), encoding="utf-8") as f:
-            doc = json.load(f)
+            doc = jsontext.loads(f.read())
         archives = doc["value"]["archives"] if doc.get("kind") == KIND else {}
         return archives if isinstance(archives, dict) else {}
     except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
@@ -133,8 +131,6 @@ def update(paths, entries: dict, *, prune: bool = True) -> bool:
     file is rewritten only when it changes (an apply at boot usually writes
     nothing); a failure to write is left to the caller to ignore.
     """
-    import json
-
     from ..schemas import write_atomic
 
     plan = load(paths)
@@ -152,7 +148,7 @@ def update(paths, entries: dict, *, prune: bool = True) -> bool:
         return False  # unchanged, or nothing to plan (no empty file is created)
     target = plan_path(paths)
     os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
-    text = json.dumps({"kind": KIND, "value": {"archives": new}}, indent=1, sort_keys=True)
+    text = jsontext.dumps({"kind": KIND, "value": {"archives": new}}, indent=1, sort_keys=True)
     write_atomic(target, text + "\n", 0o644, durable=False)
     return True
 

@@ -115,11 +115,9 @@ def _delegate(module: str, function: str, command: str):
 
 
 def _lookup(module: str, function: str, command: str):
-    import importlib
-
     qualified = f"torcx.{module}"
-    try:
-        mod = importlib.import_module(qualified)
+    try:  # __import__ returns the leaf module given a fromlist; importlib costs ms at boot
+        mod = __import__(qualified, fromlist=["__name__"])
     except ModuleNotFoundError as e:
         if e.name != qualified:
             raise
@@ -437,17 +435,23 @@ _APPLY_FLAGS = {"--no-mount": "no_mount", "--dry-run": "dry_run", "--json": "jso
 
 
 def _plain_apply(argv) -> bool:
-    """``torcx apply`` with nothing but its own flags (what torcx-apply.service runs)."""
+    """``torcx [--root R] apply`` with nothing but its own flags (what torcx-apply.service
+    and image builders run)."""
+    if argv[:1] == ["--root"] and len(argv) > 2 and argv[1] and not argv[1].startswith("-"):
+        argv = argv[2:]
     return bool(argv) and argv[0] == "apply" and all(a in _APPLY_FLAGS for a in argv[1:])
 
 
 def _apply_args(argv):
+    root = "/"
+    if argv[0] == "--root":
+        root, argv = argv[1], argv[2:]
     args = _Args(command="apply", generator=False, no_mount=False, dry_run=False, json=False,
-                 output_dirs=[], strict_paths=False,
+                 output_dirs=[], strict_paths=False, root=root,
                  handler=_delegate("apply.run", "main", "torcx apply"))
     for a in argv[1:]:
         setattr(args, _APPLY_FLAGS[a], True)
-    return args, "/", None
+    return args, root, None
 
 
 # -- main ----------------------------------------------------------------------------
