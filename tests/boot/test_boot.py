@@ -378,6 +378,37 @@ def test_late_start_finds_the_wanted_units():
                                                    "demo.socket": {"sockets.target"}}
 
 
+
+def test_late_start_pulls_in_only_what_the_boot_has_not_started():
+    """The late start names its units and what they require that is inactive without a
+    job; it does not walk through units that are active or queued (their dependencies,
+    such as sysinit.target's condition-skipped mounts, are the boot's), nor name a unit
+    PID 1 could not load."""
+    from torcx.apply import bootunits
+
+    def unit(state, load="loaded", **deps):
+        return {"LoadState": load, "ActiveState": state, **deps}
+
+    props = {
+        "app.service": unit("inactive", Requires="sysinit.target system.slice helper.service",
+                            Wants="network-online.target gone.service"),
+        "sysinit.target": unit("activating", Wants="sys-kernel-config.mount"),
+        "system.slice": unit("active", Wants="other.service"),
+        "helper.service": unit("failed", BindsTo="helper.socket"),
+        "helper.socket": unit("inactive"),
+        "network-online.target": unit("inactive", Wants="wait-online.service"),
+        "wait-online.service": unit("active", Requires="sysinit.target"),
+        "gone.service": unit("inactive", load="not-found"),
+        "broken.service": unit("inactive", load="bad-setting"),
+    }
+
+    def systemctl(*args):
+        raise AssertionError(f"every unit is known already: systemctl {args}")
+
+    assert bootunits._pull_in(systemctl, ["app.service", "broken.service"], props,
+                              {"sysinit.target"}) == [
+        "app.service", "helper.service", "network-online.target", "helper.socket"]
+
 @needs_root
 def test_mount_namespace_detection():
     """A process shares its own mount namespace; a child in a new one (as a sandboxed

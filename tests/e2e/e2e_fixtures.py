@@ -81,6 +81,34 @@ def addon_tree(parent: str, name: str) -> str:
     return root
 
 
+def needing_addon_tree(parent: str, name: str) -> str:
+    """An addon whose wanted unit Requires= a unit of its own that no target wants
+    (``NAME-helper.service``): a start must pull the helper in."""
+    root = os.path.join(parent, name)
+    units = os.path.join(root, "lib/systemd/system")
+    for d in ("bin", "lib/systemd/system/multi-user.target.wants", ".torcx"):
+        os.makedirs(os.path.join(root, d))
+    with open(os.path.join(root, "bin", name), "w") as f:
+        f.write(f'#!/bin/sh\nmkdir -p {MARKERS}\necho "ran $1" >>{MARKERS}/{name}\n')
+    os.chmod(os.path.join(root, "bin", name), 0o755)
+    with open(os.path.join(units, f"{name}.service"), "w") as f:
+        f.write(f"[Unit]\nDescription=torcx e2e addon {name}\nRequires={name}-helper.service\n"
+                f"After={name}-helper.service\n\n[Service]\nType=oneshot\nRemainAfterExit=yes\n"
+                f"ExecStart=/run/torcx/bin/{name} main\n\n[Install]\nWantedBy=multi-user.target\n")
+    with open(os.path.join(units, f"{name}-helper.service"), "w") as f:
+        f.write(f"[Unit]\nDescription=torcx e2e addon {name} (helper)\n\n[Service]\n"
+                f"Type=oneshot\nRemainAfterExit=yes\nExecStart=/run/torcx/bin/{name} helper\n")
+    os.symlink(f"../{name}.service",
+               os.path.join(units, "multi-user.target.wants", f"{name}.service"))
+    with open(os.path.join(root, ".torcx", "manifest.json"), "w") as f:
+        f.write('{"kind": "image-manifest-v0", "value": {'
+                f'"bin": ["/bin/{name}"], '
+                f'"units": ["/lib/systemd/system/{name}.service", '
+                f'"/lib/systemd/system/{name}-helper.service", '
+                '"/lib/systemd/system/multi-user.target.wants"]}}\n')
+    return root
+
+
 def user_addon_tree(parent: str, name: str) -> str:
     """An addon whose service runs as its own sysusers.d user, in a tmpfiles.d folder it owns."""
     root = os.path.join(parent, name)

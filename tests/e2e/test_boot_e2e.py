@@ -171,15 +171,44 @@ def test_addons_start_in_the_boot_that_applies_them(suite, wheel, archives):
                f"{name}.service lost by a daemon-reload: {after}", boot)
 
 
+NEEDING = "hello-needs"
+
+
+@pytest.fixture(scope="session")
+def needing_archive(tmp_path_factory):
+    work = str(tmp_path_factory.mktemp("needing-addon"))
+    return fx.pack(fx.needing_addon_tree(work, NEEDING), NEEDING,
+                   os.path.join(work, "store"), "tgz")
+
+
+def condition_rechecks(journal: str) -> dict:
+    """{unit: n} of the units PID 1 skipped for an unmet condition more than once."""
+    seen: dict = {}
+    for m in re.finditer(r"systemd\[1\]: (\S+) - .* skipped, unmet condition check", journal):
+        seen[m.group(1)] = seen.get(m.group(1), 0) + 1
+    return {u: n for u, n in seen.items() if n > 1}
+
+
 @pytest.mark.parametrize("suite", ["trixie"])
-def test_units_of_an_unplanned_image_start_after_the_apply(suite, wheel, archives):
+def test_units_of_an_unplanned_image_start_after_the_apply(suite, wheel, archives,
+                                                           needing_archive):
     """Without a prepared plan (next-profile written by hand) the sandboxed generator writes
-    no addon unit; torcx-apply.service starts them once applied, and leaves a plan behind
-    for the next boot."""
-    units = [f"{n}.service" for n in GOOD] + ["torcx-apply.service"]
-    with torcx_guest(suite, f"{suite}-unplanned", wheel, archives, list(GOOD),
+    no addon unit; torcx-apply.service starts them once applied, with the units they
+    require, after basic.target, without starting again what the boot had settled (the
+    units sysinit.target wants that were skipped for their conditions: re-enqueued mount
+    units made the boot wait for PID 1's mount rate limit), and leaves a plan behind for
+    the next boot."""
+    addons = dict(archives, **{NEEDING: needing_archive})
+    names = list(GOOD) + [NEEDING]
+    units = [f"{n}.service" for n in names] + [f"{NEEDING}-helper.service",
+                                               "torcx-apply.service"]
+    checks = fx.checks_script(units)
+    for unit in units + ["basic.target"]:
+        checks += (f"systemctl show {unit} -p InactiveExitTimestampMonotonic,"
+                   f"ActiveEnterTimestampMonotonic >$R/times-{unit} 2>&1\n")
+    with torcx_guest(suite, f"{suite}-unplanned", wheel, addons, names,
                      prepared=False) as guest:
-        boot = guest.boot(fx.checks_script(units), bind_loop=True)
+        boot = guest.boot(checks, bind_loop=True)
         plan = json.loads(open(guest.path("/var/lib/torcx/unit-plan.json")).read())
     expect(boot.finished and not boot.timed_out and boot.rc == 0,
            "the guest did not boot, probe and power off cleanly", boot)
@@ -191,9 +220,23 @@ def test_units_of_an_unplanned_image_start_after_the_apply(suite, wheel, archive
                f"{name}.service not loaded from the apply's units: {state}", boot)
         expect(f"ran /run/torcx/bin/{name}" in boot.read(f"markers/{name}"),
                f"{name} did not run from /run/torcx/bin", boot)
+    for unit in (f"{NEEDING}.service", f"{NEEDING}-helper.service"):
+        state = unit_state(boot, unit)
+        expect((state.get("ActiveState"), state.get("Result")) == ("active", "success"),
+               f"{unit} did not run: {state}", boot)
+    expect(boot.read(f"markers/{NEEDING}") == "ran helper\nran main\n",
+           f"{NEEDING}: its required helper did not run first: "
+           f"{boot.read(f'markers/{NEEDING}')!r}", boot)
+    basic = fx.show(boot.read("times-basic.target")).get("ActiveEnterTimestampMonotonic")
+    for name in names:
+        began = fx.show(boot.read(f"times-{name}.service")).get("InactiveExitTimestampMonotonic")
+        expect(basic and began and int(began) >= int(basic),
+               f"{name}.service started before basic.target ({began} < {basic})", boot)
+    rechecks = condition_rechecks(boot.read("journal"))
+    expect(not rechecks, f"units the boot had settled were started again: {rechecks}", boot)
     expect(boot.read("failed-units").strip() == "", "some unit failed", boot)
     planned = {e["name"] for e in plan["value"]["archives"].values()}
-    expect(planned == set(GOOD), f"the apply did not prepare the next boot: {planned}", boot)
+    expect(planned == set(names), f"the apply did not prepare the next boot: {planned}", boot)
 
 
 @pytest.mark.parametrize("suite", SUITES)

@@ -13,6 +13,9 @@
   ``/run/systemd/system``; the ones linked into a ``.wants``/``.requires``
   folder of a target this boot reaches are started (no daemon-reload unless a
   unit of the same name was wrongly generated).
+  They are started with ``--job-mode=ignore-requirements``, with what they pull
+  in that the boot has not started: a plain start delayed the boot by up to a
+  second (start_late says why).
 """
 
 from __future__ import annotations
@@ -85,8 +88,67 @@ def _targets_wanting(images) -> dict:
     return wanted
 
 
+# What a start job pulls in (systemd's PULL_IN_START atoms; Requisite= only checks).
+PULLS = ("Requires", "Wants", "BindsTo", "Upholds")
+# States in which a start job would (re)start a unit.
+STARTABLE = ("inactive", "failed")
+
+
+def _show(systemctl, units) -> dict:
+    """{unit: {property: value}} of ``units`` as PID 1 has them (it loads them to answer)."""
+    r = systemctl("show", "-p", "Id,LoadState,ActiveState," + ",".join(PULLS), "--", *units)
+    blocks = [dict(line.partition("=")[::2] for line in block.splitlines())
+              for block in r.stdout.split("\n\n") if block.strip()]
+    if len(blocks) == len(units):
+        return dict(zip(units, blocks))
+    return {b.get("Id"): b for b in blocks}
+
+
+def _pull_in(systemctl, start, props, jobs) -> list:
+    """``start`` and the units starting them pulls in that the boot has not started.
+
+    systemd's own transaction follows Requires=/Wants=/BindsTo=/Upholds= through every
+    unit, so it also restarts inactive units the boot already settled (skipped by
+    their conditions); here the walk stops at a unit that is active or has a job: its
+    dependencies are the boot's. ``props`` are ``_show`` answers known already.
+    """
+    seen = set(start)
+    level = list(start)
+    out = []
+    while level:
+        missing = [u for u in level if u not in props]
+        if missing:
+            props.update(_show(systemctl, missing))
+        following = []
+        for unit in level:
+            p = props.get(unit, {})
+            if p.get("LoadState") != "loaded":
+                continue  # not found, masked or broken: a start would fail them all
+            if unit not in start and p.get("ActiveState") not in STARTABLE:
+                continue
+            out.append(unit)
+            for key in PULLS:
+                for dep in p.get(key, "").split():
+                    if dep not in seen and dep not in jobs:
+                        seen.add(dep)
+                        following.append(dep)
+        level = following
+    return out
+
+
 def start_late(images, reload: bool, log: Logger) -> None:
-    """Start the wanted units of ``images`` whose targets are active or on their way."""
+    """Start the wanted units of ``images`` whose targets are active or on their way.
+
+    A plain ``systemctl start`` makes PID 1 build a transaction over every dependency
+    again: the units' ``Requires=sysinit.target`` re-enqueues the units sysinit.target
+    wants whose conditions failed earlier in this boot, among them mount units
+    (sys-kernel-config.mount, ...), whose starts PID 1 holds while its mountinfo
+    monitor is rate-limited (more than 5 mount events a second, as the apply's own
+    mounts make): sysinit.target, and the boot, waited for the limit to expire (up to
+    a second). ``--job-mode=ignore-requirements`` adds jobs for the named units
+    only, still ordered (After=basic.target waits for the boot's basic.target job);
+    the units they need that the boot has not started are named too (_pull_in).
+    """
     import subprocess
 
     wanted = _targets_wanting(images)
@@ -105,16 +167,25 @@ def start_late(images, reload: bool, log: Logger) -> None:
                                                        "--plain").stdout.splitlines()
                 if len(line.split()) >= 3 and line.split()[2] == "start"}
         targets = sorted(set().union(*wanted.values()))
-        states = systemctl("is-active", *targets).stdout.split()
-        reached = jobs | {t for t, s in zip(targets, states) if s in ("active", "activating")}
+        props = _show(systemctl, targets + sorted(set(wanted) - set(targets)))
+        reached = jobs | {t for t in targets
+                          if props.get(t, {}).get("ActiveState") in ("active", "activating")}
         start = sorted(u for u, ts in wanted.items() if ts & reached)
         if not start:
             return
-        r = systemctl("start", "--no-block", *start)
+        units = _pull_in(systemctl, start, props, jobs)
+        unloadable = [u for u in start if u not in units]
+        if unloadable:
+            log.error(f"cannot start {' '.join(unloadable)} ({names}): "
+                      + "; ".join(f"{u}: {props.get(u, {}).get('LoadState') or 'unknown'}"
+                                  for u in unloadable))
+        if not units:
+            return
+        r = systemctl("start", "--no-block", "--job-mode=ignore-requirements", "--", *units)
     except OSError as e:
         log.error(f"cannot start the units of {names}: {e}")
         return
     if r.returncode != 0:
-        log.error(f"starting {' '.join(start)} failed: {r.stderr.strip()}")
+        log.error(f"starting {' '.join(units)} failed: {r.stderr.strip()}")
     else:
-        log.info(f"started {' '.join(start)} ({names}: not planned by the generator)")
+        log.info(f"started {' '.join(units)} ({names}: not planned by the generator)")
