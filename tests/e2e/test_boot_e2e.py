@@ -273,6 +273,39 @@ def test_addon_users_on_every_boot(suite, wheel, user_archive):
     expect(boot.read("failed-units").strip() == "", "some unit failed", boot)
 
 
+@pytest.mark.parametrize("suite", SUITES)
+def test_existing_addon_users_cost_no_sysusers_run(suite, wheel, user_archive):
+    """A later boot whose /etc already has the addon's user and group: torcx-sysusers.service
+    is skipped (nothing on the boot's critical path), and the addon still runs as its user
+    in its tmpfiles.d folder."""
+    name = USER_ADDON
+    unit = f"{name}.service"
+    with torcx_guest(suite, f"{suite}-users-exist", wheel, {name: user_archive}, [name],
+                     store="/var/lib/torcx/store") as guest:
+        for folder in ("/etc", "/var"):
+            guest.write(f"{folder}/.updated", fx.UPDATED)
+        for db, line in (("passwd", f"{name}:x:990:990::/run/{name}-state:/usr/sbin/nologin"),
+                         ("group", f"{name}:x:990:")):
+            with open(guest.path(f"/etc/{db}"), "a") as f:
+                f.write(line + "\n")
+        checks = fx.checks_script([unit, "torcx-sysusers.service"])
+        checks += (f"systemctl show torcx-sysusers.service -p ConditionResult "
+                   f">$R/sysusers-condition 2>&1\n"
+                   f"cat /run/{name}-state/ran >$R/state-ran 2>&1\n")
+        boot = guest.boot(checks, bind_loop=True)
+    expect(boot.finished and not boot.timed_out and boot.rc == 0,
+           "the guest did not boot, probe and power off cleanly", boot)
+    expect(boot.read("sysusers-condition").strip() == "ConditionResult=no",
+           f"torcx-sysusers.service ran although the users exist: "
+           f"{boot.read('sysusers-condition')!r}", boot)
+    state = unit_state(boot, unit)
+    expect((state.get("ActiveState"), state.get("Result")) == ("active", "success"),
+           f"{unit} did not run as its user: {state}", boot)
+    expect(boot.read("state-ran").strip() == f"ran as {name}",
+           f"the service did not run as {name}: {boot.read('state-ran')!r}", boot)
+    expect(boot.read("failed-units").strip() == "", "some unit failed", boot)
+
+
 def test_loop_nodes_are_ensured_and_released():
     """The harness makes free loop devices with their nodes exist before a boot, and
     afterwards removes only what it added."""

@@ -121,6 +121,9 @@ def run(paths: Paths, log: Logger, *, mount: bool = True, dry_run: bool = False,
                     from .propagate import propagate_run
 
                     propagate_run(r)
+                from .sysusers import mark_pending
+
+                mark_pending(r, log)
             _remove_failed(r, unpack_host, log)
         if r.extensions:
             from .sysext import link_extensions  # only when the profile names sysext images
