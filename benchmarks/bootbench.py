@@ -18,7 +18,7 @@ other work spreads over all of them); the tables give medians. Variants:
   start after the apply);
 - ``torcx (baseline)``: with ``--baseline SRC``, the same as ``torcx, no plan`` with a
   wheel built from another source tree (e.g. ``git archive`` of an older commit, which
-  may not prepare plans);
+  may not prepare plans); with ``--baseline-prepared``, as ``torcx`` (set-next);
 - ``systemd-sysext``: the same two addons as extensions (a folder and a squashfs
   ``.raw``) merged by ``systemd-sysext.service``; their units are started by a oneshot
   ``systemctl start --no-block --job-mode=ignore-requirements`` after the merge (the
@@ -31,6 +31,12 @@ other work spreads over all of them); the tables give medians. Variants:
   the limit to expire, +800 ms of boot that is the starter's, not sysext's
   (``--sysext-plain-start`` adds that variant to show it). torcx's late start of
   unplanned images avoids it the same way (torcx.apply.bootunits.start_late).
+
+Each guest is a machine's first boot since its last /usr update (systemd-sysusers.service
+and the other ``ConditionNeedsUpdate=`` units run), unless ``--later-boot``: then every
+guest has ``/etc/.updated`` and ``/var/.updated``, and the addons' groups exist in
+``/etc/group``, as on every later boot of a machine that has these addons (torcx then
+skips ``torcx-sysusers.service``: torcx.apply.sysusers).
 
 Measured from PID 1's own timestamps (``systemctl show``): userspace boot to the
 default target; the generator phase (GeneratorsStart to GeneratorsFinish); each
@@ -122,6 +128,17 @@ def torcx_guest(rootfs: str, label: str, wheel: str, archives: dict, *, prepared
     except BaseException:
         guest.close()
         raise
+    return guest
+
+
+def later_boot(guest: Guest, addons=()) -> Guest:
+    """The guest as on a later boot: /usr not updated since the last boot, and the addons'
+    groups (``g NAME -`` in their sysusers.d files) created by an earlier boot."""
+    for folder in ("/etc", "/var"):
+        guest.write(f"{folder}/.updated", fx.UPDATED)
+    with open(guest.path("/etc/group"), "a") as f:
+        for i, name in enumerate(addons):
+            f.write(f"{name}:x:{900 + i}:\n")
     return guest
 
 
@@ -328,6 +345,10 @@ def main() -> int:
     ap.add_argument("--reference", action="store_true",
                     help="the reference profile (benchmarks/workload.py) instead of two addons")
     ap.add_argument("--no-sysext", action="store_true")
+    ap.add_argument("--baseline-prepared", action="store_true",
+                    help="prepare the baseline's unit plan with set-next, as for torcx")
+    ap.add_argument("--later-boot", action="store_true",
+                    help="every guest a later boot (see the module's docstring)")
     ap.add_argument("--sysext-plain-start", action="store_true",
                     help="also boot sysext with its units started in the default job mode")
     args = ap.parse_args()
@@ -347,25 +368,29 @@ def main() -> int:
                                    os.path.join(work, "store"), fmt)
                         for n, fmt in ADDONS.items()}
         units = [f"{n}.service" for n in archives]
+        later = (lambda guest, names=(): later_boot(guest, names)) if args.later_boot \
+            else (lambda guest, names=(): guest)
         variants = {
-            "none": lambda label: Guest(rootfs, label),
-            "torcx": lambda label: torcx_guest(rootfs, label, wheel, archives, prepared=True),
-            "torcx, no plan": lambda label: torcx_guest(rootfs, label, wheel, archives,
-                                                        prepared=False),
+            "none": lambda label: later(Guest(rootfs, label)),
+            "torcx": lambda label: later(torcx_guest(rootfs, label, wheel, archives,
+                                                     prepared=True), archives),
+            "torcx, no plan": lambda label: later(torcx_guest(rootfs, label, wheel, archives,
+                                                              prepared=False), archives),
         }
         if base:
-            variants["torcx (baseline)"] = lambda label: torcx_guest(
-                rootfs, label, base, archives, prepared=False)
+            variants["torcx (baseline)"] = lambda label: later(torcx_guest(
+                rootfs, label, base, archives, prepared=args.baseline_prepared), archives)
         if not args.reference and not args.no_sysext:
             release = os_release(rootfs)
             trees = {n: sysext_tree(os.path.join(work, "sysext"), n, release) for n in ADDONS}
             raw = os.path.join(work, "hello-sqfs.raw")
             subprocess.run(["mksquashfs", trees["hello-sqfs"], raw, "-quiet", "-noappend",
                             "-all-root"], check=True, stdout=subprocess.DEVNULL)
-            variants["systemd-sysext"] = lambda label: sysext_guest(rootfs, label, trees, raw)
+            variants["systemd-sysext"] = lambda label: later(
+                sysext_guest(rootfs, label, trees, raw), trees)
             if args.sysext_plain_start:
-                variants["systemd-sysext (plain start)"] = lambda label: sysext_guest(
-                    rootfs, label, trees, raw, mode="")
+                variants["systemd-sysext (plain start)"] = lambda label: later(sysext_guest(
+                    rootfs, label, trees, raw, mode=""), trees)
         results = run_rounds(variants, units, args.rounds,
                              lambda line: print(line, file=sys.stderr, flush=True))
         what = "reference profile (3 images, 565 MB)" if args.reference else "two small addons"
