@@ -96,7 +96,7 @@ STARTABLE = ("inactive", "failed")
 
 def _show(systemctl, units) -> dict:
     """{unit: {property: value}} of ``units`` as PID 1 has them (it loads them to answer)."""
-    r = systemctl("show", "-p", "Id,LoadState,ActiveState," + ",".join(PULLS), "--", *units)
+    r = systemctl("show", "-p", "Id,LoadState,ActiveState,Job," + ",".join(PULLS), "--", *units)
     blocks = [dict(line.partition("=")[::2] for line in block.splitlines())
               for block in r.stdout.split("\n\n") if block.strip()]
     if len(blocks) == len(units):
@@ -104,13 +104,14 @@ def _show(systemctl, units) -> dict:
     return {b.get("Id"): b for b in blocks}
 
 
-def _pull_in(systemctl, start, props, jobs) -> list:
+def _pull_in(systemctl, start, props) -> list:
     """``start`` and the units starting them pulls in that the boot has not started.
 
     systemd's own transaction follows Requires=/Wants=/BindsTo=/Upholds= through every
     unit, so it also restarts inactive units the boot already settled (skipped by
-    their conditions); here the walk stops at a unit that is active or has a job: its
-    dependencies are the boot's. ``props`` are ``_show`` answers known already.
+    their conditions); here the walk stops at a unit that is active or has a job (such
+    as sysinit.target on its way): its dependencies are the boot's. ``props`` are the
+    ``_show`` answers known already.
     """
     seen = set(start)
     level = list(start)
@@ -124,12 +125,12 @@ def _pull_in(systemctl, start, props, jobs) -> list:
             p = props.get(unit, {})
             if p.get("LoadState") != "loaded":
                 continue  # not found, masked or broken: a start would fail them all
-            if unit not in start and p.get("ActiveState") not in STARTABLE:
+            if unit not in start and (p.get("Job") or p.get("ActiveState") not in STARTABLE):
                 continue
             out.append(unit)
             for key in PULLS:
                 for dep in p.get(key, "").split():
-                    if dep not in seen and dep not in jobs:
+                    if dep not in seen:
                         seen.add(dep)
                         following.append(dep)
         level = following
@@ -163,17 +164,15 @@ def start_late(images, reload: bool, log: Logger) -> None:
     try:
         if reload:  # a wrongly generated unit of the same name is loaded: replace it
             systemctl("daemon-reload")
-        jobs = {line.split()[1] for line in systemctl("list-jobs", "--no-legend",
-                                                       "--plain").stdout.splitlines()
-                if len(line.split()) >= 3 and line.split()[2] == "start"}
         targets = sorted(set().union(*wanted.values()))
         props = _show(systemctl, targets + sorted(set(wanted) - set(targets)))
-        reached = jobs | {t for t in targets
-                          if props.get(t, {}).get("ActiveState") in ("active", "activating")}
+        # reached: active, or on its way (a job: at boot, a start job)
+        reached = {t for t in targets if props.get(t, {}).get("Job")
+                   or props.get(t, {}).get("ActiveState") in ("active", "activating")}
         start = sorted(u for u, ts in wanted.items() if ts & reached)
         if not start:
             return
-        units = _pull_in(systemctl, start, props, jobs)
+        units = _pull_in(systemctl, start, props)
         unloadable = [u for u in start if u not in units]
         if unloadable:
             log.error(f"cannot start {' '.join(unloadable)} ({names}): "
