@@ -156,3 +156,99 @@ def test_many_member_lookalikes_fall_back_quickly(tmp_path):
     path.write_bytes(z.compress(payload) + z.flush())
     est = sizing.estimate(str(path))
     assert est.need == len(payload) and est.method == "gzip ISIZE", est
+
+
+# -- size facts from the unit plan (torcx.apply.unitplan) ---------------------------
+
+
+def recorded(path, members, need, identity=None):
+    """A unit plan entry for ``path`` as an apply records it (or as someone forges it)."""
+    from torcx.apply import unitplan
+
+    return {"name": "x", "units": [], "size": {"members": members, "need": need},
+            "identity": identity or unitplan.identity(str(path))}
+
+
+def two_members(tmp_path):
+    """A gzip file of two members whose last ISIZE (its second part) undersells it."""
+    parts = [bytes(4 << 20), b"tail" * 1000]
+    path = tmp_path / "two.tgz"
+    path.write_bytes(_members(parts))
+    return path, parts
+
+
+def test_a_fresh_entry_of_one_member_spares_the_scan(tmp_path):
+    """An entry recording one member, fresh, sizes the file from its last ISIZE alone: a
+    two-member file is then sized as the plan says, not as the scan finds it."""
+    path, parts = two_members(tmp_path)
+    est = sizing.estimate(str(path), recorded(path, 1, len(parts[1])))
+    assert est == sizing.Estimate(len(parts[1]), True,
+                                  "gzip ISIZE (one member, by the unit plan)")
+    assert est.members == 1
+    assert sizing.estimate(str(path)).need == sum(map(len, parts))  # what a scan finds
+
+
+def test_a_stale_entry_falls_back_to_the_scan(tmp_path):
+    """After the archive changed (touched), its entry is stale: the scan sizes it."""
+    path, parts = two_members(tmp_path)
+    entry = recorded(path, 1, len(parts[1]))
+    os.utime(path, ns=(1, 1))
+    est = sizing.estimate(str(path), entry)
+    assert (est.need, est.method, est.members) == (sum(map(len, parts)),
+                                                   "gzip ISIZE of 2 members", 2)
+
+
+def test_an_honest_entry_gives_what_the_scan_gives(tmp_path):
+    """An apply records what its scan found; the next apply's size from it is the same."""
+    from torcx.apply import unitplan
+
+    path = tmp_path / "one.tgz"
+    path.write_bytes(gzip.compress(os.urandom(100_000) + bytes(1 << 20), mtime=0))
+    scanned = sizing.estimate(str(path))
+    entry = unitplan.entry(type("A", (), {"name": "x", "host_path": str(path)})(), [],
+                           scanned)
+    assert entry["size"] == {"members": 1, "need": scanned.need}
+    planned = sizing.estimate(str(path), entry)
+    assert (planned.need, planned.members) == (scanned.need, 1)
+    assert planned.method == "gzip ISIZE (one member, by the unit plan)"
+
+
+def _forgeries(path, true_need):
+    """Entries whoever can write unit-plan.json could make for ``path``."""
+    with open(path, "rb") as f:
+        f.seek(-4, 2)
+        isize = int.from_bytes(f.read(4), "little")
+    for members in (1, 2, 3, 0, "1", None):
+        for need in (0, 1, isize, isize + 1, true_need, true_need + (1 << 32), 1 << 60,
+                     -1, "big", None):
+            yield recorded(path, members, need)
+    yield {"name": "x", "identity": recorded(path, 1, 0)["identity"], "size": "one"}
+    yield {"name": "x", "identity": [0, 0, 0, 0, 0], "size": {"members": 1, "need": 1 << 40}}
+
+
+def test_no_plan_entry_can_loosen_the_sizing(tmp_path):
+    """Whatever an entry says (forged by whoever can write the plan, the archive untouched),
+    the need, and with it the decode bound, inode bound, tmpfs size and inodes, is never
+    above what the scan gives, on one- and many-member files, a gzip whose last member is
+    tiny next to the first (its ISIZE would need lifting), and a stored .gz inside one."""
+    import zlib
+
+    files = {}
+    files["one"] = gzip.compress(os.urandom(200_000), mtime=0)
+    files["two"] = _members([bytes(4 << 20), b"tail" * 1000])
+    files["tiny-last"] = _members([os.urandom(300_000), b"x"])  # its last ISIZE: 1
+    files["random-first"] = _members([os.urandom(300_000), bytes(100_000)])
+    inner = gzip.compress(os.urandom(100_000), mtime=0)
+    z = zlib.compressobj(0, zlib.DEFLATED, 31)
+    files["stored"] = z.compress(b"hdr" + inner + bytes(1000)) + z.flush()
+    for name, data in files.items():
+        path = tmp_path / f"{name}.tgz"
+        path.write_bytes(data)
+        honest = sizing.estimate(str(path))
+        for entry in _forgeries(path, honest.need):
+            est = sizing.estimate(str(path), entry)
+            assert est.need <= honest.need, (name, entry, est, honest)
+            assert sizing.max_decoded(est) <= sizing.max_decoded(honest)
+            assert sizing.max_entries(est) <= sizing.max_entries(honest)
+            assert sizing.tmpfs_size(est.need) <= sizing.tmpfs_size(honest.need)
+            assert sizing.tmpfs_inodes([est]) <= sizing.tmpfs_inodes([honest])

@@ -60,7 +60,7 @@ def finish_units(run: Run, log: Logger, planned: dict | None) -> None:
                 log.warning(f"{gate}: {e.strerror or e}; the generated units of "
                             f"{image.name} will not start")
         if units is not None:
-            entries[image.archive.path] = unitplan.entry(image.archive, units)
+            entries[image.archive.path] = unitplan.entry(image.archive, units, image.estimate)
         if planned is not None and units != [] and planned.get(image.name) != fp:
             late.append(image)
             stale = stale or image.name in planned

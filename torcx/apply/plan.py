@@ -7,7 +7,7 @@ from .. import profiles
 from ..errors import NotFound
 from ..log import Logger
 from ..store import SYSEXT, Store
-from . import Image, Run, internal_error, sizing
+from . import Image, Run, internal_error, sizing, unitplan
 from .report import size_text
 
 __all__ = ["fit_memory", "plan"]
@@ -28,6 +28,7 @@ def plan(run: Run, log: Logger) -> None:
     run.selection = profiles.select(paths, log)
     _classify_problems(run, profiles.list_profiles(paths))
     store = Store(paths, log=log)
+    recorded = None  # the unit plan, read at the first tarball: its size facts
     for ref in run.selection.images:
         image = Image(ref)
         try:
@@ -44,9 +45,13 @@ def plan(run: Run, log: Logger) -> None:
             continue  # loop-mounted: takes no room in the tmpfs
         try:
             # Read from the compression framing in a few small reads, not by a
-            # decoding pass that would double the boot's unpack cost: see
-            # torcx.apply.sizing for the formats and the margin.
-            image.estimate = sizing.estimate(image.archive.host_path)
+            # decoding pass that would double the boot's unpack cost; a gzip
+            # file's member scan only when the unit plan has not recorded it:
+            # see torcx.apply.sizing for the formats and the margin.
+            if recorded is None:
+                recorded = unitplan.load(paths)
+            image.estimate = sizing.estimate(image.archive.host_path,
+                                             unitplan.sized(recorded, image.archive))
         except OSError as e:
             image.fail("lookup", f"{image.archive.path}: {e.strerror or e}")
             continue

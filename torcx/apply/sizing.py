@@ -12,8 +12,12 @@ small reads at known offsets:
   file of several concatenated members (``cat a.gz b.gz``) is sized from all
   of them: the engine finds the members (torcx.engine.gzip_size: a memchr
   scan for the magic, each candidate confirmed by inflating 64 KiB from it),
-  about the cost of one read of the file, which the unpack reads next anyway;
-  past 4096 lookalikes or 1032x the file inflated, the last ISIZE is used.
+  about the cost of one read of the file (20-60 ms for the reference
+  profile's archives, on the boot's critical path); past 4096 lookalikes or
+  1032x the file inflated, the last ISIZE is used. The scan is done once per
+  archive: the unit plan (torcx.apply.unitplan) records what it found, and
+  while the archive keeps its identity an archive of one member is sized from
+  its last ISIZE alone (``_recorded_one_member``, two small reads).
 - xz: the stream index at the end lists every block's uncompressed size.
 - zstd: each frame's Frame_Content_Size when recorded; when a frame lacks it
   (``tar --zstd`` streams through a pipe), walking its block headers gives an
@@ -32,6 +36,8 @@ from __future__ import annotations
 
 import os
 import struct
+
+from .unitplan import stat_identity
 
 GZIP_MAGIC = b"\x1f\x8b"
 XZ_MAGIC = b"\xfd7zXZ\x00"
@@ -62,13 +68,15 @@ DECODED_MARGIN = 16 << 20
 class Estimate:
     """Bytes a tarball expands to (``need``), whether the archive recorded it, and how.
 
+    ``members``: for gzip, the members it was sized from (1 when only the last
+    ISIZE was used), recorded in the unit plan; None for other formats.
     A plain class: dataclasses (~4 ms) and namedtuple (~1 ms) cost start-up time.
     """
 
-    __slots__ = ("need", "exact", "method")
+    __slots__ = ("need", "exact", "method", "members")
 
-    def __init__(self, need: int, exact: bool, method: str):
-        self.need, self.exact, self.method = need, exact, method
+    def __init__(self, need: int, exact: bool, method: str, members: int | None = None):
+        self.need, self.exact, self.method, self.members = need, exact, method, members
 
     def __eq__(self, other) -> bool:
         return isinstance(other, Estimate) and (
@@ -90,7 +98,7 @@ def _gzip(f, size: int) -> Estimate:
             pass
         else:
             method = "gzip ISIZE" if members == 1 else f"gzip ISIZE of {members} members"
-            return Estimate(total, True, method)
+            return Estimate(total, True, method, members)
     f.seek(size - 4)
     isize = struct.unpack("<I", f.read(4))[0]
     # ISIZE wraps at 4 GiB. Deflate stores incompressible data in blocks with
@@ -99,7 +107,44 @@ def _gzip(f, size: int) -> Estimate:
     floor = (size - _gzip_header_length(f) - 8) // 2
     while isize < floor:
         isize += 1 << 32
-    return Estimate(isize, True, "gzip ISIZE")
+    return Estimate(isize, True, "gzip ISIZE", 1)
+
+
+def _recorded_one_member(f, st, entry: dict) -> Estimate | None:
+    """A gzip file's size without the member scan, when the unit plan allows it.
+
+    ``entry`` is the plan's entry for this archive; it is used only while
+    ``st`` (the open file's fstat) has its identity and it says that the scan
+    found one member. The size is then the file's last ISIZE, read here; the
+    plan's number must merely agree with it. None: scan as without a plan.
+
+    Why a forged entry (the plan file is writable by whoever owns BASEDIR, the
+    archive perhaps not) can never loosen the sizing: the only thing it can
+    lie about is the member count, and the size used is the archive's own
+    last ISIZE, taken only when it needs no lifting. The scan never sizes a
+    file below that: with one member it gives that ISIZE; with more, the last
+    member was inflated whole with its ISIZE checked, so it alone decodes to
+    at least that; when it gives up, it uses that ISIZE. So the need, and with
+    it the image's decode bound, inode bound and tmpfs share (max_decoded,
+    max_entries, tmpfs_size, tmpfs_inodes), and what fit_memory counts against
+    MemAvailable, are at most what the scan would give. An archive undersold
+    so stops at its own decode or inode bound and fails its unpack, as any
+    archive whose framing undersells it does (its staging folder removed);
+    the other images keep their own bounds, and the tmpfs was sized with
+    theirs in full.
+    """
+    facts = entry.get("size")
+    if (not isinstance(facts, dict) or facts.get("members") != 1
+            or entry.get("identity") != stat_identity(st)):
+        return None
+    size = st.st_size
+    f.seek(size - 4)
+    isize = struct.unpack("<I", f.read(4))[0]
+    # Lifting would need the header's length and could exceed what a scan finds
+    # in a file of several members: those few (4 GiB or more) are scanned.
+    if isize < (size - 18) // 2 or facts.get("need") != isize:
+        return None
+    return Estimate(isize, True, "gzip ISIZE (one member, by the unit plan)", 1)
 
 
 def _gzip_header_length(f) -> int:
@@ -208,17 +253,24 @@ def _zstd(f, size: int) -> Estimate:
     return Estimate(total, exact, "zstd frame sizes" if exact else "zstd block bound")
 
 
-def estimate(path: str) -> Estimate:
+def estimate(path: str, planned: dict | None = None) -> Estimate:
     """Estimate the unpacked size of tarball ``path`` from its compression framing.
 
+    ``planned``: the unit plan's entry for this archive (torcx.apply.unitplan),
+    whose size facts spare a gzip file the member scan while it is fresh.
     Raises OSError if the file cannot be read; an unreadable framing falls back
     to a ratio guess rather than failing (the extraction will say what is wrong).
     """
     with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
+        st = os.fstat(f.fileno())
+        size = st.st_size
         magic = f.read(6)
         try:
             if magic[:2] == GZIP_MAGIC and size >= 18:
+                if planned is not None:
+                    est = _recorded_one_member(f, st, planned)
+                    if est is not None:
+                        return est
                 return _gzip(f, size)
             if magic == XZ_MAGIC and size >= 24:
                 return _xz(f, size)

@@ -17,6 +17,10 @@ An entry's units are a list of ``["file", REL, TEXT]``, ``["dir", REL]`` and
 makes them. Their fingerprint gates the generated units: the apply creates
 ``RUNDIR/units/NAME.FP`` only for what it really unpacked, so a plan that is
 wrong anyway (a file changed with its times restored) starts nothing.
+
+A gzip archive's entry also records what sizing's member scan found
+(``"size": {"members": M, "need": N}``), so the apply does not scan it again
+at every boot; a forged one can only make sizing tighter (torcx.apply.sizing).
 """
 
 from __future__ import annotations
@@ -48,6 +52,11 @@ def identity(host_path: str) -> list | None:
         st = os.stat(host_path)
     except OSError:
         return None
+    return stat_identity(st)
+
+
+def stat_identity(st) -> list:
+    """The identity an entry records, of a stat result (fstat of an open archive)."""
     return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
@@ -153,6 +162,23 @@ def update(paths, entries: dict, *, prune: bool = True) -> bool:
     return True
 
 
-def entry(archive, units: list) -> dict:
-    """A plan entry for ``archive`` (a torcx.store.Archive) with these units."""
-    return {"name": archive.name, "identity": identity(archive.host_path), "units": units}
+def entry(archive, units: list, estimate=None) -> dict:
+    """A plan entry for ``archive`` (a torcx.store.Archive) with these units.
+
+    ``estimate`` (torcx.apply.sizing.Estimate) adds the size facts of a gzip
+    archive (``"size": {"members": M, "need": N}``), which spare the next
+    apply the member scan (torcx.apply.sizing).
+    """
+    out = {"name": archive.name, "identity": identity(archive.host_path), "units": units}
+    if estimate is not None and estimate.members is not None:
+        out["size"] = {"members": estimate.members, "need": estimate.need}
+    return out
+
+
+def sized(plan: dict, archive) -> dict | None:
+    """The plan's entry for ``archive`` if it records size facts; its identity is checked
+    by torcx.apply.sizing against the file it opens."""
+    entry = plan.get(archive.path)
+    if isinstance(entry, dict) and entry.get("name") == archive.name and "size" in entry:
+        return entry
+    return None

@@ -3,7 +3,8 @@
 
 ``torcx profile set-next``, ``profile populate``, ``install-boot`` and ``image
 pack`` into a store call this, so that the sandboxed generator of the next boot
-finds every image's units without opening an archive. Here the archives are
+finds every image's units without opening an archive, and the apply finds
+each gzip archive's size facts without scanning it (torcx.apply.sizing). Here the archives are
 read (a tarball until its units have gone by, whoever packed it; a
 squashfs/erofs image loop-mounted for a moment, which needs root). A failure
 only leaves an image out of the plan: its units then start after the apply.
@@ -44,12 +45,15 @@ def prepare_plan(paths, log=_log.NULL, *, upper: str | None = None,
     entries = {}
     for image in sel.images:
         archive = store.find(image.name, image.reference)
-        if archive is None or archive.format == "sysext" or unitplan.fresh(plan, archive):
+        if archive is None or archive.format == "sysext":
             continue  # a sysext image's units are systemd-sysext's to load
+        entry = unitplan.fresh(plan, archive)
+        if entry is not None and (archive.format != "tgz" or "size" in entry):
+            continue
         if only is not None and os.path.realpath(archive.host_path) != os.path.realpath(only):
             continue
         try:
-            units = archive_units(paths, archive)
+            units = entry["units"] if entry is not None else archive_units(paths, archive)
         except (TorcxError, OSError, ValueError, ImportError) as e:
             log.warning(f"{archive.path}: units not planned ({e}); they start after "
                         "the apply")
@@ -59,7 +63,7 @@ def prepare_plan(paths, log=_log.NULL, *, upper: str | None = None,
                         f"({type(e).__name__}): {e}); they start after the apply")
             continue
         if units is not None:
-            entries[archive.path] = unitplan.entry(archive, units)
+            entries[archive.path] = unitplan.entry(archive, units, _estimate(archive))
     try:
         unitplan.update(paths, entries)
     except OSError as e:
@@ -67,6 +71,19 @@ def prepare_plan(paths, log=_log.NULL, *, upper: str | None = None,
                     f"{e.strerror or e}")
         return 0
     return len(entries)
+
+
+def _estimate(archive):
+    """What the apply's sizing finds in a gzip archive (its member scan, done here once
+    rather than at every boot), or None."""
+    if archive.format != "tgz":
+        return None
+    from ..apply import sizing
+
+    try:
+        return sizing.estimate(archive.host_path)
+    except (OSError, ValueError):
+        return None  # the apply sizes it, and says what is wrong
 
 
 def archive_units(paths, archive) -> list | None:
