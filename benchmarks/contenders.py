@@ -114,7 +114,7 @@ class Probe:
     cpu_s: float  # their user + system CPU seconds
 
 
-def probe(argv: list[str]) -> Probe | None:
+def probe(argv: list[str], cwd: str | None = None) -> Probe | None:
     """Run ``argv`` under GNU time; return its max RSS and CPU time (None without GNU time).
 
     GNU time forks the command from a small process: a child forked straight
@@ -128,7 +128,7 @@ def probe(argv: list[str]) -> Probe | None:
         return None
     with tempfile.NamedTemporaryFile("r", prefix="torcx-bench-probe-") as report:
         done = subprocess.run([GNU_TIME, "-f", "%M %U %S", "-o", report.name, *argv],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                              cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(argv)}: exit {done.returncode}: "
                                f"{done.stderr.decode(errors='replace').strip()}")

@@ -14,6 +14,16 @@ second stand-in runs too: ``gountar/main.go``, Go's ``compress/gzip`` and
 ``archive/tar`` one archive after the other, each entry made and its
 metadata set by path, as the original did.
 
+The root is set up as a user's machine has it: the vendor profile, the
+archives in the vendor store, and the unit plan that ``install-boot`` (the
+image builder), ``set-next``, ``populate`` and every apply write
+(torcx.boot.prepare): units and each gzip archive's size facts, so the apply
+neither scans the archives to size them nor has to plan their units. The
+per-phase timings of every timed round (``RUNDIR/apply.json``) go into the
+benchmark's extra info (``plan_ms`` and so on) and ``ratios.py`` prints them.
+``TORCX_BENCH_BASELINE=SRC`` (a torcx source tree, e.g. ``git archive`` of an
+earlier commit) adds the same apply by that code, built in a copy, to the run.
+
 As root both run in a private mount namespace (``unshare -m``) with a real
 tmpfs on the unpack folder; otherwise ``--no-mount`` and plain folders.
 On a machine busy with other work, ``TORCX_BENCH_RT=1`` (root) runs both
@@ -48,19 +58,41 @@ if PRIVILEGED and os.environ.get("TORCX_BENCH_RT") == "1":
     UNSHARE = ["chrt", "--fifo", "1", *UNSHARE]
 
 
-@pytest.fixture(scope="module")
-def reference_root(bench_workload: Workload, tmp_path_factory) -> str:
-    """A root whose vendor profile is the reference workload, its tgz archives in the store."""
-    root = str(tmp_path_factory.mktemp("apply-reference"))
+def _make_root(workload: Workload, root: str, source: str) -> str:
+    """A root whose vendor profile is the reference workload, its tgz archives in the store,
+    and the unit plan prepared by the torcx in ``source`` as install-boot prepares it."""
     profiles = os.path.join(root, "usr/share/torcx/profiles")
     store = os.path.join(root, "usr/share/torcx/store")
     os.makedirs(profiles)
     os.makedirs(store)
-    images = [{"name": im.name, "reference": REFERENCE} for im in bench_workload.images]
+    images = [{"name": im.name, "reference": REFERENCE} for im in workload.images]
     with open(os.path.join(profiles, "vendor.json"), "w") as f:
         json.dump({"kind": "profile-manifest-v0", "value": {"images": images}}, f)
-    bench_workload.link_tgz_into(store, REFERENCE)
+    workload.link_tgz_into(store, REFERENCE)
+    prepare = ("import sys; from torcx import paths; from torcx.boot.prepare import "
+               "prepare_plan; sys.exit(prepare_plan(paths.load(sys.argv[1], environ={})) "
+               f"!= {len(images)})")
+    run_ok([sys.executable, "-c", prepare, root], cwd=source)
     return root
+
+
+@pytest.fixture(scope="module")
+def reference_root(bench_workload: Workload, tmp_path_factory) -> str:
+    """The reference root, prepared by this torcx."""
+    return _make_root(bench_workload, str(tmp_path_factory.mktemp("apply-reference")), REPO)
+
+
+@pytest.fixture(scope="module")
+def baseline(bench_workload: Workload, tmp_path_factory) -> tuple[str, str]:
+    """(source, root): TORCX_BENCH_BASELINE's torcx built in a copy, and its own root."""
+    src = os.environ.get("TORCX_BENCH_BASELINE")
+    if not src:
+        pytest.skip("TORCX_BENCH_BASELINE=SRC (a torcx source tree) adds that code's apply")
+    work = tmp_path_factory.mktemp("apply-baseline")
+    source = str(work / "src")
+    shutil.copytree(src, source, ignore=shutil.ignore_patterns("build", "*.so", ".git"))
+    run_ok([sys.executable, "setup.py", "build_ext", "--inplace", "-q"], cwd=source)
+    return source, _make_root(bench_workload, str(work / "root"), source)
 
 
 def torcx_apply(root: str) -> list[str]:
@@ -108,17 +140,48 @@ def go_standin(binary: str, root: str, workload: Workload) -> list[str]:
     return [*UNSHARE, "sh", "-c", script] if PRIVILEGED else ["sh", "-c", script]
 
 
-def run_ok(argv: list[str]) -> None:
-    done = subprocess.run(argv, env=ENV, cwd=REPO, stdout=subprocess.DEVNULL,
+def run_ok(argv: list[str], cwd: str = REPO) -> None:
+    """Run ``argv`` in ``cwd`` (``python3 -m torcx`` imports the torcx found there)."""
+    done = subprocess.run(argv, env=ENV, cwd=cwd, stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE)
     if done.returncode != 0:
         raise AssertionError(f"{argv}: exit {done.returncode}: "
                              f"{done.stderr.decode(errors='replace').strip()}")
 
 
+def _record(root: str) -> dict | None:
+    """The apply's record (RUNDIR/apply.json) of the last run in ``root``, if any."""
+    try:
+        with open(os.path.join(root, "run/torcx/apply.json")) as f:
+            return json.load(f)["value"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _phase_info(records: list[dict]) -> dict:
+    """Median and best milliseconds of each phase over the timed rounds, and how the last
+    round sized its images (to show whether the unit plan spared the scan)."""
+    import statistics
+
+    out = {}
+    for phase in sorted({p for r in records for p in r.get("timings", {})}):
+        ms = [r["timings"][phase] * 1000 for r in records if phase in r.get("timings", {})]
+        out[f"{phase}_ms"] = {"median": round(statistics.median(ms), 2),
+                              "min": round(min(ms), 2)}
+    if records:
+        out["sizing"] = sorted({(im.get("estimate") or {}).get("method", "")
+                                for im in records[-1].get("images", [])})
+    return out
+
+
 def _measure(benchmark, tool: str, argv: list[str], root: str, workload: Workload,
-             rounds: int) -> None:
+             rounds: int, cwd: str = REPO) -> None:
+    records = []
+
     def fresh():
+        record = _record(root)
+        if record is not None:
+            records.append(record)
         shutil.rmtree(os.path.join(root, "run"), ignore_errors=True)
 
     benchmark.group = GROUP
@@ -128,11 +191,12 @@ def _measure(benchmark, tool: str, argv: list[str], root: str, workload: Workloa
         files=sum(i.files for i in workload.images),
         entries=sum(i.entries for i in workload.images), tmpfs=PRIVILEGED)
     fresh()
-    run_ok(argv)  # untimed: page cache and bytecode caches warm
-    benchmark.pedantic(run_ok, args=(argv,), setup=fresh, rounds=rounds, iterations=1)
+    run_ok(argv, cwd)  # untimed: page cache and bytecode caches warm
+    benchmark.pedantic(run_ok, args=(argv, cwd), setup=fresh, rounds=rounds, iterations=1)
     # CPU seconds of one more run (GNU time): what it costs whatever else the machine did.
     fresh()
-    found = contenders.probe(argv)
+    benchmark.extra_info.update(_phase_info(records[1:]))  # the warm-up's left out
+    found = contenders.probe(argv, cwd=cwd)
     benchmark.extra_info.update(peak_rss_kib=found and found.peak_rss_kib,
                                 cpu_s=found and round(found.cpu_s, 3))
 
@@ -167,3 +231,11 @@ def test_torcx_apply(benchmark, reference_root, bench_workload, bench_rounds):
     # The seal is written after every image applied (a failed one fails the command).
     assert os.path.isfile(os.path.join(reference_root, "run/metadata/torcx"))
     assert os.path.islink(os.path.join(reference_root, "run/torcx/bin/dockerd"))
+
+
+def test_torcx_apply_baseline(benchmark, baseline, bench_workload, bench_rounds):
+    """`torcx apply` by the code in TORCX_BENCH_BASELINE, its root prepared by that code."""
+    source, root = baseline
+    _measure(benchmark, "torcx-apply-baseline", torcx_apply(root), root, bench_workload,
+             bench_rounds, cwd=source)
+    assert os.path.isfile(os.path.join(root, "run/metadata/torcx"))
