@@ -15,7 +15,7 @@ REQUIRED_HEADERS = {
     "archive.h": "libarchive-dev",
     "xxhash.h": "libxxhash-dev",
     "isa-l/igzip_lib.h": "libisal-dev",
-    "openssl/evp.h": "libssl-dev",
+    "openssl/evp.h": "libssl-dev",  # types only: digest.c loads libcrypto on first use
 }
 
 
@@ -54,7 +54,7 @@ ffibuilder.set_source(
     '#include "torcx_engine.h"',
     sources=_sources(),
     include_dirs=[HERE],
-    libraries=["archive", "xxhash", "isal", "crypto", "pthread"],
+    libraries=["archive", "xxhash", "isal", "pthread"],
     define_macros=[("TORCX_VERSION", f'"{_version()}"'), ("_GNU_SOURCE", "1")],
     extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
     py_limited_api=True,

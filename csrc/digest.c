@@ -5,11 +5,15 @@
  * the SHA-512 (signed) or XXH3-128 (recorded, integrity only) of whole image
  * files, several in parallel, one sequential read each, that the boot
  * compares with a signed or recorded value.
- * libcrypto picks the fastest code for the CPU (SHA-NI, AVX2).
+ * libcrypto picks the fastest code for the CPU (SHA-NI, AVX2). It is not
+ * linked: it is loaded on the first SHA digest, so a boot that checks only
+ * XXH3 (the default "integrity" policy) never pays for mapping it (~2 ms).
  */
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <openssl/opensslv.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,13 +27,62 @@
 #define FILE_BLOCK (1u << 20)
 #define FILES_MAX_THREADS 64u
 
+/* ---- libcrypto, loaded once on first use ---- */
+
+#define STRINGIFY_(x) #x
+#define STRINGIFY(x) STRINGIFY_(x)
+/* The soname of the OpenSSL the headers are from: libcrypto.so.3 for 3.x. */
+#define LIBCRYPTO "libcrypto.so." STRINGIFY(OPENSSL_VERSION_MAJOR)
+
+/* The EVP functions used here, typed by the headers so they cannot drift. */
+static struct {
+    __typeof__(&EVP_sha256) sha256;
+    __typeof__(&EVP_sha512) sha512;
+    __typeof__(&EVP_MD_CTX_new) ctx_new;
+    __typeof__(&EVP_MD_CTX_free) ctx_free;
+    __typeof__(&EVP_DigestInit_ex) init;
+    __typeof__(&EVP_DigestUpdate) update;
+    __typeof__(&EVP_DigestFinal_ex) final;
+} evp;
+static pthread_once_t evp_once = PTHREAD_ONCE_INIT;
+static char evp_error[256]; /* why libcrypto is unusable; "" once loaded */
+
+static void evp_load(void) {
+    static const char *const names[] = {"EVP_sha256",      "EVP_sha512",        "EVP_MD_CTX_new",
+                                        "EVP_MD_CTX_free", "EVP_DigestInit_ex", "EVP_DigestUpdate",
+                                        "EVP_DigestFinal_ex"};
+    void *fns[sizeof(names) / sizeof(names[0])];
+    _Static_assert(sizeof(fns) == sizeof(evp), "one name per EVP function");
+    void *h = dlopen(LIBCRYPTO, RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        snprintf(evp_error, sizeof(evp_error), "cannot load %s for a SHA digest: %s", LIBCRYPTO,
+                 dlerror());
+        return;
+    }
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (!(fns[i] = dlsym(h, names[i]))) {
+            snprintf(evp_error, sizeof(evp_error), "%s has no %s: %s", LIBCRYPTO, names[i],
+                     dlerror());
+            return;
+        }
+    memcpy(&evp, fns, sizeof(evp)); /* h stays open: the functions serve until exit */
+}
+
+const char *torcx_md_error(void) {
+    return evp_error;
+}
+
 int torcx_md_init(struct torcx_md *m, const char *name) {
-    const EVP_MD *md = strcmp(name, "sha512") == 0 ? EVP_sha512() : EVP_sha256();
-    m->ctx = EVP_MD_CTX_new();
+    m->ctx = NULL;
+    pthread_once(&evp_once, evp_load);
+    if (evp_error[0])
+        return -ELIBACC;
+    const EVP_MD *md = strcmp(name, "sha512") == 0 ? evp.sha512() : evp.sha256();
+    m->ctx = evp.ctx_new();
     if (!m->ctx)
         return -ENOMEM;
-    if (EVP_DigestInit_ex(m->ctx, md, NULL) != 1) {
-        EVP_MD_CTX_free(m->ctx);
+    if (evp.init(m->ctx, md, NULL) != 1) {
+        evp.ctx_free(m->ctx);
         m->ctx = NULL;
         return -EINVAL;
     }
@@ -38,7 +91,7 @@ int torcx_md_init(struct torcx_md *m, const char *name) {
 
 void torcx_md_update(struct torcx_md *m, const void *data, size_t n) {
     if (m->ctx && n)
-        EVP_DigestUpdate(m->ctx, data, n);
+        evp.update(m->ctx, data, n);
 }
 
 int torcx_md_final_hex(struct torcx_md *m, char *out, size_t cap) {
@@ -46,7 +99,7 @@ int torcx_md_final_hex(struct torcx_md *m, char *out, size_t cap) {
     unsigned char d[EVP_MAX_MD_SIZE];
     unsigned int n = 0;
     out[0] = '\0';
-    if (!m->ctx || EVP_DigestFinal_ex(m->ctx, d, &n) != 1 || 2 * (size_t)n + 1 > cap)
+    if (!m->ctx || evp.final(m->ctx, d, &n) != 1 || 2 * (size_t)n + 1 > cap)
         return -EINVAL;
     for (unsigned int i = 0; i < n; i++) {
         out[2 * i] = digits[d[i] >> 4];
@@ -57,7 +110,8 @@ int torcx_md_final_hex(struct torcx_md *m, char *out, size_t cap) {
 }
 
 void torcx_md_free(struct torcx_md *m) {
-    EVP_MD_CTX_free(m->ctx);
+    if (m->ctx)
+        evp.ctx_free(m->ctx);
     m->ctx = NULL;
 }
 

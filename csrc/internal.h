@@ -12,12 +12,14 @@
 
 #define HIDDEN __attribute__((visibility("hidden")))
 
-/* ---- SHA-256/SHA-512 through libcrypto's EVP (digest.c) ---- */
+/* ---- SHA-256/SHA-512 through libcrypto's EVP (digest.c), loaded on first use ---- */
 struct torcx_md {
     struct evp_md_ctx_st *ctx; /* EVP_MD_CTX; NULL when not in use */
 };
-/* name: "sha256" or "sha512". Returns 0 or -errno. */
+/* name: "sha256" or "sha512". Returns 0 or -errno; -ELIBACC when libcrypto
+ * cannot be loaded, and torcx_md_error() then says why. Thread-safe. */
 HIDDEN int torcx_md_init(struct torcx_md *m, const char *name);
+HIDDEN const char *torcx_md_error(void);
 HIDDEN void torcx_md_update(struct torcx_md *m, const void *data, size_t n);
 /* Lowercase hex into out (cap bytes, NUL included). Returns 0 or -errno. */
 HIDDEN int torcx_md_final_hex(struct torcx_md *m, char *out, size_t cap);

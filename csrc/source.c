@@ -234,9 +234,10 @@ int torcx_source_open(struct source *s, const char *path, unsigned want, bool th
     if (!s->xxh || !s->in)
         return fail(s, -ENOMEM, "out of memory");
     XXH3_128bits_reset(s->xxh);
-    if ((s->want_sha256 && torcx_md_init(&s->sha256, "sha256") < 0) ||
-        (s->want_sha512 && torcx_md_init(&s->sha512, "sha512") < 0))
-        return fail(s, -ENOMEM, "cannot set up the archive digest");
+    int r = 0;
+    if ((s->want_sha256 && (r = torcx_md_init(&s->sha256, "sha256")) < 0) ||
+        (s->want_sha512 && (r = torcx_md_init(&s->sha512, "sha512")) < 0))
+        return fail(s, r, r == -ELIBACC ? torcx_md_error() : "cannot set up the archive digest");
 
     /* O_NONBLOCK: opening a FIFO without a writer would block for ever;
      * the type is checked right after, and regular files ignore the flag. */
@@ -254,7 +255,7 @@ int torcx_source_open(struct source *s, const char *path, unsigned want, bool th
         return fail(s, -errno, "cannot clear O_NONBLOCK on archive");
     (void)posix_fadvise(s->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 
-    int r = fill_input(s, 3);
+    r = fill_input(s, 3);
     if (r < 0)
         return r;
     s->gzip = gzip_magic_at(s);

@@ -219,6 +219,13 @@ class FileDigest(Record):
     _hidden = ("error",)
 
 
+_FILE_ERRORS = {
+    errno.EINVAL: "not a regular file",
+    # digest.c loads libcrypto on the first SHA digest, not with the engine
+    errno.ELIBACC: "cannot load libcrypto (OpenSSL) for a SHA digest",
+}
+
+
 def digest_files(paths: Sequence[str], threads: int = 0,
                  algos: Sequence[str] | None = None) -> list[FileDigest]:
     """SHA-512 (or per file ``algos[i]``: "sha512", "sha256", "xxh3" or "both" for
@@ -245,7 +252,7 @@ def digest_files(paths: Sequence[str], threads: int = 0,
     for path, c in zip(paths, c_files):
         error = None
         if c.err_no:
-            text = "not a regular file" if c.err_no == errno.EINVAL else os.strerror(c.err_no)
+            text = _FILE_ERRORS.get(c.err_no) or os.strerror(c.err_no)
             error = OSError(c.err_no, text, path)
         out.append(FileDigest(path, ffi.string(c.sha512).decode(), c.bytes,
                               ffi.string(c.xxh3).decode(), ffi.string(c.sha256).decode(),

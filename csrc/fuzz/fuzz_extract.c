@@ -5,7 +5,7 @@
  * libFuzzer:  clang -g -O1 -fsanitize=fuzzer,address,undefined -DTORCX_LIBFUZZER \
  *               -D_GNU_SOURCE -DTORCX_VERSION='"fuzz"' -Icsrc csrc/fuzz/fuzz_extract.c \
  *               $(find csrc -maxdepth 1 -name '*.c') \
- *               -larchive -lxxhash -lisal -lcrypto -lpthread -o fuzz_extract
+ *               -larchive -lxxhash -lisal -lpthread -o fuzz_extract
  * Corpus run: the same with gcc and -fsanitize=address,undefined, without
  *             -DTORCX_LIBFUZZER; then `fuzz_extract FILE...` runs each file.
  *

@@ -34,7 +34,7 @@ def _build(out: Path) -> Path:
            "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer", "-DTORCX_LIBFUZZER",
            "-D_GNU_SOURCE", '-DTORCX_VERSION="fuzz"', f"-I{CSRC}",
            str(CSRC / "fuzz" / "fuzz_extract.c"), *sources,
-           "-larchive", "-lxxhash", "-lisal", "-lcrypto", "-lpthread", "-o", str(out)]
+           "-larchive", "-lxxhash", "-lisal", "-lpthread", "-o", str(out)]
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-4000:]
     return out

@@ -62,7 +62,7 @@ def _build_c_test(source: str, out: Path) -> Path:
     units = [str(p) for p in sorted(CSRC.glob("*.c")) if p.name != "entries.c"]
     cmd = ["gcc", "-O1", "-g", "-std=gnu11", "-D_GNU_SOURCE", '-DTORCX_VERSION="test"',
            f"-I{CSRC}", str(Path(__file__).parent / "c" / source), *units,
-           "-larchive", "-lxxhash", "-lisal", "-lcrypto", "-lpthread", "-o", str(out)]
+           "-larchive", "-lxxhash", "-lisal", "-lpthread", "-o", str(out)]
     subprocess.run(cmd, check=True, capture_output=True)
     return out
 

@@ -34,7 +34,7 @@ def _build(folder: Path, sanitize: str) -> Path:
     out = folder / "fuzz_extract"
     cmd = ["gcc", "-g", "-O1", f"-fsanitize={sanitize}", "-fno-omit-frame-pointer",
            "-std=gnu11", "-D_GNU_SOURCE", '-DTORCX_VERSION="sanitizers"', f"-I{CSRC}",
-           *[str(CSRC / s) for s in SOURCES], "-larchive", "-lxxhash", "-lisal", "-lcrypto",
+           *[str(CSRC / s) for s in SOURCES], "-larchive", "-lxxhash", "-lisal",
            "-lpthread",
            "-o", str(out)]
     subprocess.run(cmd, check=True, capture_output=True)
