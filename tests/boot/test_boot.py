@@ -408,6 +408,18 @@ def test_late_start_pulls_in_only_what_the_boot_has_not_started():
     assert bootunits._pull_in(systemctl, ["app.service", "broken.service"], props) == [
         "app.service", "helper.service", "network-online.target", "helper.socket"]
 
+
+def test_late_start_runs_systemctl_without_the_subprocess_module():
+    """The late start's command runner (os.posix_spawnp) gives the exit status, stdout and
+    stderr apart, reads stdin from /dev/null, and a missing command is an OSError."""
+    from torcx.apply import bootunits
+
+    assert bootunits._run(["sh", "-c", "echo out; echo err >&2; exit 3"]) == (3, "out\n",
+                                                                            "err\n")
+    assert bootunits._run(["cat"]) == (0, "", "")
+    with pytest.raises(OSError):
+        bootunits._run(["torcx-no-such-command"])
+
 @needs_root
 def test_mount_namespace_detection():
     """A process shares its own mount namespace; a child in a new one (as a sandboxed
