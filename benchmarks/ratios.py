@@ -45,6 +45,29 @@ def _table(rows: dict[tuple[str, str, str], dict]) -> None:
               f"{'n/a' if cpu is None else f'{cpu:.2f}':>6}")
 
 
+def _phases(rows: dict[tuple[str, str, str], dict]) -> None:
+    """The apply's own phase timings (RUNDIR/apply.json, median / best of the timed rounds)
+    and how it sized its archives, and each torcx apply against the baseline's."""
+    applies = {tool: b for (group, tool, _), b in rows.items()
+               if group == "full-apply" and "total_ms" in b["extra_info"]}
+    if not applies:
+        return
+    print("\napply phases (ms, median / best)")
+    for tool, bench in sorted(applies.items()):
+        info = bench["extra_info"]
+        phases = "  ".join(f"{k[:-3]} {v['median']:.1f} / {v['min']:.1f}"
+                           for k, v in sorted(info.items())
+                           if k.endswith("_ms") and isinstance(v, dict))
+        print(f"  {tool:22} {phases}")
+        print(f"  {'':22} sized by: {', '.join(info.get('sizing', [])) or 'n/a'}")
+    base = applies.get("torcx-apply-baseline")
+    ours = applies.get("torcx-apply")
+    if base and ours:
+        b, o = base["stats"], ours["stats"]
+        print(f"  torcx-apply vs baseline: {b['min'] / o['min']:.2f}x (best rounds), "
+              f"{b['median'] / o['median']:.2f}x (medians)")
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: ratios.py BENCHMARK_JSON", file=sys.stderr)
@@ -69,6 +92,7 @@ def main(argv: list[str]) -> int:
         print(f"three images: {three_info['unpacked_bytes'] / MB:.1f} MB unpacked, "
               f"{three_info['entries']} entries, {three_info['files']} files\n")
     _table(rows)
+    _phases(rows)
     print()
 
     three, single = "three-images", "single-large-tgz"
