@@ -141,3 +141,19 @@ def test_a_forged_entry_shrinks_the_tmpfs_and_hurts_no_other_image(root):
     assert ok["status"] == "ok" and left == ["hello"]
     assert rep["tmpfs"]["size_bytes"] < sizing.tmpfs_size(sum(e.need for e in honest))
     assert vfs.f_files < sizing.tmpfs_inodes(honest)
+
+
+def test_set_next_adds_the_size_to_an_older_entry(root):
+    """A plan written before entries had size facts (units only, still fresh) gets them at
+    the next set-next, its units kept."""
+    archive = root.add_hello()
+    root.profile("p", [("hello", "1")])
+    assert torcx(root.path, "profile", "set-next", "p").code == 0
+    entries = plan_entries(root)
+    entry = entries["/usr/share/torcx/store/hello:1.torcx.tgz"]
+    del entry["size"]
+    with open(root.host(PLAN), "w") as f:
+        json.dump({"kind": "torcx-unit-plan-v0", "value": {"archives": entries}}, f)
+    assert torcx(root.path, "profile", "set-next", "p").code == 0
+    again = plan_entries(root)["/usr/share/torcx/store/hello:1.torcx.tgz"]
+    assert again == {**entry, "size": {"members": 1, "need": sizing.estimate(archive).need}}

@@ -3,11 +3,12 @@
 
 ``torcx profile set-next``, ``profile populate``, ``install-boot`` and ``image
 pack`` into a store call this, so that the sandboxed generator of the next boot
-finds every image's units without opening an archive, and the apply finds
-each gzip archive's size facts without scanning it (torcx.apply.sizing). Here the archives are
-read (a tarball until its units have gone by, whoever packed it; a
-squashfs/erofs image loop-mounted for a moment, which needs root). A failure
-only leaves an image out of the plan: its units then start after the apply.
+finds every image's units without opening an archive, and the apply each gzip
+archive's size facts without scanning it (torcx.apply.sizing). Here the
+archives are read (a tarball until its units have gone by, whoever packed it,
+and a tgz once more for its members; a squashfs/erofs image loop-mounted for
+a moment, which needs root). A failure only leaves an image out of the plan:
+its units then start after the apply, its size is found by the apply.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def _estimate(archive):
 
     try:
         return sizing.estimate(archive.host_path)
-    except (OSError, ValueError):
+    except Exception:  # a hostile archive never keeps the others out of the plan
         return None  # the apply sizes it, and says what is wrong
 
 
