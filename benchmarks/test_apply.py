@@ -43,6 +43,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 
 import contenders
 import pytest
@@ -175,14 +176,30 @@ def _phase_info(records: list[dict]) -> dict:
 
 
 def _measure(benchmark, tool: str, argv: list[str], root: str, workload: Workload,
-             rounds: int, cwd: str = REPO) -> None:
+             rounds: int, cwd: str = REPO, between: tuple | None = None) -> None:
+    """Time ``argv``; ``between`` (tool, argv, root): before each timed round, one round
+    of that contender runs, timed too (extra info ``interleaved``)."""
     records = []
+    interleaved = []
 
     def fresh():
         record = _record(root)
         if record is not None:
             records.append(record)
         shutil.rmtree(os.path.join(root, "run"), ignore_errors=True)
+
+    def other_round(timed=True):
+        _, other_argv, other_root = between
+        shutil.rmtree(os.path.join(other_root, "run"), ignore_errors=True)
+        start = time.monotonic()
+        run_ok(other_argv)
+        if timed:
+            interleaved.append(time.monotonic() - start)
+
+    def setup():
+        if between is not None:
+            other_round()
+        fresh()
 
     benchmark.group = GROUP
     benchmark.extra_info.update(
@@ -192,10 +209,18 @@ def _measure(benchmark, tool: str, argv: list[str], root: str, workload: Workloa
         entries=sum(i.entries for i in workload.images), tmpfs=PRIVILEGED)
     fresh()
     run_ok(argv, cwd)  # untimed: page cache and bytecode caches warm
-    benchmark.pedantic(run_ok, args=(argv, cwd), setup=fresh, rounds=rounds, iterations=1)
+    if between is not None:
+        other_round(timed=False)  # its warm-up too (and a refresh of its unit plan)
+    benchmark.pedantic(run_ok, args=(argv, cwd), setup=setup, rounds=rounds, iterations=1)
     # CPU seconds of one more run (GNU time): what it costs whatever else the machine did.
     fresh()
     benchmark.extra_info.update(_phase_info(records[1:]))  # the warm-up's left out
+    if interleaved:
+        import statistics
+
+        benchmark.extra_info["interleaved"] = {
+            "tool": between[0], "min": round(min(interleaved), 4),
+            "median": round(statistics.median(interleaved), 4), "rounds": len(interleaved)}
     found = contenders.probe(argv, cwd=cwd)
     benchmark.extra_info.update(peak_rss_kib=found and found.peak_rss_kib,
                                 cpu_s=found and round(found.cpu_s, 3))
@@ -233,9 +258,13 @@ def test_torcx_apply(benchmark, reference_root, bench_workload, bench_rounds):
     assert os.path.islink(os.path.join(reference_root, "run/torcx/bin/dockerd"))
 
 
-def test_torcx_apply_baseline(benchmark, baseline, bench_workload, bench_rounds):
-    """`torcx apply` by the code in TORCX_BENCH_BASELINE, its root prepared by that code."""
+def test_torcx_apply_baseline(benchmark, reference_root, baseline, bench_workload,
+                              bench_rounds):
+    """`torcx apply` by the code in TORCX_BENCH_BASELINE, its root prepared by that code,
+    each round after one of this torcx's (timed too): interleaved, both meet the same
+    moments of a shared machine, which two blocks of rounds one after the other do not."""
     source, root = baseline
     _measure(benchmark, "torcx-apply-baseline", torcx_apply(root), root, bench_workload,
-             bench_rounds, cwd=source)
+             bench_rounds, cwd=source,
+             between=("torcx-apply", torcx_apply(reference_root), reference_root))
     assert os.path.isfile(os.path.join(root, "run/metadata/torcx"))
