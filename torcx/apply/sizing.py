@@ -124,7 +124,8 @@ def _recorded_one_member(f, st, entry: dict) -> Estimate | None:
     last ISIZE, taken only when it needs no lifting. The scan never sizes a
     file below that: with one member it gives that ISIZE; with more, the last
     member was inflated whole with its ISIZE checked, so it alone decodes to
-    at least that; when it gives up, it uses that ISIZE. So the need, and with
+    at least that; when it gives up, it uses that ISIZE (lifted, if ever, only
+    upwards). So the need, and with
     it the image's decode bound, inode bound and tmpfs share (max_decoded,
     max_entries, tmpfs_size, tmpfs_inodes), and what fit_memory counts against
     MemAvailable, are at most what the scan would give. An archive undersold
@@ -141,7 +142,8 @@ def _recorded_one_member(f, st, entry: dict) -> Estimate | None:
     f.seek(size - 4)
     isize = struct.unpack("<I", f.read(4))[0]
     # Lifting would need the header's length and could exceed what a scan finds
-    # in a file of several members: those few (4 GiB or more) are scanned.
+    # in a file of several members: those few (4 GiB or more) are scanned. 18:
+    # the shortest header and the trailer, so no header's floor is above this.
     if isize < (size - 18) // 2 or facts.get("need") != isize:
         return None
     return Estimate(isize, True, "gzip ISIZE (one member, by the unit plan)", 1)
