@@ -80,3 +80,25 @@ def make_gpg_keys(tmp_path_factory):
     yield GpgKeys(str(home))
     # gpg-agent was started for key generation; stop it so no process outlives the tests.
     subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], check=False)
+
+
+def modules_loaded(code: str, *wrapper: str) -> set:
+    """The modules a fresh ``python3 -I -S`` has loaded after running ``code``, with the
+    path the boot launcher gives it (torcx, cffi's backend, xxhash); ``wrapper``: a
+    command to run it under (e.g. ``unshare -m``). TORCX_* variables are not passed."""
+    import sys
+
+    import _cffi_backend
+    import xxhash
+
+    import torcx
+
+    path = [os.path.dirname(os.path.dirname(os.path.abspath(torcx.__file__)))] + [
+        os.path.dirname(m.__file__) for m in (_cffi_backend, xxhash)]
+    script = (f"import sys; sys.path += {path!r}\n{code}\n"
+              "print(' '.join(sorted(sys.modules)), file=sys.stderr)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TORCX_")}
+    r = subprocess.run([*wrapper, sys.executable, "-I", "-S", "-c", script],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    return set(r.stderr.strip().splitlines()[-1].split())

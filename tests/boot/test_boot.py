@@ -12,7 +12,7 @@ import tarfile
 import zipfile
 
 import pytest
-from torcx_testing import in_mount_namespace, needs_root
+from torcx_testing import in_mount_namespace, modules_loaded, needs_root
 
 from torcx import boot, cli
 from torcx import paths as torcx_paths
@@ -549,27 +549,6 @@ BOOT_MODULES = {"os", "os.path", "posixpath", "genericpath", "stat", "_stat",
                 "xxhash", "xxhash._xxhash", "xxhash.version"}
 
 
-def _modules_after(code: str, *, unshare: bool = False) -> set:
-    """The modules a fresh ``python3 -I -S`` has loaded after running ``code``."""
-    import subprocess
-
-    import _cffi_backend
-    import xxhash
-
-    import torcx
-
-    path = [os.path.dirname(os.path.dirname(os.path.abspath(torcx.__file__)))] + [
-        os.path.dirname(m.__file__) for m in (_cffi_backend, xxhash)]
-    script = (f"import sys; sys.path += {path!r}\n{code}\n"
-              "print(' '.join(sorted(sys.modules)), file=sys.stderr)")
-    cmd = [sys.executable, "-I", "-S", "-c", script]
-    if unshare:
-        cmd = ["unshare", "-m", "--propagation", "private"] + cmd
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    return set(r.stderr.strip().splitlines()[-1].split())
-
-
 @needs_root
 def test_boot_runs_load_only_what_they_need(tmp_path):
     """Both boot runs, to the end: the sandboxed generator writing units from the prepared
@@ -587,16 +566,16 @@ def test_boot_runs_load_only_what_they_need(tmp_path):
         sidecar.unlink()  # no recorded image digest: every file is checked once mounted
     assert cli.main(["--root", str(root), "profile", "set-next", "p"],
                     stderr=io.StringIO()) == 0
-    bare = _modules_after("")
-    generator = _modules_after(
+    bare = modules_loaded("")
+    generator = modules_loaded(
         "import torcx.cli, torcx.boot\n"
         "from torcx import paths\nfrom torcx.boot.plan_units import plan_generator_units\n"
         f"assert plan_generator_units(paths.load({str(root)!r}, environ={{}}), "
         f"{str(tmp_path / 'gen')!r}, {str(tmp_path / 'late')!r}) == 0")
     assert (tmp_path / "gen" / "demo.service").is_file()
-    apply = _modules_after(
+    apply = modules_loaded(
         f"from torcx.cli import main\nassert main(['--root', {str(root)!r}, 'apply']) == 0",
-        unshare=True)
+        "unshare", "-m", "--propagation", "private")
     record = json.loads((root / "run/torcx/apply.json").read_text())["value"]
     images = {i["name"]: i for i in record["images"]}
     assert [images[n]["status"] for n in ("demo", "sq")] == ["ok", "ok"]

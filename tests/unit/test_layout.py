@@ -7,9 +7,9 @@ from __future__ import annotations
 import ast
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
+
+from torcx_testing import modules_loaded
 
 PACKAGE = Path(__file__).resolve().parents[2] / "torcx"
 
@@ -127,26 +127,16 @@ def test_registry_client_only_in_remote_oci():
     assert sorted(set(users)) == ["torcx.remote.oci"]
 
 
-def _imported_modules(code: str, *wrapper: str) -> set[str]:
-    """Modules a fresh interpreter imports to run ``code`` (python -X importtime)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TORCX_")}
-    env["PYTHONPATH"] = str(PACKAGE.parent)
-    proc = subprocess.run([*wrapper, sys.executable, "-X", "importtime", "-c", code],
-                          capture_output=True, text=True, env=env, check=False)
-    return {line.split("|")[-1].strip() for line in proc.stderr.splitlines()
-            if line.startswith("import time:") and "|" in line}
-
-
 def test_boot_path_imports_no_registry_client(tmp_path):
     """`torcx apply` and `torcx-generator` load neither the registry client nor remotes."""
     (tmp_path / "usr/lib").mkdir(parents=True)
     (tmp_path / "usr/lib/os-release").write_text("ID=flatcar\nVERSION_ID=1\n")
     root = str(tmp_path)
-    runs = [_imported_modules(
+    runs = [modules_loaded(
         f"from torcx.cli import main; main(['--root', {root!r}, 'apply', '--dry-run', "
         "'--no-mount'])")]
     if os.geteuid() == 0 and shutil.which("unshare"):  # the generator mounts: private namespace
-        runs.append(_imported_modules(
+        runs.append(modules_loaded(
             f"from torcx.cli import main; main(['--root', {root!r}, 'a', 'b', 'c'], "
             "prog='torcx-generator')", "unshare", "--mount", "--propagation", "private"))
     for modules in runs:
