@@ -19,11 +19,16 @@ import os
 from ..log import Logger
 from . import Run
 
-__all__ = ["PENDING_FILE", "mark_pending", "missing"]
+__all__ = ["PENDING_FILE", "mark_pending", "missing", "pending_path"]
 
 PENDING_FILE = "sysusers-pending"
 _SYSUSERS_DIR = "/run/sysusers.d"
 _ETC_OVERRIDES = "/etc/sysusers.d"
+
+
+def pending_path(paths) -> str:
+    """This machine's path of RUNDIR/sysusers-pending."""
+    return paths.host(f"{paths.run_dir.rstrip('/')}/{PENDING_FILE}")
 
 
 def _database(path: str) -> dict[str, list[str]]:
@@ -93,7 +98,7 @@ def mark_pending(run: Run, log: Logger) -> None:
                   "torcx-sysusers.service has nothing to do")
         return
     log.debug(f"sysusers: {', '.join(needed[:5])}{' ...' if len(needed) > 5 else ''}")
-    path = run.paths.host(f"{run.paths.run_dir.rstrip('/')}/{PENDING_FILE}")
+    path = pending_path(run.paths)
     try:
         with open(path, "w", encoding="utf-8") as f:
             f.write("\n".join(needed) + "\n")

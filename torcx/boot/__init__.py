@@ -110,9 +110,9 @@ def _pull_in_sysusers(paths, late_dir: str, log) -> None:
     boot after the first since the last /usr update; the addon units need their users
     on every boot (and systemd-tmpfiles-setup.service, ordered after, their owners)."""
     try:
-        from ..apply.sysusers import PENDING_FILE
+        from ..apply.sysusers import pending_path
 
-        if not os.path.exists(paths.host(f"{paths.run_dir.rstrip('/')}/{PENDING_FILE}")):
+        if not os.path.exists(pending_path(paths)):
             return
         from .plan_units import write_boot_units
         from .unitfiles import SYSUSERS_UNIT
