@@ -368,8 +368,9 @@ def main() -> int:
                                    os.path.join(work, "store"), fmt)
                         for n, fmt in ADDONS.items()}
         units = [f"{n}.service" for n in archives]
-        later = (lambda guest, names=(): later_boot(guest, names)) if args.later_boot \
-            else (lambda guest, names=(): guest)
+        def later(guest, names=()):
+            return later_boot(guest, names) if args.later_boot else guest
+
         variants = {
             "none": lambda label: later(Guest(rootfs, label)),
             "torcx": lambda label: later(torcx_guest(rootfs, label, wheel, archives,
